@@ -1,0 +1,53 @@
+# One entry point for set-up, the demo, tests and quality gates.
+# Every target installs what it needs first, so a fresh clone needs only Python 3.11, Node 20 and the
+# package registries.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.requirements.stamp
+SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: venv system-deps demo test lint typecheck unit synth bench eval clean
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# mosquitto is the local stand-in for IoT Core's MQTT broker (Debian package).
+system-deps:
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto >/dev/null )
+
+demo: venv system-deps
+	$(BIN)/python -m demo
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy .
+
+unit: venv system-deps
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+synth: venv
+	$(BIN)/python app.py
+
+bench: venv system-deps
+	$(BIN)/python -m bench.edge
+
+eval: venv
+	$(BIN)/python -m training.evaluate nab --corpus ../shared/data/nab --out build/eval/nab
+	$(BIN)/python -m training.evaluate skab --corpus ../shared/data/skab --out build/eval/skab
+
+clean:
+	rm -rf $(VENV) build cdk.out .demo .mypy_cache .ruff_cache .pytest_cache
