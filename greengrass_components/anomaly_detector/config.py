@@ -1,0 +1,236 @@
+"""Component configuration: one validated, frozen object built from the CLI and the environment.
+
+On a device, the recipe's Run script passes the configuration knobs as arguments (topics, batch size)
+and ``--kernel-root``; the model itself is NOT an argument there: it is read from the component's
+Greengrass configuration key ``model`` over IPC, so a new model is a configuration change, not a restart
+(AWS-FACTS §2.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, cast
+
+from .errors import ConfigError
+from .transport import MqttSettings, TlsSettings
+
+ENV_THING_NAME = "AWS_IOT_THING_NAME"
+
+MODEL_COMPONENT = "com.edgeml.AnomalyModel"
+MODEL_FILE = "model.onnx"
+DEFAULT_SENSOR_TOPIC = "sensors/#"
+DEFAULT_ANOMALY_TOPIC = "edge/{thingName}/anomalies"
+DEFAULT_HEALTH_TOPIC = "edge/{thingName}/health"
+
+SourceKind = Literal["file", "mqtt", "ipc"]
+TransportKind = Literal["mqtt", "ipc", "memory"]
+SOURCES: tuple[SourceKind, ...] = ("file", "mqtt", "ipc")
+TRANSPORTS: tuple[TransportKind, ...] = ("mqtt", "ipc", "memory")
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+# Greengrass recipe variable or our own placeholder; both are filled with the thing name.
+_THING_PLACEHOLDERS = ("{iot:thingName}", "{thingName}")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The ``model`` key merged into this component's configuration by a deployment (contracts §3)."""
+
+    component: str
+    version: str
+    sha256: str | None = None
+    model_version: str | None = None
+
+    @classmethod
+    def from_config(cls, value: Mapping[str, object]) -> ModelRef:
+        # GetConfiguration on a map key returns the map itself; accept the wrapped form too.
+        inner = value.get("model")
+        if isinstance(inner, Mapping) and "version" not in value:
+            value = inner
+        component = value.get("component", MODEL_COMPONENT)
+        version = value.get("version")
+        sha256 = value.get("sha256") or None
+        model_version = value.get("modelVersion") or None
+        if not isinstance(component, str) or not component or "/" in component:
+            raise ConfigError(f"model.component must be a component name, got {component!r}")
+        if not isinstance(version, str) or not re.fullmatch(r"\d+\.\d+\.\d+", version):
+            raise ConfigError(f"model.version must be a semver string like 1.0.3, got {version!r}")
+        if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.match(sha256)):
+            raise ConfigError(f"model.sha256 must be 64 hex characters, got {sha256!r}")
+        if model_version is not None and not isinstance(model_version, str):
+            raise ConfigError(f"model.modelVersion must be a string, got {model_version!r}")
+        return cls(component=component, version=version, sha256=sha256, model_version=model_version)
+
+    def path(self, kernel_root: Path) -> Path:
+        """Where the nucleus puts the model component's artifact (contracts §3)."""
+        return kernel_root / "packages" / "artifacts" / self.component / self.version / MODEL_FILE
+
+
+@dataclass(frozen=True)
+class ComponentConfig:
+    thing_name: str
+    source: SourceKind
+    transport: TransportKind
+    model_path: Path | None = None
+    model_sha256: str | None = None
+    kernel_root: Path | None = None
+    file_path: Path | None = None
+    stream: str | None = None
+    speed: float = 0.0
+    sensor_topic: str = DEFAULT_SENSOR_TOPIC
+    anomaly_topic: str = DEFAULT_ANOMALY_TOPIC
+    health_topic: str = DEFAULT_HEALTH_TOPIC
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    batch_size: int = 32
+    max_wait_ms: float = 200.0
+    cooldown_s: float = 0.0
+    health_interval_s: float = 60.0
+    stats_json: Path | None = None
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        self._check_identity_and_kinds()
+        self._check_topics()
+        self._check_numbers()
+
+    def _check_identity_and_kinds(self) -> None:
+        if not self.thing_name or any(c in self.thing_name for c in "/+#"):
+            raise ConfigError(
+                f"thing name is required (--thing-name or ${ENV_THING_NAME}) and must not contain "
+                f"'/', '+' or '#', got {self.thing_name!r}"
+            )
+        if self.source not in SOURCES:
+            raise ConfigError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(f"transport must be one of {TRANSPORTS}, got {self.transport!r}")
+        if self.model_path is None and self.kernel_root is None:
+            raise ConfigError(
+                "give --model PATH, or --kernel-root to read the model from Greengrass configuration"
+            )
+        if self.model_sha256 is not None and not _SHA256.match(self.model_sha256):
+            raise ConfigError(f"model sha256 must be 64 hex characters, got {self.model_sha256!r}")
+        if self.source == "file" and (self.file_path is None or not self.stream):
+            raise ConfigError("--source file needs --file CSV and --stream NAME")
+
+        if self.log_level.upper() not in _LOG_LEVELS:
+            raise ConfigError(f"log level must be one of {_LOG_LEVELS}, got {self.log_level!r}")
+
+    def _check_topics(self) -> None:
+        for name, topic in (("anomaly", self.anomaly_topic), ("health", self.health_topic)):
+            if not topic or "+" in topic or "#" in topic or "{" in topic:
+                raise ConfigError(
+                    f"{name} topic must be a concrete topic (no wildcards/placeholders): {topic!r}"
+                )
+        if not self.sensor_topic:
+            raise ConfigError("sensor topic must not be empty")
+
+    def _check_numbers(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        for name, value in (
+            ("max wait ms", self.max_wait_ms),
+            ("speed", self.speed),
+            ("cooldown seconds", self.cooldown_s),
+            ("health interval seconds", self.health_interval_s),
+        ):
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+        if not 0 < self.mqtt.port < 65536:
+            raise ConfigError(f"MQTT port must be 1..65535, got {self.mqtt.port}")
+
+
+def substitute_thing_name(topic: str, thing_name: str) -> str:
+    for placeholder in _THING_PLACEHOLDERS:
+        topic = topic.replace(placeholder, thing_name)
+    return topic
+
+
+def _int_like(text: str) -> int:
+    """Greengrass interpolates numeric configuration as a float string ("32.0"); accept whole floats."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(value)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m anomaly_detector",
+        description="Score sensor streams with an ONNX model and forward anomalies only.",
+    )
+    p.add_argument("--thing-name", help=f"defaults to ${ENV_THING_NAME}")
+    p.add_argument("--model", type=Path, help="model.onnx path (local runs); on a device use --kernel-root")
+    p.add_argument("--model-sha256", help="refuse the model unless its sha256 matches")
+    p.add_argument("--kernel-root", type=Path, help="Greengrass root; the model comes from configuration")
+    p.add_argument("--source", choices=SOURCES, default="file")
+    p.add_argument("--file", type=Path, help="CSV to replay (--source file)")
+    p.add_argument("--stream", help="stream name for the replayed CSV")
+    p.add_argument("--speed", type=float, default=0.0, help="replay speed vs. timestamps; 0 = no pacing")
+    p.add_argument("--sensor-topic", default=DEFAULT_SENSOR_TOPIC)
+    p.add_argument("--transport", choices=TRANSPORTS, default="mqtt")
+    p.add_argument("--anomaly-topic", default=DEFAULT_ANOMALY_TOPIC)
+    p.add_argument("--health-topic", default=DEFAULT_HEALTH_TOPIC)
+    p.add_argument("--mqtt-host", default="127.0.0.1")
+    p.add_argument("--mqtt-port", type=_int_like, default=1883)
+    p.add_argument("--mqtt-ca", type=Path, help="CA bundle: enables TLS")
+    p.add_argument("--mqtt-cert", type=Path)
+    p.add_argument("--mqtt-key", type=Path)
+    p.add_argument("--mqtt-client-id")
+    p.add_argument("--batch-size", type=_int_like, default=32)
+    p.add_argument("--max-wait-ms", type=float, default=200.0)
+    p.add_argument("--cooldown-s", type=float, default=0.0)
+    p.add_argument("--health-interval-s", type=float, default=60.0)
+    p.add_argument("--stats-json", type=Path, help="also write the run summary here")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> ComponentConfig:
+    env = os.environ if env is None else env
+    thing_name = args.thing_name or env.get(ENV_THING_NAME, "")
+    if (args.mqtt_cert is None) != (args.mqtt_key is None):
+        raise ConfigError("--mqtt-cert and --mqtt-key go together")
+    if args.mqtt_cert is not None and args.mqtt_ca is None:
+        raise ConfigError("--mqtt-cert needs --mqtt-ca")
+    tls = TlsSettings(args.mqtt_ca, args.mqtt_cert, args.mqtt_key) if args.mqtt_ca is not None else None
+    mqtt_settings = MqttSettings(host=args.mqtt_host, port=args.mqtt_port, tls=tls)
+    if args.mqtt_client_id:
+        # IoT Core policies usually pin the client id to the thing name; locally a random id is fine.
+        mqtt_settings = dataclasses.replace(mqtt_settings, client_id=args.mqtt_client_id)
+    return ComponentConfig(
+        thing_name=thing_name,
+        source=cast(SourceKind, args.source),
+        transport=cast(TransportKind, args.transport),
+        model_path=args.model,
+        model_sha256=args.model_sha256,
+        kernel_root=args.kernel_root,
+        file_path=args.file,
+        stream=args.stream,
+        speed=args.speed,
+        sensor_topic=args.sensor_topic,
+        anomaly_topic=substitute_thing_name(args.anomaly_topic, thing_name),
+        health_topic=substitute_thing_name(args.health_topic, thing_name),
+        mqtt=mqtt_settings,
+        batch_size=args.batch_size,
+        max_wait_ms=args.max_wait_ms,
+        cooldown_s=args.cooldown_s,
+        health_interval_s=args.health_interval_s,
+        stats_json=args.stats_json,
+        log_level=args.log_level,
+    )
+
+
+def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> ComponentConfig:
+    """CLI + environment -> validated config. argparse exits(2) on unknown flags; we raise ConfigError."""
+    return config_from_args(build_arg_parser().parse_args(argv), env)

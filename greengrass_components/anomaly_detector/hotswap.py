@@ -1,0 +1,143 @@
+"""Model hot-swap: hear ``model`` configuration updates over IPC, load and validate the new model in the
+background, and hand it to the app loop, which swaps it in between micro-batches (AWS-FACTS §2.9, option A).
+
+A model that fails validation is logged and counted; the running model stays.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from .config import ModelRef
+from .errors import ConfigError, ModelError
+from .logs import get_logger
+from .model import LoadedModel, ModelLoader
+
+log = get_logger("hotswap")
+MODEL_KEY = "model"
+
+
+class ConfigIpc(Protocol):
+    """The two ``GreengrassCoreIPCClientV2`` methods the watcher needs."""
+
+    def get_configuration(self, *, key_path: list[str]) -> Any: ...
+
+    def subscribe_to_configuration_update(self, *, key_path: list[str], **callbacks: Any) -> Any: ...
+
+
+def read_model_ref(ipc: ConfigIpc) -> ModelRef:
+    """``GetConfiguration(["model"])`` -> :class:`ModelRef` (the update event itself carries no value)."""
+    response = ipc.get_configuration(key_path=[MODEL_KEY])
+    value = getattr(response, "value", None)
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"component configuration has no '{MODEL_KEY}' object: {value!r}")
+    return ModelRef.from_config(value)
+
+
+class ModelWatcher:
+    def __init__(
+        self,
+        ipc: ConfigIpc,
+        *,
+        loader: ModelLoader,
+        kernel_root: Path,
+        current: ModelRef | None,
+        attempts: int = 3,
+        retry_delay_s: float = 2.0,
+    ) -> None:
+        self._ipc = ipc
+        self._loader = loader
+        self._kernel_root = kernel_root
+        self._current = current
+        self._attempts = attempts
+        self._retry_delay_s = retry_delay_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._ready: queue.Queue[LoadedModel] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._operation: Any = None
+        self.rejected = 0
+
+    def start(self) -> None:
+        _response, self._operation = self._ipc.subscribe_to_configuration_update(
+            key_path=[MODEL_KEY],
+            on_stream_event=self._on_event,
+            on_stream_error=self._on_error,
+            on_stream_closed=lambda: log.warning("configuration update stream closed"),
+        )
+        self._thread = threading.Thread(target=self._loop, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def _on_event(self, _event: Any) -> None:
+        # Runs on the SDK's executor: only signal, never load here (an exception would close the stream).
+        self._wake.set()
+
+    def _on_error(self, error: Exception) -> bool:
+        log.error("configuration update stream error", extra={"error": str(error)})
+        return False
+
+    def take(self) -> LoadedModel | None:
+        """The newest validated model waiting to be swapped in, if any (non-blocking)."""
+        latest = None
+        while True:
+            try:
+                latest = self._ready.get_nowait()
+            except queue.Empty:
+                return latest
+
+    def check_now(self) -> None:
+        """Handle one update synchronously (used by the loop thread and by tests)."""
+        try:
+            ref = read_model_ref(self._ipc)
+        except ConfigError as exc:
+            self.rejected += 1
+            log.warning("model configuration rejected", extra={"error": str(exc)})
+            return
+        # IPC failures are SDK-specific exception types; the watcher must survive them.
+        except Exception as exc:  # noqa: BLE001
+            log.warning("GetConfiguration failed", extra={"error": str(exc)})
+            return
+        if ref == self._current:
+            return
+        path = ref.path(self._kernel_root)
+        for attempt in range(1, self._attempts + 1):
+            try:
+                model = self._loader.load(path, ref.sha256)
+            except ModelError as exc:
+                log.warning(
+                    "new model not loadable",
+                    extra={"error": str(exc), "attempt": attempt, "model_component_version": ref.version},
+                )
+                # The artifact may still be landing when the configuration update arrives.
+                if attempt < self._attempts and not self._stop.wait(self._retry_delay_s):
+                    continue
+                self.rejected += 1
+                log.warning("model refused, keeping the running model", extra={"error": str(exc)})
+                return
+            self._current = ref
+            self._ready.put(model)
+            log.info(
+                "new model validated",
+                extra={"model_version": model.metadata.model_version, "sha256": model.sha256},
+            )
+            return
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if not self._stop.is_set():
+                self.check_now()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        close = getattr(self._operation, "close", None)
+        if close is not None:
+            close()

@@ -1,0 +1,131 @@
+"""Parse sensor messages (contracts §5) into typed samples, in the model's channel order.
+
+Every way a message can be wrong raises :class:`MessageError` with a stable ``kind``, so the caller can
+count rejects by kind (a health signal) and skip the message without stopping the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import MessageError
+
+# Stable reject kinds (counter keys in the stats and health messages).
+NOT_UTF8 = "not_utf8"
+NOT_JSON = "not_json"
+BAD_SHAPE = "bad_shape"
+BAD_STREAM = "bad_stream"
+BAD_TIMESTAMP = "bad_timestamp"
+BAD_VALUE = "bad_value"
+NON_FINITE = "non_finite"
+MISSING_CHANNEL = "missing_channel"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One sensor reading; ``values`` follow the model's channel order."""
+
+    stream: str
+    timestamp: float  # epoch seconds, UTC
+    values: tuple[float, ...]
+
+
+def parse_timestamp(raw: object) -> float:
+    """Epoch seconds (int/float) or ISO-8601 string (naive means UTC) -> epoch seconds."""
+    if isinstance(raw, bool):
+        raise MessageError(BAD_TIMESTAMP, "timestamp must be epoch seconds or an ISO-8601 string, got bool")
+    if isinstance(raw, int | float):
+        value = float(raw)
+        if not math.isfinite(value):
+            raise MessageError(BAD_TIMESTAMP, f"timestamp must be finite, got {raw!r}")
+        return value
+    if isinstance(raw, str):
+        try:
+            parsed = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            raise MessageError(BAD_TIMESTAMP, f"timestamp is not ISO-8601: {raw!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    raise MessageError(
+        BAD_TIMESTAMP, f"timestamp must be epoch seconds or an ISO-8601 string, got {type(raw).__name__}"
+    )
+
+
+class MessageParser:
+    """Turns raw payloads into :class:`Sample` objects for a fixed channel list."""
+
+    def __init__(self, channels: Sequence[str]) -> None:
+        if not channels:
+            raise ValueError("channels must not be empty")
+        self._channels = tuple(channels)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return self._channels
+
+    def parse(self, payload: bytes | str, *, default_stream: str | None = None) -> list[Sample]:
+        """Parse a single or batch message; ``default_stream`` (from the topic) fills a missing stream."""
+        if isinstance(payload, bytes):
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                raise MessageError(NOT_UTF8, "payload is not valid UTF-8") from None
+        else:
+            text = payload
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MessageError(NOT_JSON, f"payload is not JSON: {exc.msg}") from None
+        return self.parse_document(document, default_stream=default_stream)
+
+    def parse_document(self, document: object, *, default_stream: str | None = None) -> list[Sample]:
+        """Parse an already-decoded JSON document (the IPC source receives JSON messages as dicts)."""
+        if not isinstance(document, dict):
+            raise MessageError(BAD_SHAPE, f"message must be a JSON object, got {type(document).__name__}")
+        stream = document.get("stream", default_stream)
+        if not isinstance(stream, str) or not stream:
+            raise MessageError(BAD_STREAM, "message needs a non-empty string 'stream'")
+        if "samples" in document:
+            samples = document["samples"]
+            if not isinstance(samples, list) or not samples:
+                raise MessageError(BAD_SHAPE, "'samples' must be a non-empty list")
+            out = []
+            for index, item in enumerate(samples):
+                if not isinstance(item, dict):
+                    raise MessageError(BAD_SHAPE, f"samples[{index}] must be an object")
+                out.append(self._sample(stream, item))
+            return out
+        return [self._sample(stream, document)]
+
+    def _sample(self, stream: str, item: Mapping[str, Any]) -> Sample:
+        if "timestamp" not in item:
+            raise MessageError(BAD_TIMESTAMP, "sample has no 'timestamp'")
+        values = item.get("values")
+        if not isinstance(values, dict):
+            raise MessageError(BAD_SHAPE, "sample needs an object 'values' of channel -> number")
+        return self.sample_from_fields(stream, item["timestamp"], values)
+
+    def sample_from_fields(self, stream: str, timestamp: object, values: Mapping[str, object]) -> Sample:
+        """Validate one reading given as fields (also used by the CSV replay source)."""
+        ts = parse_timestamp(timestamp)
+        ordered: list[float] = []
+        for channel in self._channels:
+            if channel not in values:
+                raise MessageError(MISSING_CHANNEL, f"sample has no value for channel {channel!r}")
+            raw = values[channel]
+            # bool is an int subclass; a sensor sending true/false is a bug, not a 1.0 reading.
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise MessageError(
+                    BAD_VALUE, f"channel {channel!r} must be a number, got {type(raw).__name__}"
+                )
+            value = float(raw)
+            if not math.isfinite(value):
+                raise MessageError(NON_FINITE, f"channel {channel!r} is not finite: {raw!r}")
+            ordered.append(value)
+        return Sample(stream=stream, timestamp=ts, values=tuple(ordered))

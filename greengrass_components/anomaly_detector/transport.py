@@ -1,0 +1,171 @@
+"""The ``Transport`` port (device -> cloud publish, QoS 1) and its adapters: Greengrass IPC, MQTT, memory."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import paho.mqtt.client as mqtt
+from awsiot.greengrasscoreipc.model import QOS
+from paho.mqtt.enums import CallbackAPIVersion
+
+from .errors import TransportError
+from .logs import get_logger
+
+log = get_logger("transport")
+
+
+class Transport(Protocol):
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish with at-least-once delivery; raise :class:`TransportError` when that is not achieved."""
+
+    def close(self) -> None: ...
+
+
+class IpcPublisher(Protocol):
+    """The one method of ``GreengrassCoreIPCClientV2`` this adapter needs."""
+
+    def publish_to_iot_core(self, *, topic_name: str, qos: str, payload: bytes) -> Any: ...
+
+
+class IpcTransport:
+    """Publishes to IoT Core through the nucleus (``PublishToIoTCore``).
+
+    Success means the nucleus accepted (spooled) the message, not that IoT Core received it
+    (aws-iot-device-sdk-python-v2#354). The IPC client is created once in main and passed in.
+    """
+
+    def __init__(self, ipc_client: IpcPublisher) -> None:
+        self._ipc = ipc_client
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        try:
+            self._ipc.publish_to_iot_core(topic_name=topic, qos=QOS.AT_LEAST_ONCE, payload=payload)
+        # The SDK raises its own error family plus awscrt/concurrent.futures errors; all mean "not sent".
+        except Exception as exc:
+            raise TransportError(f"PublishToIoTCore on {topic!r} failed: {exc}") from exc
+
+    def close(self) -> None:
+        """The IPC client belongs to main, which closes it."""
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = field(default_factory=lambda: f"edgeml-{uuid.uuid4().hex[:12]}")
+    keepalive_s: int = 30
+    connect_timeout_s: float = 10.0
+    publish_timeout_s: float = 10.0
+    tls: TlsSettings | None = None
+
+
+def new_paho_client(settings: MqttSettings) -> mqtt.Client:
+    """A paho 2.x client (callback API v2, MQTT 3.1.1: every broker and IoT Core speak it)."""
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=settings.client_id,
+        protocol=mqtt.MQTTv311,
+    )
+    if settings.tls is not None:
+        client.tls_set(
+            ca_certs=str(settings.tls.ca_file),
+            certfile=str(settings.tls.cert_file) if settings.tls.cert_file else None,
+            keyfile=str(settings.tls.key_file) if settings.tls.key_file else None,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    return client
+
+
+def connect_and_wait(
+    client: mqtt.Client,
+    settings: MqttSettings,
+    on_connected: Callable[[mqtt.Client], None] | None = None,
+) -> None:
+    """Connect, start the network thread, and block until the broker accepted us (or fail clearly).
+
+    ``on_connected`` runs on every (re)connect, which is where subscriptions belong: a clean session
+    forgets them when the connection drops.
+    """
+    connected = threading.Event()
+    result: dict[str, str] = {}
+
+    def on_connect(c: mqtt.Client, _u: object, _f: object, reason_code: Any, _p: object) -> None:
+        result["reason"] = str(reason_code)
+        if not reason_code.is_failure:
+            if on_connected is not None:
+                on_connected(c)
+            connected.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
+    except OSError as exc:
+        raise TransportError(f"cannot connect to MQTT broker {settings.host}:{settings.port}: {exc}") from exc
+    client.loop_start()
+    if not connected.wait(settings.connect_timeout_s):
+        client.loop_stop()
+        reason = result.get("reason", "no CONNACK")
+        raise TransportError(
+            f"MQTT broker {settings.host}:{settings.port} did not accept the connection within "
+            f"{settings.connect_timeout_s}s ({reason})"
+        )
+
+
+class MqttTransport:
+    """Publishes with QoS 1 to an MQTT broker (local mosquitto, or IoT Core with TLS client certs).
+
+    ``publish`` waits for the PUBACK, so a return means the broker has the message.
+    """
+
+    def __init__(self, settings: MqttSettings, client: mqtt.Client | None = None) -> None:
+        self._settings = settings
+        self._client = client if client is not None else new_paho_client(settings)
+        connect_and_wait(self._client, settings)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        info = self._client.publish(topic, payload, qos=1)
+        try:
+            info.wait_for_publish(timeout=self._settings.publish_timeout_s)
+        except (ValueError, RuntimeError) as exc:
+            raise TransportError(f"MQTT publish to {topic!r} failed: {exc}") from exc
+        if not info.is_published():
+            raise TransportError(
+                f"MQTT publish to {topic!r} not acknowledged within {self._settings.publish_timeout_s}s"
+            )
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@dataclass(frozen=True)
+class Published:
+    topic: str
+    payload: bytes
+
+
+class InMemoryTransport:
+    """Records what would have been published (tests and dry runs)."""
+
+    def __init__(self) -> None:
+        self.published: list[Published] = []
+        self.closed = False
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.published.append(Published(topic, payload))
+
+    def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,168 @@
+"""Per-environment settings, read once from CDK context into one frozen object.
+
+cdk.json holds ``context.environments.<name>``; ``-c env=<name>`` (or ``CDK_CONTEXT_JSON``) picks one.
+Everything here is plain data: no account or region lookups, so synth works offline and stays
+environment-agnostic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+ENV_CONTEXT_KEY = "env"
+ENVIRONMENTS_CONTEXT_KEY = "environments"
+DEFAULT_ENV = "dev"
+
+# Fixed by docs/contracts.md §3; infrastructure and code must agree on them.
+MODEL_COMPONENT_NAME = "com.edgeml.AnomalyModel"
+INFERENCE_COMPONENT_NAME = "com.edgeml.AnomalyDetector"
+
+# S3 bucket names allow lowercase letters, digits and hyphens; the account and region are appended.
+_NAME_PREFIX = re.compile(r"^[a-z][a-z0-9-]{1,23}$")
+_THING_GROUP_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# The retention periods CloudWatch Logs accepts.
+LOG_RETENTION_DAYS = frozenset({1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653})
+
+
+_E = TypeVar("_E", bound=Enum)
+
+
+class ConfigError(ValueError):
+    """The CDK context does not describe a usable environment."""
+
+
+class Removal(Enum):
+    """What happens to stateful resources when a stack is deleted."""
+
+    DESTROY = "destroy"  # dev: buckets are emptied and removed with the stack
+    RETAIN = "retain"  # prod: data outlives the stack
+
+
+class DeployTarget(Enum):
+    """Which thing group the publisher deploys a new model to first."""
+
+    CANARY = "canary"
+    FLEET = "fleet"
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    env_name: str
+    name_prefix: str
+    canary_thing_group_name: str
+    fleet_thing_group_name: str
+    publisher_target: DeployTarget
+    removal: Removal
+    log_retention_days: int
+    publisher_reserved_concurrency: int
+    noncurrent_version_expiration_days: int
+    inference_component_version: str
+    alert_email: str | None
+
+    @property
+    def auto_delete_objects(self) -> bool:
+        # A bucket with objects cannot be deleted; dev stacks empty theirs so they can be torn down.
+        return self.removal is Removal.DESTROY
+
+    @property
+    def target_thing_group_name(self) -> str:
+        if self.publisher_target is DeployTarget.CANARY:
+            return self.canary_thing_group_name
+        return self.fleet_thing_group_name
+
+    @classmethod
+    def from_context(cls, env_name: str, raw: Mapping[str, Any]) -> PlatformConfig:
+        """Build the settings of one environment from its ``context.environments.<env>`` mapping."""
+        where = f"context.environments.{env_name}"
+        prefix = _text(raw, "namePrefix", where)
+        if not _NAME_PREFIX.match(prefix):
+            raise ConfigError(
+                f"{where}.namePrefix={prefix!r} must be 2-24 lowercase letters, digits or hyphens, "
+                "starting with a letter"
+            )
+        canary = _text(raw, "canaryThingGroup", where)
+        fleet = _text(raw, "fleetThingGroup", where)
+        for key, group in (("canaryThingGroup", canary), ("fleetThingGroup", fleet)):
+            if not _THING_GROUP_NAME.match(group):
+                raise ConfigError(f"{where}.{key}={group!r} is not a valid thing group name")
+        if canary == fleet:
+            raise ConfigError(f"{where}: canaryThingGroup and fleetThingGroup must differ, both are {canary!r}")
+        version = _text(raw, "inferenceComponentVersion", where)
+        if not _SEMVER.match(version):
+            raise ConfigError(f"{where}.inferenceComponentVersion={version!r} is not MAJOR.MINOR.PATCH")
+        retention_days = _positive_int(raw, "logRetentionDays", where)
+        if retention_days not in LOG_RETENTION_DAYS:
+            allowed = ", ".join(str(days) for days in sorted(LOG_RETENTION_DAYS))
+            raise ConfigError(f"{where}.logRetentionDays={retention_days} is not one of {allowed}")
+        email = raw.get("alertEmail")
+        if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):
+            raise ConfigError(f"{where}.alertEmail={email!r} is not an e-mail address (or null)")
+        return cls(
+            env_name=env_name,
+            name_prefix=prefix,
+            canary_thing_group_name=canary,
+            fleet_thing_group_name=fleet,
+            publisher_target=_enum(DeployTarget, raw, "publisherTarget", where),
+            removal=_enum(Removal, raw, "removalPolicy", where),
+            log_retention_days=retention_days,
+            publisher_reserved_concurrency=_positive_int(raw, "publisherReservedConcurrency", where),
+            noncurrent_version_expiration_days=_positive_int(raw, "noncurrentVersionExpirationDays", where),
+            inference_component_version=version,
+            alert_email=email,
+        )
+
+
+def select_environment(context: Mapping[str, Any]) -> PlatformConfig:
+    """Pick the environment named by the ``env`` context key (default ``dev``) and read its settings."""
+    env_name = context.get(ENV_CONTEXT_KEY) or DEFAULT_ENV
+    if not isinstance(env_name, str):
+        raise ConfigError(f"context {ENV_CONTEXT_KEY}={env_name!r} must be a string")
+    environments = context.get(ENVIRONMENTS_CONTEXT_KEY)
+    if not isinstance(environments, Mapping):
+        raise ConfigError(f"context.{ENVIRONMENTS_CONTEXT_KEY} is missing or not an object")
+    raw = environments.get(env_name)
+    if not isinstance(raw, Mapping):
+        known = ", ".join(sorted(environments))
+        raise ConfigError(f"unknown environment {env_name!r}: context.environments has {known}")
+    return PlatformConfig.from_context(env_name, raw)
+
+
+def read_cdk_json_context(path: Path) -> dict[str, Any]:
+    """The ``context`` of cdk.json, so ``python app.py`` sees the same settings and flags as the CDK CLI."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    context = document.get("context", {})
+    if not isinstance(context, dict):
+        raise ConfigError(f"{path}: 'context' must be an object")
+    return context
+
+
+def _text(raw: Mapping[str, Any], key: str, where: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _positive_int(raw: Mapping[str, Any], key: str, where: str) -> int:
+    value = raw.get(key)
+    # bool is an int subclass; "true" is not a retention period.
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where}.{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _enum(kind: type[_E], raw: Mapping[str, Any], key: str, where: str) -> _E:
+    value = raw.get(key)
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(repr(member.value) for member in kind)
+        raise ConfigError(f"{where}.{key}={value!r} must be one of {allowed}") from None

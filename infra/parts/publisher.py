@@ -1,0 +1,123 @@
+"""The model publisher: a container Lambda (onnxruntime validates models) with its DLQ, logs and triggers.
+
+The function is built from ``lambdas/`` with ``lambdas/publisher/Dockerfile``; synth only stages the
+folder, docker runs at deploy time. Permissions are added by the stack, which knows the other units.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.parts.model_store import MODELS_PREFIX
+
+MODEL_FILE_NAME = "model.onnx"
+# Matches models/<model_name>/<model_version>/model.onnx (contracts §2); '*' spans the two segments.
+MODEL_KEY_WILDCARD = f"{MODELS_PREFIX}*/{MODEL_FILE_NAME}"
+# Publishing waits for the component version to become DEPLOYABLE; a few minutes is ample.
+PUBLISHER_TIMEOUT = Duration.minutes(5)
+# onnxruntime + numpy + a probe inference on a small model.
+PUBLISHER_MEMORY_MB = 1024
+# Keep the asset hash (and so the image) stable across machines: caches and tests are not code.
+ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache", "**/.mypy_cache"]
+
+
+class Publisher(Construct):
+    """Attributes: ``function``, ``role``, ``dead_letter_queue``, ``log_group``, ``s3_rule``,
+    ``training_rule``."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        code_directory: str,
+        environment: dict[str, str],
+        model_bucket_name: str,
+        reserved_concurrency: int,
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+    ) -> None:
+        super().__init__(scope, id_)
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "DeadLetterQueue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        self.log_group = logs.LogGroup(
+            self, "LogGroup", retention=log_retention, removal_policy=removal_policy
+        )
+        # Our own role: no AWSLambdaBasicExecutionRole, the stack adds exactly what the function calls.
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="Model publisher: validate model, create Greengrass component version, deploy",
+        )
+        self.log_group.grant_write(self.role)
+
+        self.function = lambda_.DockerImageFunction(
+            self,
+            "Function",
+            code=lambda_.DockerImageCode.from_image_asset(
+                code_directory,
+                file="publisher/Dockerfile",
+                platform=ecr_assets.Platform.LINUX_AMD64,
+                exclude=ASSET_EXCLUDES,
+            ),
+            architecture=lambda_.Architecture.X86_64,
+            role=self.role,
+            environment=environment,
+            memory_size=PUBLISHER_MEMORY_MB,
+            timeout=PUBLISHER_TIMEOUT,
+            reserved_concurrent_executions=reserved_concurrency,
+            dead_letter_queue=self.dead_letter_queue,
+            # EventBridge invokes asynchronously; failed events land in the DLQ after these retries.
+            retry_attempts=2,
+            max_event_age=Duration.hours(6),
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=self.log_group,
+        )
+
+        self.s3_rule = events.Rule(
+            self,
+            "ModelObjectCreated",
+            description="A model.onnx written under models/ in the model store",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={
+                    "bucket": {"name": [model_bucket_name]},
+                    "object": {"key": [{"wildcard": MODEL_KEY_WILDCARD}]},
+                },
+            ),
+        )
+        self.training_rule = events.Rule(
+            self,
+            "TrainingJobCompleted",
+            description="A SageMaker training job finished successfully",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=["SageMaker Training Job State Change"],
+                detail={"TrainingJobStatus": ["Completed"]},
+            ),
+        )
+        for rule in (self.s3_rule, self.training_rule):
+            rule.add_target(
+                targets.LambdaFunction(
+                    self.function,
+                    # Events EventBridge cannot deliver (throttled, function gone) go to the same DLQ.
+                    dead_letter_queue=self.dead_letter_queue,
+                    retry_attempts=4,
+                    max_event_age=Duration.hours(2),
+                )
+            )

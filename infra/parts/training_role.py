@@ -1,0 +1,76 @@
+"""The SageMaker training execution role: reads datasets, writes models, logs, nothing else."""
+
+from __future__ import annotations
+
+from aws_cdk import Aws
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from infra import nag
+from infra.parts.model_store import DATASETS_PREFIX, MODELS_PREFIX, ModelStore
+
+TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+
+
+class TrainingRole(Construct):
+    """Attribute: ``role`` (assumed by sagemaker.amazonaws.com)."""
+
+    def __init__(self, scope: Construct, id_: str, *, model_store: ModelStore, name_prefix: str) -> None:
+        super().__init__(scope, id_)
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description=f"{name_prefix}: SageMaker training jobs (datasets/* in, models/* out)",
+        )
+        datasets = model_store.object_arn(f"{DATASETS_PREFIX}*")
+        models = model_store.object_arn(f"{MODELS_PREFIX}*")
+        log_group = (
+            f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:{TRAINING_LOG_GROUP}"
+        )
+        log_streams = f"{log_group}:log-stream:*"
+        statements = [
+            iam.PolicyStatement(sid="ReadDatasets", actions=["s3:GetObject"], resources=[datasets]),
+            # An S3Prefix channel lists its prefix before it downloads; the listing stays inside datasets/.
+            iam.PolicyStatement(
+                sid="ListDatasets",
+                actions=["s3:ListBucket"],
+                resources=[model_store.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{DATASETS_PREFIX}*"]}},
+            ),
+            iam.PolicyStatement(sid="WriteModels", actions=["s3:PutObject"], resources=[models]),
+            # SSE-KMS: reading needs Decrypt, writing needs GenerateDataKey (and Decrypt for multipart parts).
+            iam.PolicyStatement(
+                sid="UseModelStoreKey",
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=[model_store.key.key_arn],
+            ),
+            iam.PolicyStatement(
+                sid="TrainingLogs",
+                actions=["logs:CreateLogGroup", "logs:DescribeLogStreams"],
+                resources=[log_group],
+            ),
+            iam.PolicyStatement(
+                sid="TrainingLogStreams",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[log_streams],
+            ),
+        ]
+        policy = iam.Policy(self, "Policy", statements=statements)
+        policy.attach_to_role(self.role)
+
+        nag.acknowledge(
+            policy,
+            nag.wildcard_resource(self, datasets),
+            "Training reads any dataset under datasets/; the prefix is the boundary (contracts §2).",
+        )
+        nag.acknowledge(
+            policy,
+            nag.wildcard_resource(self, models),
+            "Training writes models/<name>/<version>/, versions are minted per job; prefix is the boundary.",
+        )
+        nag.acknowledge(
+            policy,
+            nag.wildcard_resource(self, log_streams),
+            "SageMaker names one log stream per job and instance; scoped to the TrainingJobs group.",
+        )

@@ -1,0 +1,1 @@
+"""One Stack per deployable component; cross-unit wiring (grants, outputs) lives here."""

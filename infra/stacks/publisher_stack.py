@@ -1,0 +1,139 @@
+"""Deployable component: the model publisher and its least-privilege grants.
+
+Greengrass authorization facts this relies on (AWS Service Authorization Reference, Greengrass V2):
+``CreateComponentVersion`` and ``ListComponentVersions`` take the component ARN; ``DescribeComponent`` and
+``GetComponent`` a component-version ARN; ``GetDeployment`` a deployment ARN; ``ListDeployments`` has no
+resource type (so ``*``). ``CreateDeployment`` is authorized against the deployment being created
+(``deployments:*``: its id does not exist yet) and the target thing group, and Greengrass rolls a thing
+group deployment out as an IoT job under the caller's identity, hence the ``iot:*Job`` actions. Shadow
+actions are only needed for single-thing targets, which this platform does not use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Aws, CfnOutput, Stack
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from infra import nag
+from infra.config import INFERENCE_COMPONENT_NAME, MODEL_COMPONENT_NAME, DeployTarget, PlatformConfig
+from infra.parts.fleet import Fleet, iot_arn
+from infra.parts.model_store import MODELS_PREFIX, ModelStore
+from infra.parts.publisher import Publisher
+from infra.stacks.common import log_retention, removal_policy
+
+# Environment variable names read by lambdas/publisher/config.py.
+ENV_MODEL_BUCKET = "MODEL_BUCKET"
+ENV_MODEL_COMPONENT_NAME = "MODEL_COMPONENT_NAME"
+ENV_INFERENCE_COMPONENT_NAME = "INFERENCE_COMPONENT_NAME"
+ENV_INFERENCE_COMPONENT_VERSION = "INFERENCE_COMPONENT_VERSION"
+ENV_TARGET_THING_GROUP_ARN = "TARGET_THING_GROUP_ARN"
+ENV_POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
+POWERTOOLS_SERVICE_NAME = "model-publisher"
+
+
+def greengrass_arn(resource: str) -> str:
+    return f"arn:{Aws.PARTITION}:greengrass:{Aws.REGION}:{Aws.ACCOUNT_ID}:{resource}"
+
+
+class PublisherStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        config: PlatformConfig,
+        model_store: ModelStore,
+        fleet: Fleet,
+        code_directory: str,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, id_, **kwargs)
+        target_group = fleet.canary_group if config.publisher_target is DeployTarget.CANARY else fleet.fleet_group
+        self.publisher = Publisher(
+            self,
+            "Publisher",
+            code_directory=code_directory,
+            environment={
+                ENV_MODEL_BUCKET: model_store.bucket_name,
+                ENV_MODEL_COMPONENT_NAME: MODEL_COMPONENT_NAME,
+                ENV_INFERENCE_COMPONENT_NAME: INFERENCE_COMPONENT_NAME,
+                ENV_INFERENCE_COMPONENT_VERSION: config.inference_component_version,
+                ENV_TARGET_THING_GROUP_ARN: target_group.attr_arn,
+                ENV_POWERTOOLS_SERVICE_NAME: POWERTOOLS_SERVICE_NAME,
+            },
+            model_bucket_name=model_store.bucket_name,
+            reserved_concurrency=config.publisher_reserved_concurrency,
+            log_retention=log_retention(config),
+            removal_policy=removal_policy(config),
+        )
+        # The bucket is referenced by its deterministic name, so CloudFormation needs the order spelled out.
+        self.add_stack_dependency(Stack.of(model_store))
+
+        models = model_store.object_arn(f"{MODELS_PREFIX}*")
+        model_component = greengrass_arn(f"components:{MODEL_COMPONENT_NAME}")
+        model_versions = f"{model_component}:versions:*"
+        inference_versions = greengrass_arn(f"components:{INFERENCE_COMPONENT_NAME}:versions:*")
+        deployments = greengrass_arn("deployments:*")
+        jobs = iot_arn("job/*")
+        # Promotion from the canary group to the fleet uses the same function, so both groups are in scope.
+        groups = [fleet.canary_group.attr_arn, fleet.fleet_group.attr_arn]
+
+        statements = [
+            # Read the announced model; write the version-addressed copy of a SageMaker model.tar.gz's ONNX.
+            iam.PolicyStatement(sid="ModelObjects", actions=["s3:GetObject", "s3:PutObject"], resources=[models]),
+            iam.PolicyStatement(
+                sid="ModelStoreKey",
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=[model_store.key.key_arn],
+            ),
+            iam.PolicyStatement(
+                sid="ModelComponent",
+                actions=["greengrass:CreateComponentVersion", "greengrass:ListComponentVersions"],
+                resources=[model_component],
+            ),
+            iam.PolicyStatement(
+                sid="ComponentVersions",
+                actions=["greengrass:DescribeComponent", "greengrass:GetComponent"],
+                resources=[model_versions, inference_versions],
+            ),
+            iam.PolicyStatement(
+                sid="CreateDeployment",
+                actions=["greengrass:CreateDeployment"],
+                resources=[deployments, *groups],
+            ),
+            iam.PolicyStatement(sid="ReadDeployments", actions=["greengrass:GetDeployment"], resources=[deployments]),
+            iam.PolicyStatement(sid="ListDeployments", actions=["greengrass:ListDeployments"], resources=["*"]),
+            iam.PolicyStatement(sid="DescribeTargetGroups", actions=["iot:DescribeThingGroup"], resources=groups),
+            iam.PolicyStatement(
+                sid="DeploymentJobs",
+                actions=["iot:CreateJob", "iot:DescribeJob", "iot:UpdateJob", "iot:CancelJob"],
+                resources=[jobs, *groups],
+            ),
+        ]
+        policy = iam.Policy(self, "PublisherPolicy", statements=statements)
+        policy.attach_to_role(self.publisher.role)
+
+        for resource, reason in (
+            (models, "Models are version-addressed under models/<name>/<version>/; the prefix is the boundary."),
+            (model_versions, "Every version of the one model component; versions are minted per model."),
+            (inference_versions, "Reads the inference component's released versions to pin one in deployments."),
+            (deployments, "Deployment ids are minted by CreateDeployment itself; the target group is scoped."),
+            (jobs, "Greengrass names the IoT job of each deployment; the target thing group is scoped."),
+            ("*", "greengrass:ListDeployments has no resource type; the call filters by the target group ARN."),
+        ):
+            nag.acknowledge(policy, nag.wildcard_resource(self, resource), reason)
+
+        # Lambda's own defaults on the function role: X-Ray segments and ECR auth take no resource ARN.
+        default_policy = self.publisher.role.node.try_find_child("DefaultPolicy")
+        if default_policy is not None:
+            nag.acknowledge(
+                default_policy,
+                nag.wildcard_resource(self, "*"),
+                "xray:PutTrace* and ecr:GetAuthorizationToken support only '*' (added by CDK for tracing/image).",
+            )
+
+        CfnOutput(self, "PublisherFunctionName", value=self.publisher.function.function_name)
+        CfnOutput(self, "PublisherDeadLetterQueueUrl", value=self.publisher.dead_letter_queue.queue_url)

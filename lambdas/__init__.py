@@ -1,0 +1,1 @@
+"""AWS Lambda functions of the edge ML platform, one package per function."""

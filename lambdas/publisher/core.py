@@ -1,0 +1,396 @@
+"""Publish one model: validate → reuse or create a component version → wait → revise the deployment.
+
+Pure orchestration over three small ports (model store, component registry, deployments); no AWS SDK
+here. The order matters: everything that can refuse a model runs before anything is written, so a bad
+event or a bad model changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Protocol
+
+from lambdas.publisher.config import PublisherConfig, ThingGroupArn
+from lambdas.publisher.errors import (
+    ArtifactConflictError,
+    ComponentVersionConflictError,
+    GreengrassError,
+    ModelValidationError,
+)
+from lambdas.publisher.events import ArtifactKind, PublishRequest, model_key
+from lambdas.publisher.recipe import recipe_json, recipe_model_sha256, render_model_recipe
+from lambdas.publisher.validation import ModelInfo, extract_model_from_archive, sha256_hex, validate_model
+from lambdas.publisher.versioning import next_version
+
+MODEL_CONFIGURATION_KEY = "model"
+DEPLOYABLE = "DEPLOYABLE"
+_FAILED_STATES = frozenset({"FAILED", "DEPRECATED"})
+
+
+# --- ports -------------------------------------------------------------------------------------------
+
+
+class ModelStore(Protocol):
+    def read(self, bucket: str, key: str, *, max_bytes: int) -> bytes:
+        """The object's bytes; ``ModelNotFoundError`` if absent, ``ModelValidationError`` if too large."""
+        ...
+
+    def put_if_absent(self, bucket: str, key: str, data: bytes) -> bool:
+        """Write the object unless the key exists. True if written, False if the key already existed."""
+        ...
+
+
+@dataclass(frozen=True)
+class ComponentVersionRef:
+    name: str
+    version: str
+    arn: str
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    state: str
+    message: str = ""
+    errors: Mapping[str, str] = field(default_factory=dict)
+
+
+class ComponentRegistry(Protocol):
+    def list_versions(self, component_arn: str) -> list[ComponentVersionRef]:
+        """Every version of the component, newest first (empty if the component does not exist)."""
+        ...
+
+    def get_recipe(self, version_arn: str) -> bytes:
+        """The version's recipe as JSON bytes."""
+        ...
+
+    def create(self, recipe: bytes) -> ComponentVersionRef:
+        """Create a component version; ``ComponentVersionConflictError`` if the version exists."""
+        ...
+
+    def status(self, version_arn: str) -> ComponentStatus: ...
+
+
+@dataclass(frozen=True)
+class ComponentDeployment:
+    """One component's entry in a deployment. ``run_with`` is carried through untouched."""
+
+    component_version: str
+    configuration_merge: str | None = None
+    configuration_reset: tuple[str, ...] | None = None
+    run_with: Mapping[str, object] | None = None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The parts of an existing deployment that a revision must keep."""
+
+    deployment_id: str
+    target_arn: str
+    name: str | None
+    components: Mapping[str, ComponentDeployment]
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    """How a model rollout behaves on the fleet (AWS-FACTS §2.3)."""
+
+    # Per device: a failed deployment returns the device to its previous configuration.
+    failure_handling: str = "ROLLBACK"
+    # Components hear about the update first, so the detector can swap models between micro-batches.
+    component_update_action: str = "NOTIFY_COMPONENTS"
+    component_update_timeout_seconds: int = 60
+    # Fleet-wide: stop sending the job to devices that have not run it once failures pass the threshold.
+    abort_threshold_percentage: float = 10.0
+    abort_min_executed_things: int = 1
+    in_progress_timeout_minutes: int = 60
+
+
+@dataclass(frozen=True)
+class DeploymentRequest:
+    target_arn: str
+    name: str
+    components: Mapping[str, ComponentDeployment]
+    policy: RolloutPolicy
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class DeploymentService(Protocol):
+    def latest_for_target(self, target_arn: str) -> Deployment | None: ...
+
+    def create(self, request: DeploymentRequest) -> str:
+        """Create (revise) the target's deployment; returns the new deployment id."""
+        ...
+
+
+# --- result ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    component_name: str
+    component_version: str
+    component_arn: str
+    component_created: bool
+    deployment_id: str
+    deployment_created: bool
+    target_arn: str
+    model_uri: str
+    model_sha256: str
+    model_version: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WaitPolicy:
+    """Bounded polling for a new component version to become deployable."""
+
+    max_tries: int = 30
+    delay_seconds: float = 2.0
+
+
+# --- orchestration -----------------------------------------------------------------------------------
+
+
+def publish_model(
+    request: PublishRequest,
+    *,
+    config: PublisherConfig,
+    store: ModelStore,
+    components: ComponentRegistry,
+    deployments: DeploymentService,
+    sleep: Callable[[float], None] = time.sleep,
+    wait: WaitPolicy = WaitPolicy(),
+    rollout: RolloutPolicy = RolloutPolicy(),
+) -> PublishResult:
+    """Publish the model named by ``request`` and deploy it to the configured thing group.
+
+    Idempotent: publishing a model whose sha256 already has a component version reuses that version, and
+    a deployment that already runs it is not revised again. So retries of the same event are safe.
+    """
+    data, model = _load_and_validate(request, store=store, max_bytes=config.max_model_bytes)
+    key = model_key(request.model_name, model.model_version)
+    if request.bucket != config.model_bucket or request.key != key:
+        _store_version_addressed(
+            store, config.model_bucket, key, data, model.sha256, max_bytes=config.max_model_bytes
+        )
+    artifact_uri = f"s3://{config.model_bucket}/{key}"
+
+    component, created = _ensure_component_version(
+        components,
+        component_arn=component_arn(config.target, config.model_component_name),
+        component_name=config.model_component_name,
+        model=model,
+        artifact_uri=artifact_uri,
+    )
+    wait_until_deployable(components, component, sleep=sleep, wait=wait)
+
+    latest = deployments.latest_for_target(config.target.arn)
+    plan = plan_deployment(
+        latest,
+        config=config,
+        model_component=component,
+        model_configuration=model_configuration(component, model),
+        rollout=rollout,
+    )
+    if latest is not None and same_components(latest.components, plan.components):
+        deployment_id, deployment_created = latest.deployment_id, False
+    else:
+        deployment_id, deployment_created = deployments.create(plan), True
+
+    return PublishResult(
+        component_name=component.name,
+        component_version=component.version,
+        component_arn=component.arn,
+        component_created=created,
+        deployment_id=deployment_id,
+        deployment_created=deployment_created,
+        target_arn=config.target.arn,
+        model_uri=artifact_uri,
+        model_sha256=model.sha256,
+        model_version=model.model_version,
+    )
+
+
+def _load_and_validate(
+    request: PublishRequest, *, store: ModelStore, max_bytes: int
+) -> tuple[bytes, ModelInfo]:
+    data = store.read(request.bucket, request.key, max_bytes=max_bytes)
+    if request.kind is ArtifactKind.TARBALL:
+        data = extract_model_from_archive(data, max_bytes=max_bytes)
+    model = validate_model(data, max_bytes=max_bytes)
+    if request.expected_model_version is not None and model.model_version != request.expected_model_version:
+        raise ModelValidationError(
+            f"model at {request.uri} declares model_version {model.model_version!r}, "
+            f"but its key says {request.expected_model_version!r}"
+        )
+    return data, model
+
+
+def _store_version_addressed(
+    store: ModelStore, bucket: str, key: str, data: bytes, sha256: str, *, max_bytes: int
+) -> None:
+    # Greengrass records each artifact's digest at create time: a key is written once, never overwritten.
+    if store.put_if_absent(bucket, key, data):
+        return
+    existing = store.read(bucket, key, max_bytes=max_bytes)
+    if sha256_hex(existing) != sha256:
+        raise ArtifactConflictError(
+            f"s3://{bucket}/{key} already holds a different model (sha256 {sha256_hex(existing)}); "
+            "model versions must be unique"
+        )
+
+
+def component_arn(target: ThingGroupArn, component_name: str) -> str:
+    """The (versionless) ARN of a private component in the target's account and region."""
+    return f"arn:{target.partition}:greengrass:{target.region}:{target.account}:components:{component_name}"
+
+
+def _ensure_component_version(
+    components: ComponentRegistry,
+    *,
+    component_arn: str,
+    component_name: str,
+    model: ModelInfo,
+    artifact_uri: str,
+) -> tuple[ComponentVersionRef, bool]:
+    existing = components.list_versions(component_arn)
+    found = find_version_with_sha256(components, existing, model.sha256)
+    if found is not None:
+        return found, False
+    version = next_version(ref.version for ref in existing)
+    recipe = render_model_recipe(
+        component_name=component_name, component_version=version, model=model, artifact_uri=artifact_uri
+    )
+    try:
+        return components.create(recipe_json(recipe)), True
+    except ComponentVersionConflictError:
+        # A concurrent invocation (S3 event and training event for the same model) took this version
+        # first; if it published the same model, that version is ours too.
+        found = find_version_with_sha256(components, components.list_versions(component_arn), model.sha256)
+        if found is None:
+            raise
+        return found, False
+
+
+def find_version_with_sha256(
+    components: ComponentRegistry, versions: Sequence[ComponentVersionRef], sha256: str
+) -> ComponentVersionRef | None:
+    """The newest version whose recipe records this model sha256, if any."""
+    for ref in versions:
+        if recipe_model_sha256(components.get_recipe(ref.arn)) == sha256:
+            return ref
+    return None
+
+
+def wait_until_deployable(
+    components: ComponentRegistry,
+    component: ComponentVersionRef,
+    *,
+    sleep: Callable[[float], None],
+    wait: WaitPolicy,
+) -> None:
+    status = ComponentStatus(state="UNKNOWN")
+    for attempt in range(wait.max_tries):
+        status = components.status(component.arn)
+        if status.state == DEPLOYABLE:
+            return
+        if status.state in _FAILED_STATES:
+            details = "; ".join(f"{k}: {v}" for k, v in sorted(status.errors.items()))
+            raise GreengrassError(
+                f"component {component.name} {component.version} is {status.state}: {status.message}"
+                + (f" ({details})" if details else "")
+            )
+        if attempt + 1 < wait.max_tries:
+            sleep(wait.delay_seconds)
+    raise GreengrassError(
+        f"component {component.name} {component.version} is still {status.state} after "
+        f"{wait.max_tries} checks; not deploying it"
+    )
+
+
+def model_configuration(component: ComponentVersionRef, model: ModelInfo) -> dict[str, str]:
+    """The ``model`` key merged into the inference component (docs/contracts.md §3)."""
+    return {
+        "component": component.name,
+        "version": component.version,
+        "sha256": model.sha256,
+        "modelVersion": model.model_version,
+    }
+
+
+def plan_deployment(
+    latest: Deployment | None,
+    *,
+    config: PublisherConfig,
+    model_component: ComponentVersionRef,
+    model_configuration: Mapping[str, str],
+    rollout: RolloutPolicy,
+) -> DeploymentRequest:
+    """The target's next deployment: the latest one with the model and inference components set.
+
+    A new deployment replaces the previous one for its target, so every other component of the latest
+    deployment is carried over as it was.
+    """
+    components: dict[str, ComponentDeployment] = dict(latest.components) if latest is not None else {}
+    components[model_component.name] = ComponentDeployment(component_version=model_component.version)
+    previous = components.get(config.inference_component_name)
+    merge = _parse_merge(previous.configuration_merge if previous else None, config.inference_component_name)
+    merge[MODEL_CONFIGURATION_KEY] = dict(model_configuration)
+    inference = previous if previous is not None else ComponentDeployment(component_version="")
+    components[config.inference_component_name] = replace(
+        inference,
+        component_version=config.inference_component_version,
+        configuration_merge=json.dumps(merge, sort_keys=True, separators=(",", ":")),
+    )
+    return DeploymentRequest(
+        target_arn=config.target.arn,
+        name=(latest.name if latest is not None and latest.name else f"edgeml-{config.target.name}"),
+        components=components,
+        policy=rollout,
+        tags=dict(latest.tags) if latest is not None else {},
+    )
+
+
+def _parse_merge(merge: str | None, component_name: str) -> dict[str, object]:
+    if not merge:
+        return {}
+    try:
+        parsed = json.loads(merge)
+    except ValueError as exc:
+        raise GreengrassError(
+            f"the latest deployment's configurationUpdate.merge for {component_name} is not JSON: {exc}"
+        ) from exc
+    if not isinstance(parsed, dict):
+        raise GreengrassError(
+            f"the latest deployment's configurationUpdate.merge for {component_name} is not a JSON object"
+        )
+    return parsed
+
+
+def same_components(a: Mapping[str, ComponentDeployment], b: Mapping[str, ComponentDeployment]) -> bool:
+    """Whether two deployments run the same components with the same configuration updates."""
+    if a.keys() != b.keys():
+        return False
+    for name, left in a.items():
+        right = b[name]
+        if replace(left, configuration_merge=None) != replace(right, configuration_merge=None):
+            return False
+        if _merge_value(left.configuration_merge) != _merge_value(right.configuration_merge):
+            return False
+    return True
+
+
+def _merge_value(merge: str | None) -> object:
+    # Compare merges as JSON values: the same update may be spelled with different spacing or key order.
+    if not merge:
+        return None
+    try:
+        return json.loads(merge)
+    except ValueError:
+        return merge

@@ -1,0 +1,1 @@
+"""Local stand-ins for AWS services that moto does not cover."""

@@ -1,0 +1,103 @@
+"""infra.config: plain data in, one frozen settings object out, clear errors otherwise."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.config import (
+    ConfigError,
+    DeployTarget,
+    PlatformConfig,
+    Removal,
+    read_cdk_json_context,
+    select_environment,
+)
+
+CDK_JSON = Path(__file__).resolve().parents[2] / "cdk.json"
+
+
+def _dev() -> dict[str, Any]:
+    return {
+        "namePrefix": "edgeml-test",
+        "canaryThingGroup": "test-canary",
+        "fleetThingGroup": "test-fleet",
+        "publisherTarget": "canary",
+        "removalPolicy": "destroy",
+        "logRetentionDays": 14,
+        "publisherReservedConcurrency": 2,
+        "noncurrentVersionExpirationDays": 7,
+        "inferenceComponentVersion": "1.2.3",
+        "alertEmail": None,
+    }
+
+
+def test_cdk_json_environments_parse() -> None:
+    context = read_cdk_json_context(CDK_JSON)
+    dev = select_environment({**context, "env": "dev"})
+    prod = select_environment({**context, "env": "prod"})
+    assert dev.removal is Removal.DESTROY
+    assert dev.auto_delete_objects is True
+    assert prod.removal is Removal.RETAIN
+    assert prod.auto_delete_objects is False
+    assert dev.name_prefix != prod.name_prefix
+
+
+def test_env_defaults_to_dev() -> None:
+    config = select_environment({"environments": {"dev": _dev()}})
+    assert config.env_name == "dev"
+    assert config.name_prefix == "edgeml-test"
+    assert config.inference_component_version == "1.2.3"
+    assert config.publisher_target is DeployTarget.CANARY
+    assert config.target_thing_group_name == "test-canary"
+
+
+def test_fleet_target_picks_fleet_group() -> None:
+    config = PlatformConfig.from_context("dev", {**_dev(), "publisherTarget": "fleet"})
+    assert config.target_thing_group_name == "test-fleet"
+
+
+def test_config_is_frozen() -> None:
+    config = PlatformConfig.from_context("dev", _dev())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.name_prefix = "other"  # type: ignore[misc]
+
+
+def test_unknown_environment_names_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown environment 'staging': context.environments has dev, prod"):
+        select_environment({"env": "staging", "environments": {"dev": _dev(), "prod": _dev()}})
+
+
+def test_missing_environments_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"context.environments is missing or not an object"):
+        select_environment({"env": "dev"})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("namePrefix", "Edge_ML", r"namePrefix='Edge_ML' must be 2-24 lowercase letters"),
+        ("removalPolicy", "snapshot", r"removalPolicy='snapshot' must be one of 'destroy', 'retain'"),
+        ("publisherTarget", "all", r"publisherTarget='all' must be one of 'canary', 'fleet'"),
+        ("logRetentionDays", 10, r"logRetentionDays=10 is not one of 1, 3, 5"),
+        ("logRetentionDays", True, r"logRetentionDays must be a positive integer, got True"),
+        ("publisherReservedConcurrency", 0, r"publisherReservedConcurrency must be a positive integer, got 0"),
+        ("inferenceComponentVersion", "1.0", r"inferenceComponentVersion='1.0' is not MAJOR.MINOR.PATCH"),
+        ("alertEmail", "ops", r"alertEmail='ops' is not an e-mail address"),
+        ("fleetThingGroup", "test-canary", r"canaryThingGroup and fleetThingGroup must differ"),
+        ("canaryThingGroup", "", r"canaryThingGroup must be a non-empty string, got ''"),
+    ],
+)
+def test_invalid_settings_are_refused(key: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        PlatformConfig.from_context("dev", {**_dev(), key: value})
+
+
+def test_cdk_json_context_must_be_an_object(tmp_path: Path) -> None:
+    path = tmp_path / "cdk.json"
+    path.write_text('{"app": "x", "context": []}', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"'context' must be an object"):
+        read_cdk_json_context(path)

@@ -1,0 +1,106 @@
+"""IoT fleet: thing groups, the per-thing device policy, the token-exchange role and its alias."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Capture, Template
+
+from tests.infra.conftest import Synthesized, flatten
+
+IOT = "arn:{AWS::Partition}:iot:{AWS::Region}:{AWS::AccountId}:"
+THING = "${iot:Connection.Thing.ThingName}"
+BUCKET = "arn:{AWS::Partition}:s3:::edgeml-dev-models-{AWS::AccountId}-{AWS::Region}"
+
+
+@pytest.fixture(scope="module")
+def template(dev: Synthesized) -> Template:
+    return dev.template("fleet")
+
+
+@pytest.fixture(scope="module")
+def device_statements(template: Template) -> dict[str, dict[str, Any]]:
+    policies = template.find_resources("AWS::IoT::Policy")
+    assert len(policies) == 1
+    policy = next(iter(policies.values()))["Properties"]
+    assert policy["PolicyName"] == "edgeml-dev-core-device"
+    return {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+
+
+def _resources(statement: dict[str, Any]) -> list[str]:
+    resources = statement["Resource"]
+    return [flatten(r) for r in (resources if isinstance(resources, list) else [resources])]
+
+
+def test_thing_groups(template: Template) -> None:
+    names = {
+        g["Properties"]["ThingGroupName"] for g in template.find_resources("AWS::IoT::ThingGroup").values()
+    }
+    assert names == {"edgeml-dev-canary", "edgeml-dev-fleet"}
+
+
+def test_connect_only_as_own_thing(device_statements: dict[str, dict[str, Any]]) -> None:
+    connect = device_statements["ConnectAsOwnThing"]
+    assert connect["Action"] == "iot:Connect"
+    assert _resources(connect) == [f"{IOT}client/{THING}"]
+
+
+def test_publish_telemetry_only_under_own_prefix(device_statements: dict[str, dict[str, Any]]) -> None:
+    publish = device_statements["PublishOwnTelemetry"]
+    assert publish["Action"] == "iot:Publish"
+    assert _resources(publish) == [f"{IOT}topic/edge/{THING}/*"]
+
+
+def test_every_topic_resource_is_the_devices_own(device_statements: dict[str, dict[str, Any]]) -> None:
+    topic_statements = ["PublishOwnTelemetry", "SubscribeOwnTopics", "ReceiveOwnTopics", "GreengrassNucleusTopics"]
+    for sid in topic_statements:
+        for resource in _resources(device_statements[sid]):
+            assert THING in resource, (sid, resource)
+            assert resource.startswith((f"{IOT}topic/", f"{IOT}topicfilter/")), resource
+    assert _resources(device_statements["SubscribeOwnTopics"]) == [
+        f"{IOT}topicfilter/edge/{THING}/*",
+        f"{IOT}topicfilter/$aws/things/{THING}/jobs/*",
+        f"{IOT}topicfilter/$aws/things/{THING}/shadow/*",
+    ]
+    assert _resources(device_statements["OwnShadow"]) == [f"{IOT}thing/{THING}"]
+
+
+def test_device_may_assume_only_its_role_alias(device_statements: dict[str, dict[str, Any]]) -> None:
+    statement = device_statements["TokenExchange"]
+    assert statement["Action"] == "iot:AssumeRoleWithCertificate"
+    assert _resources(statement) == [f"{IOT}rolealias/edgeml-dev-token-exchange"]
+
+
+def test_greengrass_data_plane_actions(device_statements: dict[str, dict[str, Any]]) -> None:
+    assert device_statements["GreengrassDataPlane"]["Action"] == [
+        "greengrass:GetComponentVersionArtifact",
+        "greengrass:ResolveComponentCandidates",
+        "greengrass:GetDeploymentConfiguration",
+    ]
+    assert not any("iot:*" in str(s["Action"]) for s in device_statements.values())
+
+
+def test_role_alias_points_to_token_exchange_role(template: Template) -> None:
+    role = Capture()
+    template.has_resource_properties(
+        "AWS::IoT::RoleAlias",
+        {"RoleAlias": "edgeml-dev-token-exchange", "RoleArn": {"Fn::GetAtt": [role, "Arn"]}},
+    )
+    roles = template.find_resources("AWS::IAM::Role")
+    trust = roles[role.as_string()]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == [
+        {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "credentials.iot.amazonaws.com"}}
+    ]
+
+
+def test_token_exchange_role_reads_only_artifacts_and_models(template: Template) -> None:
+    policies = template.find_resources("AWS::IAM::Policy")
+    assert len(policies) == 1
+    statements = next(iter(policies.values()))["Properties"]["PolicyDocument"]["Statement"]
+    assert [s["Sid"] for s in statements] == ["DownloadArtifacts", "DecryptArtifacts"]
+    download, decrypt = statements
+    assert download["Action"] == "s3:GetObject"
+    assert _resources(download) == [f"{BUCKET}/components/*", f"{BUCKET}/models/*"]
+    assert decrypt["Action"] == "kms:Decrypt"
+    assert "ModelStoreKey" in flatten(decrypt["Resource"])

@@ -1,0 +1,100 @@
+"""The SageMaker execution role: exactly datasets/* in, models/* out, its key and its log group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from tests.infra.conftest import Synthesized, flatten, statements_with_sid
+
+BUCKET = "arn:{AWS::Partition}:s3:::edgeml-dev-models-{AWS::AccountId}-{AWS::Region}"
+LOGS = "arn:{AWS::Partition}:logs:{AWS::Region}:{AWS::AccountId}:log-group:/aws/sagemaker/TrainingJobs"
+
+
+@pytest.fixture(scope="module")
+def template(dev: Synthesized) -> Template:
+    return dev.template("training")
+
+
+def _only(template: Template, sid: str) -> dict[str, Any]:
+    statements = statements_with_sid(template, sid)
+    assert len(statements) == 1, statements
+    return statements[0]
+
+
+def test_role_is_for_sagemaker_only_and_has_no_managed_policies(template: Template) -> None:
+    template.has_resource_properties(
+        "AWS::IAM::Role",
+        {
+            "AssumeRolePolicyDocument": {
+                "Statement": [
+                    {
+                        "Action": "sts:AssumeRole",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "sagemaker.amazonaws.com"},
+                    }
+                ]
+            }
+        },
+    )
+    role = next(iter(template.find_resources("AWS::IAM::Role").values()))
+    assert "ManagedPolicyArns" not in role["Properties"]
+
+
+def test_exact_statements(template: Template) -> None:
+    policies = template.find_resources("AWS::IAM::Policy")
+    assert len(policies) == 1
+    sids = [s["Sid"] for s in next(iter(policies.values()))["Properties"]["PolicyDocument"]["Statement"]]
+    assert sids == [
+        "ReadDatasets",
+        "ListDatasets",
+        "WriteModels",
+        "UseModelStoreKey",
+        "TrainingLogs",
+        "TrainingLogStreams",
+    ]
+
+
+def test_reads_datasets_and_writes_models_only(template: Template) -> None:
+    read = _only(template, "ReadDatasets")
+    assert read["Action"] == "s3:GetObject"
+    assert flatten(read["Resource"]) == f"{BUCKET}/datasets/*"
+
+    listing = _only(template, "ListDatasets")
+    assert listing["Action"] == "s3:ListBucket"
+    assert flatten(listing["Resource"]) == BUCKET
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["datasets/*"]}}
+
+    write = _only(template, "WriteModels")
+    assert write["Action"] == "s3:PutObject"
+    assert flatten(write["Resource"]) == f"{BUCKET}/models/*"
+
+
+def test_key_use_is_the_model_store_key(template: Template) -> None:
+    key = _only(template, "UseModelStoreKey")
+    assert key["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert flatten(key["Resource"]).startswith("{import:EdgemlDevModelStore:")
+    assert "ModelStoreKey" in flatten(key["Resource"])
+
+
+def test_logs_only_for_training_jobs(template: Template) -> None:
+    group = _only(template, "TrainingLogs")
+    assert group["Action"] == ["logs:CreateLogGroup", "logs:DescribeLogStreams"]
+    assert flatten(group["Resource"]) == LOGS
+    streams = _only(template, "TrainingLogStreams")
+    assert streams["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert flatten(streams["Resource"]) == f"{LOGS}:log-stream:*"
+
+
+def test_no_wildcard_actions(template: Template) -> None:
+    template.all_resources_properties(
+        "AWS::IAM::Policy",
+        {"PolicyDocument": {"Statement": Match.not_(Match.array_with([Match.object_like({"Action": "*"})]))}},
+    )
+    for statement in next(iter(template.find_resources("AWS::IAM::Policy").values()))["Properties"][
+        "PolicyDocument"
+    ]["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert all("*" not in action for action in actions), statement

@@ -1,0 +1,274 @@
+"""The publishing core against in-memory ports: ordering, idempotency, waiting and deployment planning."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lambdas.publisher.config import load_config
+from lambdas.publisher.core import (
+    ComponentDeployment,
+    ComponentStatus,
+    Deployment,
+    WaitPolicy,
+    publish_model,
+    same_components,
+)
+from lambdas.publisher.errors import (
+    ArtifactConflictError,
+    ComponentVersionConflictError,
+    GreengrassError,
+    ModelNotFoundError,
+    ModelValidationError,
+)
+from lambdas.publisher.events import ArtifactKind, PublishRequest, model_key
+from lambdas.publisher.recipe import recipe_json, render_model_recipe
+from lambdas.publisher.validation import validate_model
+from tests.lambdas.publisher.onnx_models import MODEL_VERSION, build_model
+from tests.lambdas.publisher.stubs import ARN_PREFIX, MemoryComponents, MemoryDeployments, MemoryStore
+from tests.lambdas.publisher.test_validation import tarball
+
+BUCKET = "edgeml-models"
+TARGET = "arn:aws:iot:us-east-1:123456789012:thinggroup/pumps"
+CONFIG = load_config(
+    {"MODEL_BUCKET": BUCKET, "INFERENCE_COMPONENT_VERSION": "1.2.0", "TARGET_THING_GROUP_ARN": TARGET}
+)
+KEY = model_key("pump", MODEL_VERSION)
+
+
+def request(key: str = KEY, *, kind: ArtifactKind = ArtifactKind.ONNX, expected: str | None = MODEL_VERSION):
+    return PublishRequest(
+        bucket=BUCKET, key=key, kind=kind, model_name="pump", expected_model_version=expected, origin="test"
+    )
+
+
+class World:
+    def __init__(self, *, states: list[ComponentStatus] | None = None) -> None:
+        self.store = MemoryStore()
+        self.components = MemoryComponents()
+        if states is not None:
+            self.components.states = states
+        self.deployments = MemoryDeployments()
+        self.sleeps: list[float] = []
+
+    def publish(self, req: PublishRequest | None = None, **kwargs):
+        return publish_model(
+            req or request(),
+            config=CONFIG,
+            store=self.store,
+            components=self.components,
+            deployments=self.deployments,
+            sleep=self.sleeps.append,
+            **kwargs,
+        )
+
+
+def test_publish_creates_version_and_deployment():
+    world = World()
+    world.store.objects[(BUCKET, KEY)] = build_model()
+    result = world.publish()
+    assert (result.component_version, result.component_created, result.deployment_created) == (
+        "1.0.0",
+        True,
+        True,
+    )
+    assert result.component_arn == f"{ARN_PREFIX}com.edgeml.AnomalyModel:versions:1.0.0"
+    assert result.model_uri == f"s3://{BUCKET}/{KEY}"
+    (plan,) = world.deployments.created
+    assert plan.target_arn == TARGET
+    assert plan.name == "edgeml-pumps"
+    assert plan.components["com.edgeml.AnomalyModel"] == ComponentDeployment(component_version="1.0.0")
+    inference = plan.components["com.edgeml.AnomalyDetector"]
+    assert inference.component_version == "1.2.0"
+    assert json.loads(inference.configuration_merge or "") == {
+        "model": {
+            "component": "com.edgeml.AnomalyModel",
+            "version": "1.0.0",
+            "sha256": result.model_sha256,
+            "modelVersion": MODEL_VERSION,
+        }
+    }
+    assert plan.policy.failure_handling == "ROLLBACK"
+    assert plan.policy.component_update_action == "NOTIFY_COMPONENTS"
+    # The version-addressed key was already the source: nothing is written to the store.
+    assert world.store.puts == []
+
+
+def test_refused_model_writes_nothing():
+    world = World()
+    world.store.objects[(BUCKET, KEY)] = build_model(drop_metadata=["threshold"])
+    with pytest.raises(ModelValidationError, match="missing required keys: threshold"):
+        world.publish()
+    assert (world.components.recipes, world.deployments.created, world.store.puts) == ({}, [], [])
+
+
+def test_model_version_must_match_its_key():
+    world = World()
+    key = model_key("pump", "other-version")
+    world.store.objects[(BUCKET, key)] = build_model()
+    with pytest.raises(
+        ModelValidationError,
+        match=f"declares model_version '{MODEL_VERSION}', but its key says 'other-version'",
+    ):
+        world.publish(request(key, expected="other-version"))
+    assert world.components.recipes == {}
+
+
+def test_missing_object_is_reported():
+    world = World()
+    with pytest.raises(ModelNotFoundError, match=f"model object s3://{BUCKET}/{KEY} does not exist"):
+        world.publish()
+
+
+def test_tarball_model_is_stored_version_addressed_once():
+    world = World()
+    data = build_model()
+    source = "training/job-1/output/model.tar.gz"
+    world.store.objects[(BUCKET, source)] = tarball({"model.onnx": data})
+    first = world.publish(request(source, kind=ArtifactKind.TARBALL, expected=None))
+    assert world.store.puts == [(BUCKET, KEY)]
+    assert world.store.objects[(BUCKET, KEY)] == data
+    assert first.model_uri == f"s3://{BUCKET}/{KEY}"
+    # The S3 event that our own write triggers publishes the same model: nothing new happens.
+    second = world.publish(request(KEY))
+    assert (second.component_version, second.component_created, second.deployment_created) == (
+        "1.0.0",
+        False,
+        False,
+    )
+    assert second.deployment_id == first.deployment_id
+    assert len(world.deployments.created) == 1
+
+
+def test_version_addressed_key_is_never_overwritten():
+    world = World()
+    world.store.objects[(BUCKET, KEY)] = build_model(metadata={"detector": "older"})
+    source = "training/job-2/output/model.tar.gz"
+    world.store.objects[(BUCKET, source)] = tarball({"model.onnx": build_model()})
+    with pytest.raises(ArtifactConflictError, match=f"s3://{BUCKET}/{KEY} already holds a different model"):
+        world.publish(request(source, kind=ArtifactKind.TARBALL, expected=None))
+    assert world.store.objects[(BUCKET, KEY)] == build_model(metadata={"detector": "older"})
+    assert world.components.recipes == {}
+
+
+def test_waits_until_deployable_with_the_injected_sleep():
+    world = World(
+        states=[ComponentStatus("REQUESTED"), ComponentStatus("INITIATED"), ComponentStatus("DEPLOYABLE")]
+    )
+    world.store.objects[(BUCKET, KEY)] = build_model()
+    world.publish(wait=WaitPolicy(max_tries=5, delay_seconds=0.5))
+    assert world.sleeps == [0.5, 0.5]
+    assert len(world.deployments.created) == 1
+
+
+def test_a_failed_component_version_is_not_deployed():
+    failed = ComponentStatus("FAILED", "artifact inaccessible", {"model.onnx": "ACCESS_DENIED"})
+    world = World(states=[ComponentStatus("INITIATED"), failed])
+    world.store.objects[(BUCKET, KEY)] = build_model()
+    with pytest.raises(
+        GreengrassError,
+        match=r"com.edgeml.AnomalyModel 1.0.0 is FAILED: artifact inaccessible \(model.onnx: ACCESS_DENIED\)",
+    ):
+        world.publish()
+    assert world.deployments.created == []
+
+
+def test_waiting_is_bounded():
+    world = World(states=[ComponentStatus("REQUESTED")])
+    world.store.objects[(BUCKET, KEY)] = build_model()
+    with pytest.raises(GreengrassError, match="is still REQUESTED after 3 checks; not deploying it"):
+        world.publish(wait=WaitPolicy(max_tries=3, delay_seconds=1.0))
+    assert world.sleeps == [1.0, 1.0]
+    assert world.deployments.created == []
+
+
+def test_concurrent_publish_of_the_same_model_reuses_the_winner():
+    world = World()
+    data = build_model()
+    world.store.objects[(BUCKET, KEY)] = data
+    winner = render_model_recipe(
+        component_name="com.edgeml.AnomalyModel",
+        component_version="1.0.0",
+        model=validate_model(data, max_bytes=10**6),
+        artifact_uri=f"s3://{BUCKET}/{KEY}",
+    )
+    world.components.race = {f"{ARN_PREFIX}com.edgeml.AnomalyModel:versions:1.0.0": recipe_json(winner)}
+    result = world.publish()
+    assert (result.component_version, result.component_created) == ("1.0.0", False)
+    assert len(world.deployments.created) == 1
+
+
+def test_concurrent_publish_of_another_model_is_a_conflict():
+    world = World()
+    world.store.objects[(BUCKET, KEY)] = build_model()
+    other = render_model_recipe(
+        component_name="com.edgeml.AnomalyModel",
+        component_version="1.0.0",
+        model=validate_model(build_model(metadata={"detector": "other"}), max_bytes=10**6),
+        artifact_uri="s3://elsewhere/model.onnx",
+    )
+    world.components.race = {f"{ARN_PREFIX}com.edgeml.AnomalyModel:versions:1.0.0": recipe_json(other)}
+    with pytest.raises(ComponentVersionConflictError, match=r"version 1\.0\.0 already exists"):
+        world.publish()
+    assert world.deployments.created == []
+
+
+def test_revision_keeps_other_components_and_inference_settings():
+    world = World()
+    world.store.objects[(BUCKET, KEY)] = build_model()
+    world.deployments.latest = Deployment(
+        deployment_id="baseline",
+        target_arn=TARGET,
+        name="fleet-baseline",
+        components={
+            "aws.greengrass.Nucleus": ComponentDeployment(
+                component_version="2.14.0",
+                configuration_merge='{"mqtt": {"spooler": {"storageType": "Disk"}}}',
+            ),
+            "com.edgeml.AnomalyDetector": ComponentDeployment(
+                component_version="1.1.0",
+                configuration_merge='{"stream": "pump-1", "model": {"version": "0.9.0"}}',
+                configuration_reset=("/cooldownSeconds",),
+                run_with={"posixUser": "ggc_user"},
+            ),
+        },
+        tags={"team": "edge"},
+    )
+    world.publish()
+    (plan,) = world.deployments.created
+    assert plan.name == "fleet-baseline"
+    assert plan.tags == {"team": "edge"}
+    nucleus = plan.components["aws.greengrass.Nucleus"]
+    assert nucleus == ComponentDeployment(
+        component_version="2.14.0", configuration_merge='{"mqtt": {"spooler": {"storageType": "Disk"}}}'
+    )
+    inference = plan.components["com.edgeml.AnomalyDetector"]
+    assert inference.component_version == "1.2.0"
+    assert inference.configuration_reset == ("/cooldownSeconds",)
+    assert inference.run_with == {"posixUser": "ggc_user"}
+    merge = json.loads(inference.configuration_merge or "")
+    assert merge["stream"] == "pump-1"
+    assert merge["model"]["version"] == "1.0.0"
+
+
+def test_malformed_existing_merge_is_reported():
+    world = World()
+    world.store.objects[(BUCKET, KEY)] = build_model()
+    world.deployments.latest = Deployment(
+        deployment_id="d",
+        target_arn=TARGET,
+        name=None,
+        components={"com.edgeml.AnomalyDetector": ComponentDeployment("1.1.0", configuration_merge="[1]")},
+    )
+    with pytest.raises(GreengrassError, match=r"merge for com\.edgeml\.AnomalyDetector is not a JSON object"):
+        world.publish()
+
+
+def test_same_components_compares_merges_as_json():
+    a = {"x": ComponentDeployment("1.0.0", configuration_merge='{"a": 1, "b": 2}')}
+    b = {"x": ComponentDeployment("1.0.0", configuration_merge='{"b":2,"a":1}')}
+    assert same_components(a, b)
+    assert not same_components(a, {"x": ComponentDeployment("1.0.1", configuration_merge='{"a": 1, "b": 2}')})
+    assert not same_components(a, {"x": ComponentDeployment("1.0.0", configuration_merge='{"a": 2, "b": 2}')})
+    assert not same_components(a, {**a, "y": ComponentDeployment("1.0.0")})

@@ -1,0 +1,104 @@
+"""The Lambda entry point end to end: environment → boto3 clients → moto S3 and the Greengrass v2 fake."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from moto import mock_aws
+
+from lambdas.publisher import handler as handler_module
+from lambdas.publisher.errors import BadEventError, ModelValidationError
+from lambdas.publisher.events import model_key
+from standins.greengrass_fake import GreengrassV2Fake, serve
+from tests.lambdas.publisher.onnx_models import MODEL_VERSION, build_model
+from tests.lambdas.publisher.test_events import s3_notification
+from tests.lambdas.publisher.test_publish_greengrass import (
+    BUCKET,
+    ENVIRONMENT,
+    INFERENCE_COMPONENT,
+    MODEL_COMPONENT,
+    TARGET,
+    inference_recipe,
+)
+
+KEY = model_key("pump", MODEL_VERSION)
+
+
+class FakeLambdaContext(LambdaContext):
+    def __init__(self) -> None:
+        self._function_name = "edgeml-publisher"
+        self._memory_limit_in_mb = 512
+        self._invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:edgeml-publisher"
+        self._aws_request_id = "3f1c6a2e-0000-4000-8000-000000000001"
+
+
+@dataclass
+class Environment:
+    s3: Any
+    gg: Any
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[Environment]:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        with serve(fake=GreengrassV2Fake(s3_client=s3)) as running:
+            gg = boto3.client("greengrassv2", endpoint_url=running.endpoint_url, region_name="us-east-1")
+            gg.create_component_version(inlineRecipe=inference_recipe())
+            for name, value in ENVIRONMENT.items():
+                monkeypatch.setenv(name, value)
+            # The handler builds its own clients; only the Greengrass one needs pointing at the fake.
+            monkeypatch.setenv("AWS_ENDPOINT_URL_GREENGRASSV2", running.endpoint_url)
+            handler_module._dependencies.cache_clear()
+            yield Environment(s3=s3, gg=gg)
+            handler_module._dependencies.cache_clear()
+
+
+def test_handler_publishes_the_model_of_an_s3_event(environment: Environment):
+    environment.s3.put_object(Bucket=BUCKET, Key=KEY, Body=build_model())
+
+    response = handler_module.handler(s3_notification(KEY), FakeLambdaContext())
+
+    published_list = response["published"]
+    assert isinstance(published_list, list)
+    (published,) = published_list
+    assert published["component_name"] == MODEL_COMPONENT
+    assert published["component_version"] == "1.0.0"
+    assert published["target_arn"] == TARGET
+    assert published["model_version"] == MODEL_VERSION
+    deployment = environment.gg.get_deployment(deploymentId=published["deployment_id"])
+    assert deployment["components"][MODEL_COMPONENT]["componentVersion"] == "1.0.0"
+    merge = json.loads(deployment["components"][INFERENCE_COMPONENT]["configurationUpdate"]["merge"])
+    assert merge["model"]["sha256"] == published["model_sha256"]
+    assert json.dumps(response)  # the response is plain JSON for the Lambda runtime
+
+
+def test_handler_raises_on_a_bad_event_and_logs_why(
+    environment: Environment, caplog: pytest.LogCaptureFixture
+):
+    with pytest.raises(BadEventError, match="object is in bucket 'elsewhere'"):
+        handler_module.handler(s3_notification(KEY, bucket="elsewhere"), FakeLambdaContext())
+    (record,) = [r for r in caplog.records if r.getMessage() == "publish refused"]
+    # The line as CloudWatch receives it: one JSON object with the reason and the invocation's identity.
+    refusal = json.loads(handler_module.logger.registered_formatter.format(record))
+    assert refusal["level"] == "ERROR"
+    assert refusal["error_type"] == "BadEventError"
+    assert "object is in bucket 'elsewhere'" in refusal["error"]
+    assert refusal["function_request_id"] == "3f1c6a2e-0000-4000-8000-000000000001"
+    assert environment.gg.list_deployments(targetArn=TARGET)["deployments"] == []
+
+
+def test_handler_raises_on_a_bad_model_and_changes_nothing(environment: Environment):
+    environment.s3.put_object(Bucket=BUCKET, Key=KEY, Body=b"not a model")
+    with pytest.raises(ModelValidationError, match="not a loadable ONNX model"):
+        handler_module.handler(s3_notification(KEY), FakeLambdaContext())
+    names = [c["componentName"] for c in environment.gg.list_components()["components"]]
+    assert names == [INFERENCE_COMPONENT]
+    assert environment.gg.list_deployments(targetArn=TARGET)["deployments"] == []

@@ -1,0 +1,174 @@
+"""The anomaly detector: robust normalisation + a linear autoregressive forecaster, scored by its residual.
+
+Everything here is plain numpy and every step maps onto a few ONNX ops (``training.export`` builds that
+graph), so the score the edge computes is the score computed here. The interface the rest of training uses
+is small on purpose (``DetectorConfig``, ``fit``, ``score_windows`` and the model's parameters) so that a
+stronger detector can replace this one without touching loading, calibration or the entry point.
+
+Score of a window ``x`` (``[window_length, n_channels]`` raw values), per channel ``c``::
+
+    z            = (x - center) / scale                         robust per-channel normalisation
+    forecast     = flatten(z[:-1]) @ weights + bias             ridge AR forecast of the last sample
+    residual_c   = |z[-1] - forecast| / residual_scale          "did the last sample surprise the model?"
+    deviation_c  = |z[-1] - mean(z[:-1])| / deviation_scale     "did it jump away from the recent level?"
+    score        = sum_c (residual_c + mean_weight * deviation_c)
+
+Both terms are in units of their own typical training size, so a score of a few is normal and the
+threshold (``training.calibrate``) is set from the training-window scores.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+from training.data import sliding_windows
+from training.errors import ConfigError, TooFewRowsError
+
+DETECTOR_NAME: Final = "forecast-residual"
+# 1.4826 * MAD estimates the standard deviation of normally distributed data.
+_MAD_TO_STD: Final = 1.4826
+MIN_TRAINING_WINDOWS: Final = 20
+# Residual spreads are in normalised units (multiples of a channel's typical spread); below this they are
+# float noise, and dividing by them would turn rounding into huge scores.
+_Z_FLOOR: Final = 1e-6
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    window_length: int = 32
+    # Ridge penalty on the AR weights, in units of the (unit-variance) normalised features.
+    ridge_alpha: float = 1e-3
+    mean_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.window_length < 2:
+            raise ConfigError(f"window_length must be at least 2, got {self.window_length}")
+        if not self.ridge_alpha > 0:
+            raise ConfigError(f"ridge_alpha must be > 0, got {self.ridge_alpha}")
+        if not self.mean_weight >= 0:
+            raise ConfigError(f"mean_weight must be >= 0, got {self.mean_weight}")
+
+
+@dataclass(frozen=True)
+class ForecastResidualModel:
+    """Fitted parameters; all arrays are float64 and exported as float64 constants."""
+
+    window_length: int
+    channels: tuple[str, ...]
+    center: np.ndarray  # [c]
+    scale: np.ndarray  # [c]
+    weights: np.ndarray  # [(window_length - 1) * c, c], rows ordered (time, channel) like a C reshape
+    bias: np.ndarray  # [c]
+    residual_scale: np.ndarray  # [c]
+    deviation_scale: np.ndarray  # [c]
+    mean_weight: float
+    ridge_alpha: float
+
+    @property
+    def name(self) -> str:
+        return DETECTOR_NAME
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+
+def fit(
+    segments: Sequence[np.ndarray], channels: Sequence[str], config: DetectorConfig
+) -> ForecastResidualModel:
+    """Fit on training rows: one ``[n_rows, n_channels]`` float array per contiguous segment (file).
+
+    Windows never span two segments, so the end of one file is never used to forecast the start of another.
+    """
+    n_channels = len(channels)
+    for segment in segments:
+        if segment.ndim != 2 or segment.shape[1] != n_channels:
+            raise ValueError(f"segment shape {segment.shape} does not match {n_channels} channels")
+    n_windows = sum(max(0, s.shape[0] - config.window_length + 1) for s in segments)
+    if n_windows < MIN_TRAINING_WINDOWS:
+        n_rows = sum(s.shape[0] for s in segments)
+        raise TooFewRowsError(
+            f"{n_rows} training rows give {n_windows} windows of length {config.window_length}; "
+            f"at least {MIN_TRAINING_WINDOWS} are needed "
+            f"(a file needs {config.window_length + MIN_TRAINING_WINDOWS - 1} rows)"
+        )
+
+    rows = np.concatenate([np.asarray(s, dtype=np.float64) for s in segments])
+    center = np.median(rows, axis=0)
+    scale = _robust_scale(rows - center, floor=0.0)
+
+    windows = np.concatenate(
+        [
+            sliding_windows((np.asarray(s, dtype=np.float64) - center) / scale, config.window_length)
+            for s in segments
+        ]
+    )
+    past = windows[:, :-1, :].reshape(windows.shape[0], -1)
+    last = windows[:, -1, :]
+    weights, bias = _ridge(past, last, config.ridge_alpha)
+
+    residual = last - (past @ weights + bias)
+    deviation = last - windows[:, :-1, :].mean(axis=1)
+    return ForecastResidualModel(
+        window_length=config.window_length,
+        channels=tuple(channels),
+        center=center,
+        scale=scale,
+        weights=weights,
+        bias=bias,
+        residual_scale=_robust_scale(residual, floor=_Z_FLOOR),
+        deviation_scale=_robust_scale(deviation, floor=_Z_FLOOR),
+        mean_weight=config.mean_weight,
+        ridge_alpha=config.ridge_alpha,
+    )
+
+
+def score_windows(model: ForecastResidualModel, windows: np.ndarray) -> np.ndarray:
+    """Scores (float64, ``[batch]``) of raw windows ``[batch, window_length, n_channels]``.
+
+    The exported ONNX graph computes exactly this (in float64, cast to float32 at the end).
+    """
+    residual, deviation = channel_terms(model, windows)
+    scores: np.ndarray = (residual + model.mean_weight * deviation).sum(axis=1)
+    return scores
+
+
+def channel_terms(model: ForecastResidualModel, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two per-channel score terms, ``[batch, n_channels]`` each: forecast residual and level jump."""
+    x = np.asarray(windows, dtype=np.float64)
+    expected = (model.window_length, model.n_channels)
+    if x.ndim != 3 or x.shape[1:] != expected:
+        raise ValueError(f"windows must be [batch, {expected[0]}, {expected[1]}], got shape {x.shape}")
+    z = (x - model.center) / model.scale
+    past = z[:, :-1, :]
+    last = z[:, -1, :]
+    forecast = (
+        past.reshape(x.shape[0], (model.window_length - 1) * model.n_channels) @ model.weights + model.bias
+    )
+    residual = np.abs(last - forecast) / model.residual_scale
+    deviation = np.abs(last - past.mean(axis=1)) / model.deviation_scale
+    return residual, deviation
+
+
+def _ridge(features: np.ndarray, targets: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge least squares with an unpenalised intercept: minimises mean squared error + alpha * |W|^2."""
+    feature_mean = features.mean(axis=0)
+    target_mean = targets.mean(axis=0)
+    centred = features - feature_mean
+    n = features.shape[0]
+    gram = centred.T @ centred / n + alpha * np.eye(features.shape[1])
+    weights = np.linalg.solve(gram, centred.T @ (targets - target_mean) / n)
+    return weights, target_mean - feature_mean @ weights
+
+
+def _robust_scale(deviations: np.ndarray, *, floor: float) -> np.ndarray:
+    """Per-column spread of ``deviations``: 1.4826 * MAD, else the std, else 1 (each used if > ``floor``).
+
+    The fallbacks keep the division in the graph finite for flat or heavily quantised channels, whose MAD
+    is zero although the channel may still vary now and then.
+    """
+    mad = _MAD_TO_STD * np.median(np.abs(deviations - np.median(deviations, axis=0)), axis=0)
+    std = deviations.std(axis=0)
+    return np.where(mad > floor, mad, np.where(std > floor, std, 1.0))

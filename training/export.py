@@ -1,0 +1,158 @@
+"""Build the self-contained ONNX model: raw windows in, one anomaly score per window out.
+
+Contract (docs/contracts.md section 1): input ``window`` float32 ``[batch, window_length, n_channels]``,
+output ``score`` float32 ``[batch]``, normalisation inside the graph, and the model's metadata in
+``metadata_props``. Internally the graph computes in float64 so that its scores equal
+``training.detector.score_windows`` to float32 rounding, even when a residual is divided by a small scale.
+"""
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from training.detector import ForecastResidualModel
+
+CONTRACT_VERSION: Final = "1"
+OPSET: Final = 17
+# IR version 8 is the one that goes with opset 17; an older runtime on a device can still load the file.
+IR_VERSION: Final = 8
+INPUT_NAME: Final = "window"
+OUTPUT_NAME: Final = "score"
+BATCH_DIM: Final = "batch"
+REQUIRED_METADATA_KEYS: Final = (
+    "contract_version",
+    "window_length",
+    "channels",
+    "threshold",
+    "model_version",
+    "training_data_sha256",
+    "training_metrics",
+    "detector",
+    "created_at",
+)
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What goes into ``metadata_props``; ``to_props`` renders the contract's string values."""
+
+    window_length: int
+    channels: tuple[str, ...]
+    threshold: float
+    model_version: str
+    model_name: str
+    training_data_sha256: str
+    training_metrics: Mapping[str, object]
+    detector: str
+    created_at: datetime
+
+    def to_props(self) -> dict[str, str]:
+        return {
+            "contract_version": CONTRACT_VERSION,
+            "window_length": str(self.window_length),
+            "channels": json.dumps(list(self.channels)),
+            # repr round-trips a float exactly, so the edge compares against the calibrated value.
+            "threshold": repr(float(self.threshold)),
+            "model_version": self.model_version,
+            "model_name": self.model_name,
+            "training_data_sha256": self.training_data_sha256,
+            "training_metrics": json.dumps(self.training_metrics, sort_keys=True),
+            "detector": self.detector,
+            "created_at": format_utc(self.created_at),
+        }
+
+
+def format_utc(moment: datetime) -> str:
+    """ISO-8601 UTC with a ``Z`` suffix, e.g. ``2026-11-24T20:15:00Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_onnx_model(model: ForecastResidualModel, metadata: ModelMetadata) -> onnx.ModelProto:
+    """The ONNX graph computing ``score_windows(model, window)`` (see ``training.detector``)."""
+    if metadata.window_length != model.window_length or metadata.channels != model.channels:
+        raise ValueError("metadata window_length / channels do not match the model")
+    w, c = model.window_length, model.n_channels
+
+    initializers = [
+        _double("center", model.center),
+        _double("scale", model.scale),
+        _double("weights", model.weights),
+        _double("bias", model.bias),
+        _double("residual_scale", model.residual_scale),
+        _double("deviation_scale", model.deviation_scale),
+        _double("mean_weight", np.array(model.mean_weight)),
+        _int64("past_start", [0]),
+        _int64("past_end", [w - 1]),
+        _int64("last_start", [w - 1]),
+        _int64("last_end", [w]),
+        _int64("time_axis", [1]),
+        # Reshape's 0 copies the batch dimension, so a batch of 0 or 10,000 windows works alike.
+        _int64("past_flat_shape", [0, (w - 1) * c]),
+    ]
+    nodes = [
+        helper.make_node("Cast", [INPUT_NAME], ["x"], to=TensorProto.DOUBLE),
+        # Normalisation inside the graph: the edge feeds raw sensor values.
+        helper.make_node("Sub", ["x", "center"], ["x_centred"]),
+        helper.make_node("Div", ["x_centred", "scale"], ["z"]),
+        helper.make_node("Slice", ["z", "past_start", "past_end", "time_axis"], ["past"]),
+        helper.make_node("Slice", ["z", "last_start", "last_end", "time_axis"], ["last_3d"]),
+        helper.make_node("Squeeze", ["last_3d", "time_axis"], ["last"]),
+        # Forecast of the last sample from the previous window_length - 1 samples.
+        helper.make_node("Reshape", ["past", "past_flat_shape"], ["past_flat"]),
+        helper.make_node("MatMul", ["past_flat", "weights"], ["forecast_raw"]),
+        helper.make_node("Add", ["forecast_raw", "bias"], ["forecast"]),
+        helper.make_node("Sub", ["last", "forecast"], ["residual_signed"]),
+        helper.make_node("Abs", ["residual_signed"], ["residual_abs"]),
+        helper.make_node("Div", ["residual_abs", "residual_scale"], ["residual"]),
+        # Jump of the last sample away from the mean of the previous ones.
+        helper.make_node("ReduceMean", ["past"], ["level"], axes=[1], keepdims=0),
+        helper.make_node("Sub", ["last", "level"], ["deviation_signed"]),
+        helper.make_node("Abs", ["deviation_signed"], ["deviation_abs"]),
+        helper.make_node("Div", ["deviation_abs", "deviation_scale"], ["deviation"]),
+        helper.make_node("Mul", ["deviation", "mean_weight"], ["deviation_weighted"]),
+        helper.make_node("Add", ["residual", "deviation_weighted"], ["per_channel"]),
+        helper.make_node("ReduceSum", ["per_channel", "time_axis"], ["score_double"], keepdims=0),
+        helper.make_node("Cast", ["score_double"], [OUTPUT_NAME], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        f"{model.name}-w{w}-c{c}",
+        inputs=[helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, w, c])],
+        outputs=[helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [BATCH_DIM])],
+        initializer=initializers,
+        doc_string="Raw sensor windows in, anomaly score per window out (higher = more anomalous).",
+    )
+    proto = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+        producer_name="edge-anomaly-platform.training",
+        model_version=0,
+    )
+    helper.set_model_props(proto, metadata.to_props())
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def save_model(proto: onnx.ModelProto, path: Path) -> str:
+    """Write the model to ``path`` (one file, no external data) and return the file's sha256."""
+    data = proto.SerializeToString()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _double(name: str, values: np.ndarray) -> TensorProto:
+    return numpy_helper.from_array(np.asarray(values, dtype=np.float64), name)
+
+
+def _int64(name: str, values: list[int]) -> TensorProto:
+    return numpy_helper.from_array(np.asarray(values, dtype=np.int64), name)
