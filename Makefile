@@ -19,10 +19,16 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
-# mosquitto is the local stand-in for IoT Core's MQTT broker (Debian package).
+# Debian packages the demo and tests use: mosquitto (the local stand-in for IoT Core's MQTT broker) and
+# chromium (headless checks of the demo's HTML report).
+DEBIAN_PACKAGES := mosquitto chromium
 system-deps:
-	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
-	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto >/dev/null )
+	@missing=""; \
+	for pkg in $(DEBIAN_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 demo: venv system-deps
 	$(BIN)/python -m demo

@@ -94,7 +94,9 @@ class PlatformConfig:
             if not _THING_GROUP_NAME.match(group):
                 raise ConfigError(f"{where}.{key}={group!r} is not a valid thing group name")
         if canary == fleet:
-            raise ConfigError(f"{where}: canaryThingGroup and fleetThingGroup must differ, both are {canary!r}")
+            raise ConfigError(
+                f"{where}: canaryThingGroup and fleetThingGroup must differ, both are {canary!r}"
+            )
         version = _text(raw, "inferenceComponentVersion", where)
         if not _SEMVER.match(version):
             raise ConfigError(f"{where}.inferenceComponentVersion={version!r} is not MAJOR.MINOR.PATCH")

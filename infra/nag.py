@@ -9,6 +9,7 @@ computes that id from the same token the policy uses, instead of copying hash-su
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aws_cdk import Acknowledgment, Stack, Validations
@@ -41,16 +42,32 @@ def flatten_cfn_reference(node: Any) -> str:
     if isinstance(node, str):
         return node.replace("${", "<").replace("}", ">")
     if isinstance(node, dict):
-        if "Fn::Join" in node:
-            delimiter, items = node["Fn::Join"]
-            return str(delimiter).join(flatten_cfn_reference(item) for item in items)
-        if "Fn::Sub" in node:
-            return flatten_cfn_reference(node["Fn::Sub"])
-        if "Fn::GetAtt" in node:
-            resource, attribute = node["Fn::GetAtt"]
-            return f"<{flatten_cfn_reference(resource)}.{flatten_cfn_reference(attribute)}>"
-        if "Fn::ImportValue" in node:
-            return flatten_cfn_reference(node["Fn::ImportValue"])
-        if "Ref" in node:
-            return f"<{flatten_cfn_reference(node['Ref'])}>"
+        for function, flatten in _INTRINSICS.items():
+            if function in node:
+                return flatten(node[function])
+    # cdk-nag falls back to JSON.stringify, which writes no spaces.
     return json.dumps(node, separators=(",", ":"))
+
+
+def _join(arguments: Any) -> str:
+    delimiter, items = arguments
+    return str(delimiter).join(flatten_cfn_reference(item) for item in items)
+
+
+def _get_att(arguments: Any) -> str:
+    resource, attribute = arguments
+    return f"<{flatten_cfn_reference(resource)}.{flatten_cfn_reference(attribute)}>"
+
+
+def _ref(argument: Any) -> str:
+    return f"<{flatten_cfn_reference(argument)}>"
+
+
+# Checked in cdk-nag's order.
+_INTRINSICS: dict[str, Callable[[Any], str]] = {
+    "Fn::Join": _join,
+    "Fn::Sub": flatten_cfn_reference,
+    "Fn::GetAtt": _get_att,
+    "Fn::ImportValue": flatten_cfn_reference,
+    "Ref": _ref,
+}

@@ -27,6 +27,7 @@ IR_VERSION: Final = 8
 INPUT_NAME: Final = "window"
 OUTPUT_NAME: Final = "score"
 BATCH_DIM: Final = "batch"
+EDGE_POSTPROCESS_KEY: Final = "edge_postprocess"
 REQUIRED_METADATA_KEYS: Final = (
     "contract_version",
     "window_length",
@@ -53,9 +54,11 @@ class ModelMetadata:
     training_metrics: Mapping[str, object]
     detector: str
     created_at: datetime
+    # Optional: the edge's online score post-processing (JSON object, see docs/contracts.md section 1).
+    edge_postprocess: Mapping[str, object] | None = None
 
     def to_props(self) -> dict[str, str]:
-        return {
+        props = {
             "contract_version": CONTRACT_VERSION,
             "window_length": str(self.window_length),
             "channels": json.dumps(list(self.channels)),
@@ -68,6 +71,9 @@ class ModelMetadata:
             "detector": self.detector,
             "created_at": format_utc(self.created_at),
         }
+        if self.edge_postprocess is not None:
+            props[EDGE_POSTPROCESS_KEY] = json.dumps(self.edge_postprocess, sort_keys=True)
+        return props
 
 
 def format_utc(moment: datetime) -> str:

@@ -70,6 +70,7 @@ class TrainConfig:
     train_rows: int | None = None
     train_fraction: float | None = None
     channels: tuple[str, ...] | None = None
+    edge_postprocess: Mapping[str, object] | None = None
 
     def __post_init__(self) -> None:
         if self.train_rows is not None and self.train_fraction is not None:
@@ -143,6 +144,7 @@ def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | N
     add("train_rows", type=int, default=None, help="leading rows of each file to train on (default: all)")
     add("train_fraction", type=float, default=None, help="leading fraction of each file to train on")
     add("channels", default=None, help='comma-separated or JSON list, e.g. "value" or \'["a", "b"]\'')
+    add("edge_postprocess", default=None, help="JSON object: the edge's online score post-processing")
 
     args, unknown = parser.parse_known_args(list(argv) if argv is not None else None)
     foreign = [arg for arg in unknown if arg.startswith("--") and not arg.startswith(_SAGEMAKER_ARG_PREFIX)]
@@ -164,7 +166,21 @@ def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | N
         train_rows=args.train_rows,
         train_fraction=args.train_fraction,
         channels=parse_channels(args.channels),
+        edge_postprocess=parse_json_object(args.edge_postprocess, "edge_postprocess"),
     )
+
+
+def parse_json_object(text: str | None, name: str) -> dict[str, object] | None:
+    """A hyperparameter holding a JSON object (SageMaker passes every hyperparameter as a string)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name} is not valid JSON: {text!r}") from exc
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object, got {text!r}")
+    return value
 
 
 def parse_channels(text: str | None) -> tuple[str, ...] | None:
@@ -215,6 +231,7 @@ def train(config: TrainConfig, series: Sequence[Series], *, now: datetime) -> Tr
         training_metrics=metrics,
         detector=detector.name,
         created_at=now,
+        edge_postprocess=config.edge_postprocess,
     )
     return TrainedModel(
         detector=detector,

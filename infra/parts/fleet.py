@@ -169,7 +169,7 @@ class Fleet(Construct):
                     "Resource": iot_arn(f"rolealias/{role_alias_name}"),
                 },
                 {
-                    # Greengrass data-plane calls; the service does not scope them to resources in IoT policies.
+                    # Greengrass data-plane calls, not resource-scoped in IoT policies (AWS minimal policy).
                     "Sid": "GreengrassDataPlane",
                     "Effect": "Allow",
                     "Action": [

@@ -71,12 +71,6 @@ class ModelStore(Construct):
                 )
             ],
         )
-        nag.acknowledge(
-            self.access_logs_bucket,
-            "AwsSolutions-S1",
-            "This is the access-log destination; logging it into itself would loop.",
-        )
-
         self.bucket = s3.Bucket(
             self,
             "Bucket",

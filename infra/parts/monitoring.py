@@ -38,9 +38,7 @@ class Monitoring(Construct):
         )
         # CloudWatch publishes alarm notifications itself, so it must be able to use the topic's key
         # (the AWS-managed aws/sns key would refuse it).
-        self.key.grant(
-            iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey"
-        )
+        self.key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey")
         self.topic = sns.Topic(
             self,
             "AlarmTopic",

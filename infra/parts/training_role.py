@@ -25,9 +25,7 @@ class TrainingRole(Construct):
         )
         datasets = model_store.object_arn(f"{DATASETS_PREFIX}*")
         models = model_store.object_arn(f"{MODELS_PREFIX}*")
-        log_group = (
-            f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:{TRAINING_LOG_GROUP}"
-        )
+        log_group = f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:{TRAINING_LOG_GROUP}"
         log_streams = f"{log_group}:log-stream:*"
         statements = [
             iam.PolicyStatement(sid="ReadDatasets", actions=["s3:GetObject"], resources=[datasets]),

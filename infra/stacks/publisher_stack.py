@@ -51,7 +51,9 @@ class PublisherStack(Stack):
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id_, **kwargs)
-        target_group = fleet.canary_group if config.publisher_target is DeployTarget.CANARY else fleet.fleet_group
+        target_group = (
+            fleet.canary_group if config.publisher_target is DeployTarget.CANARY else fleet.fleet_group
+        )
         self.publisher = Publisher(
             self,
             "Publisher",
@@ -83,7 +85,9 @@ class PublisherStack(Stack):
 
         statements = [
             # Read the announced model; write the version-addressed copy of a SageMaker model.tar.gz's ONNX.
-            iam.PolicyStatement(sid="ModelObjects", actions=["s3:GetObject", "s3:PutObject"], resources=[models]),
+            iam.PolicyStatement(
+                sid="ModelObjects", actions=["s3:GetObject", "s3:PutObject"], resources=[models]
+            ),
             iam.PolicyStatement(
                 sid="ModelStoreKey",
                 actions=["kms:Decrypt", "kms:GenerateDataKey"],
@@ -104,9 +108,15 @@ class PublisherStack(Stack):
                 actions=["greengrass:CreateDeployment"],
                 resources=[deployments, *groups],
             ),
-            iam.PolicyStatement(sid="ReadDeployments", actions=["greengrass:GetDeployment"], resources=[deployments]),
-            iam.PolicyStatement(sid="ListDeployments", actions=["greengrass:ListDeployments"], resources=["*"]),
-            iam.PolicyStatement(sid="DescribeTargetGroups", actions=["iot:DescribeThingGroup"], resources=groups),
+            iam.PolicyStatement(
+                sid="ReadDeployments", actions=["greengrass:GetDeployment"], resources=[deployments]
+            ),
+            iam.PolicyStatement(
+                sid="ListDeployments", actions=["greengrass:ListDeployments"], resources=["*"]
+            ),
+            iam.PolicyStatement(
+                sid="DescribeTargetGroups", actions=["iot:DescribeThingGroup"], resources=groups
+            ),
             iam.PolicyStatement(
                 sid="DeploymentJobs",
                 actions=["iot:CreateJob", "iot:DescribeJob", "iot:UpdateJob", "iot:CancelJob"],
@@ -117,12 +127,24 @@ class PublisherStack(Stack):
         policy.attach_to_role(self.publisher.role)
 
         for resource, reason in (
-            (models, "Models are version-addressed under models/<name>/<version>/; the prefix is the boundary."),
+            (
+                models,
+                "Models are version-addressed under models/<name>/<version>/; the prefix is the boundary.",
+            ),
             (model_versions, "Every version of the one model component; versions are minted per model."),
-            (inference_versions, "Reads the inference component's released versions to pin one in deployments."),
-            (deployments, "Deployment ids are minted by CreateDeployment itself; the target group is scoped."),
+            (
+                inference_versions,
+                "Reads the inference component's released versions to pin one in deployments.",
+            ),
+            (
+                deployments,
+                "Deployment ids are minted by CreateDeployment itself; the target group is scoped.",
+            ),
             (jobs, "Greengrass names the IoT job of each deployment; the target thing group is scoped."),
-            ("*", "greengrass:ListDeployments has no resource type; the call filters by the target group ARN."),
+            (
+                "*",
+                "greengrass:ListDeployments has no resource type; the call filters by the target group ARN.",
+            ),
         ):
             nag.acknowledge(policy, nag.wildcard_resource(self, resource), reason)
 
@@ -132,7 +154,7 @@ class PublisherStack(Stack):
             nag.acknowledge(
                 default_policy,
                 nag.wildcard_resource(self, "*"),
-                "xray:PutTrace* and ecr:GetAuthorizationToken support only '*' (added by CDK for tracing/image).",
+                "X-Ray writes and ecr:GetAuthorizationToken take only '*' (CDK adds them: tracing, image).",
             )
 
         CfnOutput(self, "PublisherFunctionName", value=self.publisher.function.function_name)

@@ -17,5 +17,7 @@ class TrainingStack(Stack):
         self, scope: Construct, id_: str, *, config: PlatformConfig, model_store: ModelStore, **kwargs: Any
     ) -> None:
         super().__init__(scope, id_, **kwargs)
-        self.training = TrainingRole(self, "Training", model_store=model_store, name_prefix=config.name_prefix)
+        self.training = TrainingRole(
+            self, "Training", model_store=model_store, name_prefix=config.name_prefix
+        )
         CfnOutput(self, "TrainingRoleArn", value=self.training.role.role_arn)

@@ -67,7 +67,9 @@ class Alert:
 
     def subject(self) -> str:
         # SNS subjects: ASCII, at most 100 characters, no line breaks.
-        text = f"Anomaly on {self.thing_name}/{self.stream}: score {self.peak_score:.3g} > {self.threshold:.3g}"
+        text = (
+            f"Anomaly on {self.thing_name}/{self.stream}: score {self.peak_score:.3g} > {self.threshold:.3g}"
+        )
         return text.encode("ascii", "replace").decode("ascii")[:100]
 
     def to_dict(self) -> dict[str, object]:
@@ -191,7 +193,9 @@ def ingest_anomaly(
     )
 
 
-def ingest_heartbeat(heartbeat: Heartbeat, *, store: EventStore, clock: Clock, ttl_days: int) -> HeartbeatResult:
+def ingest_heartbeat(
+    heartbeat: Heartbeat, *, store: EventStore, clock: Clock, ttl_days: int
+) -> HeartbeatResult:
     now = clock()
     # Expiry from receive time, not the device's clock: a device with a wrong clock must not write
     # heartbeats that expire at once or never.

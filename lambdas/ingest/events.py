@@ -64,7 +64,7 @@ class Heartbeat:
     thing_name: str
     timestamp: datetime  # timezone-aware UTC
     model_version: str | None
-    counters: Mapping[str, float]  # the top-level numeric fields (rates, counts, latencies)
+    counters: Mapping[str, int | float]  # the top-level numeric fields (rates, counts, latencies)
     rejects: Mapping[str, int]
     raw_json: str
 
@@ -79,10 +79,10 @@ def parse_message(payload: object) -> AnomalyEvent | Heartbeat:
     if schema == HEALTH_SCHEMA:
         return parse_heartbeat(payload)
     if schema is None:
-        raise BadEventError(f"message has no 'schema' field; expected {ANOMALY_SCHEMA!r} or {HEALTH_SCHEMA!r}")
-    raise BadEventError(
-        f"unsupported schema {schema!r}; expected {ANOMALY_SCHEMA!r} or {HEALTH_SCHEMA!r}"
-    )
+        raise BadEventError(
+            f"message has no 'schema' field; expected {ANOMALY_SCHEMA!r} or {HEALTH_SCHEMA!r}"
+        )
+    raise BadEventError(f"unsupported schema {schema!r}; expected {ANOMALY_SCHEMA!r} or {HEALTH_SCHEMA!r}")
 
 
 def parse_anomaly(payload: Mapping[str, object]) -> AnomalyEvent:
@@ -121,13 +121,13 @@ def parse_heartbeat(payload: Mapping[str, object]) -> Heartbeat:
     fields.expect_schema(HEALTH_SCHEMA)
     thing_name = fields.thing_name()
     fields.label = f"heartbeat from {thing_name}"
-    counters: dict[str, float] = {}
+    counters: dict[str, int | float] = {}
     for name, value in payload.items():
         if name in {"schema", "thing_name", "timestamp", TOPIC_THING_FIELD, "model_version", "rejects"}:
             continue
         if value is None or isinstance(value, str | list | dict | bool):
             continue  # kept in raw_json only; counters are the numeric fields
-        counters[name] = fields.number(name)
+        counters[name] = fields.numeric(name)
     rejects = fields.rejects()
     model_version = fields.text("model_version") if payload.get("model_version") else None
     return Heartbeat(
@@ -187,14 +187,17 @@ class _Fields:
         return thing_name
 
     def number(self, name: str) -> float:
+        return float(self.numeric(name))
+
+    def numeric(self, name: str) -> int | float:
+        """A finite JSON number, kept as int or float (counters stay integers)."""
         value = self._get(name)
         # bool is an int subclass; true/false is never a score.
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self._fail(f"field {name!r} must be a number, got {_type_name(value)}")
-        number = float(value)
-        if not math.isfinite(number):
-            raise self._fail(f"field {name!r} must be finite, got {number}")
-        return number
+        if not math.isfinite(value):
+            raise self._fail(f"field {name!r} must be finite, got {value}")
+        return value
 
     def count(self, name: str) -> int:
         value = self._get(name)
@@ -266,7 +269,12 @@ class _Fields:
             raise self._fail(f"field 'rejects' must be an object, got {_type_name(value)}")
         rejects: dict[str, int] = {}
         for kind, count in value.items():
-            if not isinstance(kind, str) or isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            if (
+                not isinstance(kind, str)
+                or isinstance(count, bool)
+                or not isinstance(count, int)
+                or count < 0
+            ):
                 raise self._fail(f"field 'rejects' must map kinds to counts >= 0, got {kind!r}: {count!r}")
             rejects[kind] = count
         return rejects

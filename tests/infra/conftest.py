@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,9 @@ import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
-from aws_cdk.assertions import Template  # noqa: E402
+from aws_cdk.assertions import Template
 
-import app  # noqa: E402
+import app
 
 
 @dataclass(frozen=True)
@@ -46,13 +45,13 @@ def _synthesize(env_name: str, outdir: Path) -> Synthesized:
 
 
 @pytest.fixture(scope="session")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
-    yield _synthesize("dev", tmp_path_factory.mktemp("cdk-dev"))
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return _synthesize("dev", tmp_path_factory.mktemp("cdk-dev"))
 
 
 @pytest.fixture(scope="session")
-def prod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
-    yield _synthesize("prod", tmp_path_factory.mktemp("cdk-prod"))
+def prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return _synthesize("prod", tmp_path_factory.mktemp("cdk-prod"))
 
 
 def statements_with_sid(template: Template, sid: str) -> list[dict[str, Any]]:

@@ -67,7 +67,9 @@ def test_config_is_frozen() -> None:
 
 
 def test_unknown_environment_names_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown environment 'staging': context.environments has dev, prod"):
+    with pytest.raises(
+        ConfigError, match=r"unknown environment 'staging': context.environments has dev, prod"
+    ):
         select_environment({"env": "staging", "environments": {"dev": _dev(), "prod": _dev()}})
 
 
@@ -84,7 +86,11 @@ def test_missing_environments_is_an_error() -> None:
         ("publisherTarget", "all", r"publisherTarget='all' must be one of 'canary', 'fleet'"),
         ("logRetentionDays", 10, r"logRetentionDays=10 is not one of 1, 3, 5"),
         ("logRetentionDays", True, r"logRetentionDays must be a positive integer, got True"),
-        ("publisherReservedConcurrency", 0, r"publisherReservedConcurrency must be a positive integer, got 0"),
+        (
+            "publisherReservedConcurrency",
+            0,
+            r"publisherReservedConcurrency must be a positive integer, got 0",
+        ),
         ("inferenceComponentVersion", "1.0", r"inferenceComponentVersion='1.0' is not MAJOR.MINOR.PATCH"),
         ("alertEmail", "ops", r"alertEmail='ops' is not an e-mail address"),
         ("fleetThingGroup", "test-canary", r"canaryThingGroup and fleetThingGroup must differ"),

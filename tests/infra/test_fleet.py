@@ -53,7 +53,12 @@ def test_publish_telemetry_only_under_own_prefix(device_statements: dict[str, di
 
 
 def test_every_topic_resource_is_the_devices_own(device_statements: dict[str, dict[str, Any]]) -> None:
-    topic_statements = ["PublishOwnTelemetry", "SubscribeOwnTopics", "ReceiveOwnTopics", "GreengrassNucleusTopics"]
+    topic_statements = [
+        "PublishOwnTelemetry",
+        "SubscribeOwnTopics",
+        "ReceiveOwnTopics",
+        "GreengrassNucleusTopics",
+    ]
     for sid in topic_statements:
         for resource in _resources(device_statements[sid]):
             assert THING in resource, (sid, resource)
@@ -90,7 +95,11 @@ def test_role_alias_points_to_token_exchange_role(template: Template) -> None:
     roles = template.find_resources("AWS::IAM::Role")
     trust = roles[role.as_string()]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust == [
-        {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "credentials.iot.amazonaws.com"}}
+        {
+            "Action": "sts:AssumeRole",
+            "Effect": "Allow",
+            "Principal": {"Service": "credentials.iot.amazonaws.com"},
+        }
     ]
 
 

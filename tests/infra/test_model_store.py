@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from aws_cdk.assertions import Capture, Match, Template
 
@@ -13,12 +15,13 @@ def template(dev: Synthesized) -> Template:
     return dev.template("model_store")
 
 
-def _model_bucket(template: Template) -> dict:
+def _model_bucket(template: Template) -> dict[str, Any]:
     buckets = template.find_resources(
         "AWS::S3::Bucket", {"Properties": {"VersioningConfiguration": {"Status": "Enabled"}}}
     )
     assert len(buckets) == 1, buckets
-    return next(iter(buckets.values()))["Properties"]
+    properties: dict[str, Any] = next(iter(buckets.values()))["Properties"]
+    return properties
 
 
 def test_bucket_encrypted_with_rotating_customer_managed_key(template: Template) -> None:
@@ -45,7 +48,9 @@ def test_bucket_encrypted_with_rotating_customer_managed_key(template: Template)
 
 
 def test_bucket_name_is_prefix_account_region(template: Template) -> None:
-    assert flatten(_model_bucket(template)["BucketName"]) == "edgeml-dev-models-{AWS::AccountId}-{AWS::Region}"
+    assert (
+        flatten(_model_bucket(template)["BucketName"]) == "edgeml-dev-models-{AWS::AccountId}-{AWS::Region}"
+    )
 
 
 def test_public_access_blocked_and_ownership_enforced_on_both_buckets(template: Template) -> None:
@@ -100,7 +105,10 @@ def test_access_logs_go_to_the_sse_s3_logs_bucket(template: Template) -> None:
         "AWS::S3::Bucket",
         {
             "VersioningConfiguration": {"Status": "Enabled"},
-            "LoggingConfiguration": {"DestinationBucketName": {"Ref": logs_bucket}, "LogFilePrefix": "model-store/"},
+            "LoggingConfiguration": {
+                "DestinationBucketName": {"Ref": logs_bucket},
+                "LogFilePrefix": "model-store/",
+            },
         },
     )
     logs = template.find_resources("AWS::S3::Bucket")[logs_bucket.as_string()]["Properties"]
@@ -134,9 +142,7 @@ def test_prod_retains_buckets_and_key(prod: Synthesized) -> None:
     template.has_resource_properties(
         "AWS::S3::Bucket",
         {
-            "BucketName": Match.object_like(
-                {"Fn::Join": ["", Match.array_with(["edgeml-prod-models-"])]}
-            ),
+            "BucketName": Match.object_like({"Fn::Join": ["", Match.array_with(["edgeml-prod-models-"])]}),
             "LifecycleConfiguration": {
                 "Rules": [Match.object_like({"NoncurrentVersionExpiration": {"NoncurrentDays": 90}})]
             },
