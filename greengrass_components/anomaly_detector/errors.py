@@ -27,3 +27,7 @@ class TransportError(AnomalyDetectorError):
 
 class SourceError(AnomalyDetectorError):
     """A sensor source could not be opened or read."""
+
+
+class SpoolError(AnomalyDetectorError):
+    """The durable event spool cannot be opened, read or written."""

@@ -1,7 +1,14 @@
 """Parse sensor messages (contracts §5) into typed samples, in the model's channel order.
 
+Three shapes (see greengrass_components/README.md for the schema):
+- single: ``{"stream": "s", "timestamp": 1700000000.0, "values": {"value": 71.3}}``
+- row batch: ``{"stream": "s", "samples": [{"timestamp": ..., "values": {...}}, ...]}``
+- columnar batch: ``{"stream": "s", "timestamps": [...], "values": {"value": [...], ...}}``; parsed with
+  numpy in one pass, it is the cheap shape for high-rate sensors.
+
 Every way a message can be wrong raises :class:`MessageError` with a stable ``kind``, so the caller can
-count rejects by kind (a health signal) and skip the message without stopping the stream.
+count rejects by kind (a health signal) and skip the message without stopping the stream. A message is
+accepted or rejected whole.
 """
 
 from __future__ import annotations
@@ -12,6 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from .errors import MessageError
 
@@ -24,6 +34,14 @@ BAD_TIMESTAMP = "bad_timestamp"
 BAD_VALUE = "bad_value"
 NON_FINITE = "non_finite"
 MISSING_CHANNEL = "missing_channel"
+OVERSIZED = "oversized"
+OUT_OF_ORDER = "out_of_order"
+DUPLICATE_TIMESTAMP = "duplicate_timestamp"
+TOO_MANY_STREAMS = "too_many_streams"
+
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+DEFAULT_MAX_SAMPLES_PER_MESSAGE = 100_000
+_NUMBER_TYPES = frozenset({int, float})
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +51,18 @@ class Sample:
     stream: str
     timestamp: float  # epoch seconds, UTC
     values: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SampleBlock:
+    """Many readings of one stream: ``timestamps`` [n] (epoch s) and ``values`` [n, n_channels]."""
+
+    stream: str
+    timestamps: NDArray[np.float64]
+    values: NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return int(self.timestamps.shape[0])
 
 
 def parse_timestamp(raw: object) -> float:
@@ -60,17 +90,32 @@ def parse_timestamp(raw: object) -> float:
 class MessageParser:
     """Turns raw payloads into :class:`Sample` objects for a fixed channel list."""
 
-    def __init__(self, channels: Sequence[str]) -> None:
+    def __init__(
+        self,
+        channels: Sequence[str],
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_samples: int = DEFAULT_MAX_SAMPLES_PER_MESSAGE,
+    ) -> None:
         if not channels:
             raise ValueError("channels must not be empty")
         self._channels = tuple(channels)
+        self.max_message_bytes = max_message_bytes
+        self.max_samples = max_samples
 
     @property
     def channels(self) -> tuple[str, ...]:
         return self._channels
 
-    def parse(self, payload: bytes | str, *, default_stream: str | None = None) -> list[Sample]:
-        """Parse a single or batch message; ``default_stream`` (from the topic) fills a missing stream."""
+    def parse(
+        self, payload: bytes | str, *, default_stream: str | None = None
+    ) -> list[Sample] | SampleBlock:
+        """Parse any message shape; ``default_stream`` (from the topic) fills a missing stream."""
+        if len(payload) > self.max_message_bytes:
+            # Checked before decoding: a huge payload must not cost a full JSON parse.
+            raise MessageError(
+                OVERSIZED, f"payload has {len(payload)} bytes, the limit is {self.max_message_bytes}"
+            )
         if isinstance(payload, bytes):
             try:
                 text = payload.decode("utf-8")
@@ -84,17 +129,23 @@ class MessageParser:
             raise MessageError(NOT_JSON, f"payload is not JSON: {exc.msg}") from None
         return self.parse_document(document, default_stream=default_stream)
 
-    def parse_document(self, document: object, *, default_stream: str | None = None) -> list[Sample]:
+    def parse_document(
+        self, document: object, *, default_stream: str | None = None
+    ) -> list[Sample] | SampleBlock:
         """Parse an already-decoded JSON document (the IPC source receives JSON messages as dicts)."""
         if not isinstance(document, dict):
             raise MessageError(BAD_SHAPE, f"message must be a JSON object, got {type(document).__name__}")
         stream = document.get("stream", default_stream)
         if not isinstance(stream, str) or not stream:
             raise MessageError(BAD_STREAM, "message needs a non-empty string 'stream'")
+        if "timestamps" in document:
+            return self._columnar(stream, document)
         if "samples" in document:
             samples = document["samples"]
             if not isinstance(samples, list) or not samples:
                 raise MessageError(BAD_SHAPE, "'samples' must be a non-empty list")
+            if len(samples) > self.max_samples:
+                raise MessageError(OVERSIZED, f"{len(samples)} samples, the limit is {self.max_samples}")
             out = []
             for index, item in enumerate(samples):
                 if not isinstance(item, dict):
@@ -129,3 +180,35 @@ class MessageParser:
                 raise MessageError(NON_FINITE, f"channel {channel!r} is not finite: {raw!r}")
             ordered.append(value)
         return Sample(stream=stream, timestamp=ts, values=tuple(ordered))
+
+    def _columnar(self, stream: str, document: Mapping[str, Any]) -> SampleBlock:
+        stamps = document["timestamps"]
+        columns = document.get("values")
+        if not isinstance(stamps, list) or not stamps:
+            raise MessageError(BAD_SHAPE, "'timestamps' must be a non-empty list")
+        if len(stamps) > self.max_samples:
+            raise MessageError(OVERSIZED, f"{len(stamps)} samples, the limit is {self.max_samples}")
+        if not isinstance(columns, dict):
+            raise MessageError(BAD_SHAPE, "columnar 'values' must be an object of channel -> list")
+        n = len(stamps)
+        if set(map(type, stamps)) <= _NUMBER_TYPES:
+            timestamps = np.asarray(stamps, dtype=np.float64)
+            if not np.all(np.isfinite(timestamps)):
+                raise MessageError(BAD_TIMESTAMP, "timestamps must be finite")
+        else:
+            timestamps = np.fromiter((parse_timestamp(t) for t in stamps), dtype=np.float64, count=n)
+        values = np.empty((n, len(self._channels)), dtype=np.float32)
+        for index, channel in enumerate(self._channels):
+            column = columns.get(channel)
+            if column is None:
+                raise MessageError(MISSING_CHANNEL, f"no values for channel {channel!r}")
+            if not isinstance(column, list) or len(column) != n:
+                raise MessageError(BAD_SHAPE, f"channel {channel!r} must be a list of {n} numbers")
+            # bool is an int subclass but type() tells them apart; a sensor sending true is a bug.
+            if not set(map(type, column)) <= _NUMBER_TYPES:
+                raise MessageError(BAD_VALUE, f"channel {channel!r} must hold numbers only")
+            as_float = np.asarray(column, dtype=np.float64)
+            if not np.all(np.isfinite(as_float)):
+                raise MessageError(NON_FINITE, f"channel {channel!r} has non-finite values")
+            values[:, index] = as_float
+        return SampleBlock(stream=stream, timestamps=timestamps, values=values)

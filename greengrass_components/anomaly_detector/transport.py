@@ -69,6 +69,9 @@ class MqttSettings:
     keepalive_s: int = 30
     connect_timeout_s: float = 10.0
     publish_timeout_s: float = 10.0
+    # paho reconnects by itself after a drop, backing off between these bounds.
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 10.0
     tls: TlsSettings | None = None
 
 
@@ -86,6 +89,9 @@ def new_paho_client(settings: MqttSettings) -> mqtt.Client:
             keyfile=str(settings.tls.key_file) if settings.tls.key_file else None,
             tls_version=ssl.PROTOCOL_TLS_CLIENT,
         )
+    client.reconnect_delay_set(
+        min_delay=max(1, round(settings.reconnect_min_s)), max_delay=max(1, round(settings.reconnect_max_s))
+    )
     return client
 
 
@@ -127,7 +133,9 @@ def connect_and_wait(
 class MqttTransport:
     """Publishes with QoS 1 to an MQTT broker (local mosquitto, or IoT Core with TLS client certs).
 
-    ``publish`` waits for the PUBACK, so a return means the broker has the message.
+    ``publish`` waits for the PUBACK, so a return means the broker has the message. While the connection
+    is down it fails at once instead of queueing inside paho: the durable spool is the only queue, so an
+    outage does not pile up stale copies in memory.
     """
 
     def __init__(self, settings: MqttSettings, client: mqtt.Client | None = None) -> None:
@@ -136,6 +144,8 @@ class MqttTransport:
         connect_and_wait(self._client, settings)
 
     def publish(self, topic: str, payload: bytes) -> None:
+        if not self._client.is_connected():
+            raise TransportError(f"MQTT publish to {topic!r} failed: not connected to the broker")
         info = self._client.publish(topic, payload, qos=1)
         try:
             info.wait_for_publish(timeout=self._settings.publish_timeout_s)

@@ -138,8 +138,8 @@ class HeartbeatResult:
 
 
 def archive_key(event: AnomalyEvent) -> str:
-    moment = event.timestamp
-    return f"anomalies/{moment:%Y}/{moment:%m}/{moment:%d}/{event.thing_name}/{event.event_id}.json"
+    day = event.timestamp.date()  # the event's own date, so every retry computes the same key
+    return f"anomalies/{day.year:04d}/{day.month:02d}/{day.day:02d}/{event.thing_name}/{event.event_id}.json"
 
 
 def ingest_anomaly(
@@ -158,9 +158,9 @@ def ingest_anomaly(
 
     archived = False
     if not progress.archived:
-        archive.put(key, event.raw_json.encode("utf-8"))
+        # False when a concurrent or earlier attempt already wrote the (identical) object.
+        archived = archive.put(key, event.raw_json.encode("utf-8"))
         store.mark_archived(event.event_id, key)
-        archived = True
 
     outcome = AlertOutcome.ALREADY_HANDLED
     reported = 0

@@ -102,8 +102,9 @@ def parse_anomaly(payload: Mapping[str, object]) -> AnomalyEvent:
         thing_name=thing_name,
         stream=fields.text("stream"),
         timestamp=fields.timestamp("timestamp"),
-        start=fields.timestamp("start") if "start" in payload else None,
-        end=fields.timestamp("end") if "end" in payload else None,
+        # Optional: absent and null both mean "not given".
+        start=fields.timestamp("start") if payload.get("start") is not None else None,
+        end=fields.timestamp("end") if payload.get("end") is not None else None,
         score=score,
         peak_score=peak_score,
         threshold=fields.number("threshold"),

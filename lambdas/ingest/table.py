@@ -90,7 +90,8 @@ def timestamp_key(moment: datetime) -> str:
 
     ``06:00:00Z`` would sort after ``06:00:00.5Z`` ('Z' > '.'), hence no optional fraction.
     """
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads the year to four digits, which strftime("%Y") does not do on every platform.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def device_pk(thing_name: str) -> str:

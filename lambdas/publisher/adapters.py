@@ -19,12 +19,14 @@ from lambdas.publisher.core import (
     ComponentVersionRef,
     Deployment,
     DeploymentRequest,
+    RolloutPolicy,
 )
 from lambdas.publisher.errors import (
     ComponentVersionConflictError,
     GreengrassError,
     ModelNotFoundError,
     ModelValidationError,
+    RetryableError,
 )
 from lambdas.publisher.versioning import SemVer
 
@@ -35,6 +37,30 @@ def _error_code(exc: ClientError) -> str:
 
 def _error_message(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Message", exc))
+
+
+# Error codes AWS uses for "slow down": botocore has already retried these with backoff by the time they
+# reach us, so they surface as RetryableError and the Lambda's own retries take over.
+THROTTLING_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "SlowDown",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "InternalServerException",
+        "ServiceUnavailable",
+    }
+)
+
+
+def raise_if_retryable(exc: ClientError, doing: str) -> None:
+    """Re-raise a throttling or transient service error as ``RetryableError``; otherwise return."""
+    if _error_code(exc) in THROTTLING_CODES:
+        raise RetryableError(f"{doing}: {_error_code(exc)}: {_error_message(exc)}") from exc
 
 
 class S3ModelStore:
@@ -53,6 +79,7 @@ class S3ModelStore:
         try:
             response = self.client.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
+            raise_if_retryable(exc, f"reading s3://{bucket}/{key}")
             if _error_code(exc) in {"NoSuchKey", "404", "NotFound"}:
                 raise ModelNotFoundError(f"model object s3://{bucket}/{key} does not exist") from exc
             raise
@@ -76,6 +103,7 @@ class S3ModelStore:
                 Bucket=bucket, Key=key, Body=data, IfNoneMatch="*", ContentType="application/octet-stream"
             )
         except ClientError as exc:
+            raise_if_retryable(exc, f"writing s3://{bucket}/{key}")
             if _error_code(exc) == "PreconditionFailed":
                 return False
             raise
@@ -105,6 +133,7 @@ class GreengrassComponents:
                     for item in page.get("componentVersions", [])
                 )
         except ClientError as exc:
+            raise_if_retryable(exc, f"listing versions of {component_arn}")
             if _error_code(exc) == "ResourceNotFoundException":
                 return []
             raise GreengrassError(f"cannot list versions of {component_arn}: {_error_message(exc)}") from exc
@@ -115,6 +144,7 @@ class GreengrassComponents:
         try:
             response = self.client.get_component(arn=version_arn, recipeOutputFormat="JSON")
         except ClientError as exc:
+            raise_if_retryable(exc, f"reading the recipe of {version_arn}")
             raise GreengrassError(f"cannot read the recipe of {version_arn}: {_error_message(exc)}") from exc
         recipe: bytes = response["recipe"]
         return recipe
@@ -123,6 +153,7 @@ class GreengrassComponents:
         try:
             response = self.client.create_component_version(inlineRecipe=recipe)
         except ClientError as exc:
+            raise_if_retryable(exc, "creating a component version")
             if _error_code(exc) == "ConflictException":
                 raise ComponentVersionConflictError(
                     f"component version already exists: {_error_message(exc)}"
@@ -136,6 +167,7 @@ class GreengrassComponents:
         try:
             response = self.client.describe_component(arn=version_arn)
         except ClientError as exc:
+            raise_if_retryable(exc, f"describing {version_arn}")
             raise GreengrassError(f"cannot describe {version_arn}: {_error_message(exc)}") from exc
         status = response.get("status", {})
         return ComponentStatus(
@@ -172,18 +204,20 @@ class GreengrassDeployments:
             latest = max(candidates, key=lambda item: item["creationTimestamp"])
             response = self.client.get_deployment(deploymentId=latest["deploymentId"])
         except ClientError as exc:
+            raise_if_retryable(exc, f"reading the latest deployment of {target_arn}")
             raise GreengrassError(
                 f"cannot read the latest deployment of {target_arn}: {_error_message(exc)}"
             ) from exc
-        return Deployment(
-            deployment_id=response["deploymentId"],
-            target_arn=response["targetArn"],
-            name=response.get("deploymentName"),
-            components={
-                name: _component_from_api(spec) for name, spec in response.get("components", {}).items()
-            },
-            tags=dict(response.get("tags", {})),
-        )
+        return _deployment_from_api(response)
+
+    def get(self, deployment_id: str) -> Deployment:
+        """One deployment by id (any revision, latest or not)."""
+        try:
+            response = self.client.get_deployment(deploymentId=deployment_id)
+        except ClientError as exc:
+            raise_if_retryable(exc, f"reading deployment {deployment_id}")
+            raise GreengrassError(f"cannot read deployment {deployment_id}: {_error_message(exc)}") from exc
+        return _deployment_from_api(response)
 
     def _list_latest(self, target_arn: str) -> Iterator[Mapping[str, Any]]:
         paginator = self.client.get_paginator("list_deployments")
@@ -217,16 +251,43 @@ class GreengrassDeployments:
                 "timeoutConfig": {"inProgressTimeoutInMinutes": policy.in_progress_timeout_minutes},
             },
         }
+        rollout_config = _rollout_config(policy)
+        if rollout_config:
+            arguments["iotJobConfiguration"]["jobExecutionsRolloutConfig"] = rollout_config
         if request.tags:
             arguments["tags"] = dict(request.tags)
         try:
             response = self.client.create_deployment(**arguments)
         except ClientError as exc:
+            raise_if_retryable(exc, f"creating a deployment for {request.target_arn}")
             raise GreengrassError(
                 f"Greengrass refused the deployment to {request.target_arn}: {_error_message(exc)}"
             ) from exc
         deployment_id: str = response["deploymentId"]
         return deployment_id
+
+
+def _deployment_from_api(response: Mapping[str, Any]) -> Deployment:
+    return Deployment(
+        deployment_id=response["deploymentId"],
+        target_arn=response["targetArn"],
+        name=response.get("deploymentName"),
+        components={name: _component_from_api(spec) for name, spec in response.get("components", {}).items()},
+        tags=dict(response.get("tags", {})),
+    )
+
+
+def _rollout_config(policy: RolloutPolicy) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if policy.rollout_base_rate_per_minute is not None:
+        config["exponentialRate"] = {
+            "baseRatePerMinute": policy.rollout_base_rate_per_minute,
+            "incrementFactor": policy.rollout_increment_factor,
+            "rateIncreaseCriteria": {"numberOfSucceededThings": policy.rollout_rate_increase_after_succeeded},
+        }
+    if policy.rollout_maximum_per_minute is not None:
+        config["maximumPerMinute"] = policy.rollout_maximum_per_minute
+    return config
 
 
 def _component_from_api(spec: Mapping[str, Any]) -> ComponentDeployment:

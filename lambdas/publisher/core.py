@@ -107,6 +107,13 @@ class RolloutPolicy:
     abort_threshold_percentage: float = 10.0
     abort_min_executed_things: int = 1
     in_progress_timeout_minutes: int = 60
+    # Job rollout rate (IoT jobExecutionsRolloutConfig): start at ``rollout_base_rate_per_minute`` devices
+    # a minute, multiply by ``rollout_increment_factor`` each time ``rollout_rate_increase_after_succeeded``
+    # more devices succeed, never above ``rollout_maximum_per_minute``. None: IoT's default (no pacing).
+    rollout_base_rate_per_minute: int | None = None
+    rollout_increment_factor: float = 2.0
+    rollout_rate_increase_after_succeeded: int = 1
+    rollout_maximum_per_minute: int | None = None
 
 
 @dataclass(frozen=True)

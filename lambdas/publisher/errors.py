@@ -33,3 +33,7 @@ class GreengrassError(PublisherError):
 
 class ComponentVersionConflictError(GreengrassError):
     """The component version already exists (Greengrass ``ConflictException``)."""
+
+
+class RetryableError(PublisherError):
+    """A throttled or transiently failing AWS call; the invocation should be retried as it is."""

@@ -12,7 +12,7 @@ Three shapes reach the publisher:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from urllib.parse import unquote_plus
 
@@ -49,6 +49,8 @@ class PublishRequest:
     # The version written in a version-addressed key; the model's own metadata must agree with it.
     expected_model_version: str | None
     origin: str
+    # The SageMaker training job that produced the model, when the event says so (lineage, idempotency).
+    training_job: str | None = None
 
     @property
     def uri(self) -> str:
@@ -152,7 +154,8 @@ def _parse_training_job(detail: dict[str, object], *, model_bucket: str) -> Publ
     key_match = _MODEL_KEY.match(key)
     if key_match is not None:
         # Already version-addressed: the key names the model.
-        return _model_object_request(bucket, key, model_bucket=model_bucket, origin="sagemaker")
+        request = _model_object_request(bucket, key, model_bucket=model_bucket, origin="sagemaker")
+        return replace(request, training_job=job_name)
     if key.endswith(".tar.gz"):
         kind = ArtifactKind.TARBALL
     elif key.endswith("/" + MODEL_FILE_NAME):
@@ -177,6 +180,7 @@ def _parse_training_job(detail: dict[str, object], *, model_bucket: str) -> Publ
         model_name=model_name,
         expected_model_version=None,
         origin="sagemaker",
+        training_job=job_name,
     )
 
 

@@ -13,8 +13,8 @@ import json
 import math
 import re
 import tarfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
@@ -61,6 +61,8 @@ class ModelInfo:
     detector: str
     training_data_sha256: str
     created_at: str
+    # What training measured (docs/contracts.md §1); the lifecycle gate reads its floors from here.
+    training_metrics: Mapping[str, object] = field(default_factory=dict)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -169,6 +171,7 @@ def _check_metadata(metadata: dict[str, str], *, sha256: str, size_bytes: int) -
         detector=metadata["detector"],
         training_data_sha256=metadata["training_data_sha256"],
         created_at=metadata["created_at"],
+        training_metrics=metrics,
     )
 
 

@@ -61,7 +61,7 @@ class Aws:
 
     def received_alerts(self) -> list[dict[str, Any]]:
         """Every SNS notification delivered so far, as {"subject": ..., "message": {...}}."""
-        received = []
+        received: list[dict[str, Any]] = []
         while True:
             response = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
             messages = response.get("Messages", [])

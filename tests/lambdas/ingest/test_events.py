@@ -35,8 +35,8 @@ def test_anomaly_event_is_parsed_into_typed_fields() -> None:
 
 
 def test_optional_fields_and_epoch_timestamps() -> None:
-    payload = anomaly_payload(timestamp=1386741600.5, score=7)
-    del payload["start"], payload["end"], payload["peak_score"]
+    payload = anomaly_payload(timestamp=1386741600.5, score=7, end=None)
+    del payload["start"], payload["peak_score"]
 
     event = parse_message(payload)
 

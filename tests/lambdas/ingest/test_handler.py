@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from lambdas.ingest.adapters import DynamoEventStore
 from lambdas.ingest.errors import BadEventError, IngestRetryableError
 from lambdas.ingest.handler import Dependencies, handle, handler
 from tests.lambdas.ingest.conftest import Aws
-from tests.lambdas.ingest.helpers import NOW, REGION, THING, Clock, anomaly_payload, heartbeat_payload
+from tests.lambdas.ingest.helpers import REGION, THING, Clock, anomaly_payload, heartbeat_payload
 
 
 @dataclass
@@ -26,6 +28,17 @@ class FakeLambdaContext:
     memory_limit_in_mb: int = 256
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:edgeml-ingest"
     aws_request_id: str = "req-1"
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """The powertools handler's output, redirected (it keeps the stdout it saw at import)."""
+    handler_ = handler_module.logger.registered_handler
+    assert isinstance(handler_, logging.StreamHandler)
+    stream = io.StringIO()
+    previous = handler_.setStream(stream)
+    yield stream
+    handler_.setStream(previous)
 
 
 @pytest.fixture
@@ -49,9 +62,7 @@ def _deps(aws: Aws, store: Any = None) -> Dependencies:
     )
 
 
-def test_handler_ingests_an_iot_rule_anomaly_event(
-    lambda_env: Aws, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_handler_ingests_an_iot_rule_anomaly_event(lambda_env: Aws, log_stream: io.StringIO) -> None:
     # Exactly what `SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/anomalies'` delivers.
     event = json.loads(json.dumps(anomaly_payload()))
 
@@ -72,7 +83,7 @@ def test_handler_ingests_an_iot_rule_anomaly_event(
     assert len(lambda_env.items_of_kind("anomaly")) == 1
     assert lambda_env.received_alerts() == []
 
-    logs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    logs = [json.loads(line) for line in log_stream.getvalue().splitlines() if line.startswith("{")]
     ingested = [entry for entry in logs if entry.get("message") == "anomaly ingested"]
     assert len(ingested) == 2
     assert ingested[0]["thing_name"] == THING
@@ -131,4 +142,3 @@ def test_throttling_surfaces_as_retryable_so_the_lambda_retries(aws: Aws) -> Non
     assert aws.received_alerts() == []
     # The retry, against a healthy table, goes through.
     assert handle(anomaly_payload(), _deps(aws))["alert"] == "sent"
-    assert NOW  # the fixed clock the dependencies use

@@ -208,3 +208,18 @@ def test_heartbeat_is_stored_with_a_ttl(aws: Aws) -> None:
     assert json.loads(item["body"]["S"])["windows_scored"] == 5969
     ttl = aws.dynamodb.describe_time_to_live(TableName="edgeml-events")["TimeToLiveDescription"]
     assert ttl["AttributeName"] == "expires_at"
+
+
+def test_archive_written_before_a_crash_is_not_overwritten(aws: Aws) -> None:
+    # A crash after the S3 write but before the marker update: the retry finds the object in place.
+    key = f"anomalies/2013/12/11/{THING}/{EVENT_ID}.json"
+    assert aws.archive().put(key, b'{"first":"attempt"}') is True
+
+    result = _ingest(aws, _event())
+
+    assert result.archived is False
+    assert result.alert is AlertOutcome.SENT
+    assert aws.archive_keys() == [key]
+    assert aws.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b'{"first":"attempt"}'
+    [marker] = aws.items_of_kind("event-marker")
+    assert marker["archived"] == {"BOOL": True}

@@ -115,6 +115,7 @@ def test_training_job_tarball_uses_the_model_name_hyperparameter():
         model_name="pump",
         expected_model_version=None,
         origin="sagemaker",
+        training_job="edgeml-pump-20261124",
     )
 
 
@@ -126,6 +127,12 @@ def test_training_job_without_model_name_falls_back_to_the_job_name():
 def test_training_job_pointing_at_a_version_addressed_model():
     (request,) = parse_event(training_event(f"s3://{BUCKET}/{KEY}"), model_bucket=BUCKET)
     assert (request.model_name, request.expected_model_version) == ("pump", "20261124T201500Z-3f2a9c1d")
+    assert request.training_job == "edgeml-pump-20261124"
+
+
+def test_s3_requests_name_no_training_job():
+    (request,) = parse_event(s3_notification(KEY), model_bucket=BUCKET)
+    assert request.training_job is None
 
 
 @pytest.mark.parametrize(

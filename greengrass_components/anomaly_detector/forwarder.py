@@ -1,0 +1,126 @@
+"""Send spooled events, oldest first, one at a time; delete each only after the transport confirmed it.
+
+One event in flight at a time is what keeps events of a stream in order across outages: a failed send is
+retried (with capped exponential backoff) before anything newer is tried. During an outage the spool
+grows and the app keeps scoring; nothing waits on the network except this thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from .errors import SpoolError, TransportError
+from .logs import get_logger
+from .spool import Spool, SpooledEvent
+from .transport import Transport
+
+log = get_logger("forwarder")
+
+
+class Forwarder:
+    def __init__(
+        self,
+        spool: Spool,
+        transport: Transport,
+        *,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 30.0,
+        idle_poll_s: float = 1.0,
+        on_sent: Callable[[SpooledEvent], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._spool = spool
+        self._transport = transport
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._idle_poll_s = idle_poll_s
+        self._on_sent = on_sent
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+        self.send_failures = 0
+        self.last_error: str | None = None
+        self._failing_since: float | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="forwarder", daemon=True)
+        self._thread.start()
+
+    def notify(self) -> None:
+        """A new event is in the spool: send it now rather than at the next idle poll."""
+        self._wake.set()
+
+    def send_pending(self) -> bool:
+        """Try to send everything in the spool once, in order; False at the first failure."""
+        while not self._stop.is_set():
+            batch = self._spool.peek(100)
+            if not batch:
+                return True
+            for event in batch:
+                if self._stop.is_set():
+                    return False
+                try:
+                    self._transport.publish(event.topic, event.payload)
+                except TransportError as exc:
+                    self._failed(exc)
+                    return False
+                self._spool.delete(event.seq)
+                self.sent += 1
+                if self._failing_since is not None:
+                    log.info(
+                        "delivery restored",
+                        extra={"outage_s": round(self._clock() - self._failing_since, 3)},
+                    )
+                    self._failing_since = None
+                if self._on_sent is not None:
+                    self._on_sent(event)
+        return False
+
+    def _failed(self, exc: TransportError) -> None:
+        self.send_failures += 1
+        self.last_error = str(exc)
+        if self._failing_since is None:
+            # Logged once per outage, not once per retry: an outage can last hours.
+            self._failing_since = self._clock()
+            log.warning(
+                "delivery failing, events stay in the spool",
+                extra={"error": str(exc), "spool_depth": self._spool.depth},
+            )
+
+    def _loop(self) -> None:
+        delay = self._retry_initial_s
+        while not self._stop.is_set():
+            try:
+                ok = self.send_pending()
+            except SpoolError as exc:
+                log.error("spool read/delete failed", extra={"error": str(exc)})
+                ok = False
+            if ok:
+                delay = self._retry_initial_s
+                self._wake.wait(self._idle_poll_s)
+                self._wake.clear()
+            else:
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._retry_max_s)
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until the spool is empty (True) or ``timeout_s`` passed (False; rows stay for next run)."""
+        deadline = self._clock() + timeout_s
+        self.notify()
+        while self._spool.depth > 0:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return False
+            self._wake.set()
+            time.sleep(min(0.01, remaining))
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,0 +1,209 @@
+"""Durable store-and-forward spool for outgoing events: sqlite3 in WAL mode, bounded in bytes.
+
+An event is committed here *before* anything tries to send it, and deleted only after the transport
+confirmed delivery (PUBACK for MQTT QoS 1, "accepted by the nucleus" for IPC). So a broker outage or a
+``kill -9`` of the process at any moment loses nothing: on restart the rows are still there and are sent
+again (at-least-once; the ``event_id`` in each payload lets the cloud drop duplicates).
+
+Rows are read back in insertion order (``seq``), so events of one stream leave in the order they were made.
+
+Full spool policy (``SpoolPolicy``): the spool never grows past ``max_bytes``.
+- ``drop_oldest`` (default): the oldest rows are deleted to make room, because during a long outage the
+  newest anomalies are the most actionable. Every drop is counted per stream, persisted in the spool (so a
+  restart does not forget it), logged as a warning, and reported in the heartbeat.
+- ``drop_newest``: the new event is refused (counted and logged the same way); older evidence is kept.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .errors import SpoolError
+from .logs import get_logger
+
+log = get_logger("spool")
+
+SpoolPolicy = Literal["drop_oldest", "drop_newest"]
+SPOOL_POLICIES: tuple[SpoolPolicy, ...] = ("drop_oldest", "drop_newest")
+IN_MEMORY = ":memory:"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class SpooledEvent:
+    seq: int
+    event_id: str
+    stream: str
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class PutResult:
+    stored: bool
+    dropped: int  # rows removed (drop_oldest) or 1 if this event was refused (drop_newest)
+
+
+class Spool:
+    """Thread-safe (one connection behind a lock): the app thread writes, the forwarder reads/deletes."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        policy: SpoolPolicy = "drop_oldest",
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+    ) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        if policy not in SPOOL_POLICIES:
+            raise ValueError(f"policy must be one of {SPOOL_POLICIES}, got {policy!r}")
+        self.path = str(path)
+        self.max_bytes = max_bytes
+        self.policy: SpoolPolicy = policy
+        self._lock = threading.Lock()
+        try:
+            if self.path != IN_MEMORY:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each put is one transaction.
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL also survives power loss (fsync per commit); events are rare, so the cost is small.
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
+        self._depth = int(row[0])
+        self._bytes = int(row[1])
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _bump(self, db: sqlite3.Connection, name: str, by: int) -> None:
+        db.execute(
+            "INSERT INTO counters(name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            (name, by),
+        )
+
+    def put(self, *, event_id: str, stream: str, topic: str, payload: bytes, created_at: float) -> PutResult:
+        """Store one event durably (committed when this returns), applying the full-spool policy."""
+        size = len(payload)
+        if size > self.max_bytes:
+            self._record_drop(stream, 1, "event larger than the whole spool")
+            return PutResult(stored=False, dropped=1)
+        dropped = 0
+        try:
+            with self._transaction() as db:
+                if self._bytes + size > self.max_bytes:
+                    if self.policy == "drop_newest":
+                        self._bump(db, f"dropped:{stream}", 1)
+                        dropped = -1
+                    else:
+                        dropped = self._evict(db, self._bytes + size - self.max_bytes)
+                if dropped >= 0:
+                    db.execute(
+                        "INSERT INTO outbox(event_id, stream, topic, payload, created_at) VALUES (?,?,?,?,?)",
+                        (event_id, stream, topic, payload, created_at),
+                    )
+                    self._depth += 1
+                    self._bytes += size
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot write to spool {self.path}: {exc}") from exc
+        if dropped < 0:
+            log.warning(
+                "spool full: new event dropped (policy drop_newest)",
+                extra={"stream": stream, "event_id": event_id, "spool_bytes": self._bytes},
+            )
+            return PutResult(stored=False, dropped=1)
+        if dropped:
+            log.warning(
+                "spool full: oldest events dropped (policy drop_oldest)",
+                extra={"dropped": dropped, "spool_bytes": self._bytes, "max_bytes": self.max_bytes},
+            )
+        return PutResult(stored=True, dropped=dropped)
+
+    def _evict(self, db: sqlite3.Connection, need: int) -> int:
+        freed = 0
+        victims: list[tuple[int, str, int]] = []
+        for seq, stream, size in db.execute("SELECT seq, stream, LENGTH(payload) FROM outbox ORDER BY seq"):
+            if freed >= need:
+                break
+            victims.append((int(seq), str(stream), int(size)))
+            freed += int(size)
+        for seq, stream, size in victims:
+            db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._bump(db, f"dropped:{stream}", 1)
+            self._depth -= 1
+            self._bytes -= size
+        return len(victims)
+
+    def _record_drop(self, stream: str, count: int, why: str) -> None:
+        with self._transaction() as db:
+            self._bump(db, f"dropped:{stream}", count)
+        log.warning("spool: event dropped", extra={"stream": stream, "reason": why})
+
+    def peek(self, limit: int = 100) -> list[SpooledEvent]:
+        """The oldest ``limit`` events, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, event_id, stream, topic, payload FROM outbox ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+        return [SpooledEvent(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4])) for r in rows]
+
+    def delete(self, seq: int) -> None:
+        """Forget an event once it was delivered."""
+        try:
+            with self._transaction() as db:
+                cursor = db.execute("DELETE FROM outbox WHERE seq = ? RETURNING LENGTH(payload)", (seq,))
+                row = cursor.fetchone()
+                if row is not None:
+                    self._depth -= 1
+                    self._bytes -= int(row[0])
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot delete from spool {self.path}: {exc}") from exc
+
+    def dropped(self) -> dict[str, int]:
+        """Events ever dropped by the full-spool policy, per stream (persisted across restarts)."""
+        with self._lock:
+            rows = self._db.execute("SELECT name, value FROM counters WHERE name LIKE 'dropped:%'").fetchall()
+        return {str(name).removeprefix("dropped:"): int(value) for name, value in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,41 @@
+"""Errors raised by the model lifecycle. Handlers and the CLI are the only places that catch them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class LifecycleError(Exception):
+    """Base class for every error the lifecycle raises on purpose."""
+
+
+class ConfigError(LifecycleError):
+    """The environment is missing or malformed."""
+
+
+class RefusedError(LifecycleError):
+    """A command was refused on purpose (the CLI's exit code 1); nothing was changed."""
+
+    def __init__(self, message: str, reasons: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.reasons = tuple(reasons)
+
+
+class PromotionRefusedError(RefusedError):
+    """The canary is not (yet) healthy, or there is nothing to promote."""
+
+
+class RollbackRefusedError(RefusedError):
+    """There is no recorded model to roll back to."""
+
+
+class NotFoundError(RefusedError):
+    """The registry has no record of the model, component version or target asked about."""
+
+
+class RegistryError(LifecycleError):
+    """The lineage registry refused a read or write."""
+
+
+class RetryableError(LifecycleError):
+    """A throttled or transiently failing AWS call; run the same command or invocation again."""

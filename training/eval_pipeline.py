@@ -1,0 +1,179 @@
+"""One benchmark file through the real path: train on its first rows, then score it as the edge does.
+
+``run_file`` is the protocol for one CSV: the leading ``train_rows`` rows are written to a temporary
+directory and ``training.train.main`` (the SageMaker entry point) trains on them and exports
+``model.onnx``; the edge component's own loader (``load_model``, ONNX Runtime) and scoring core
+(``ScoringEngine``) then process every row of the file in order, as one stream, and the edge's online
+post-processing (``Postprocessor``, parameters from the model's metadata) turns each raw score into a
+score in ``[0, 1]``. Every score is causal: it depends on rows at or before its own only. Rows before the
+first full window score 0.
+
+The evaluation harness is the one place that imports both training and edge code: it checks that what
+training exports is what the device computes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from greengrass_components.anomaly_detector.messages import Sample
+from greengrass_components.anomaly_detector.model import load_model
+from greengrass_components.anomaly_detector.postprocess import PostprocessConfig, StreamPostprocessor
+from greengrass_components.anomaly_detector.scoring import ScoringEngine
+from training import train
+from training.data import load_csv
+from training.errors import TrainingError
+
+# Large micro-batches: the scores do not depend on the batch size, the run time does.
+EVAL_BATCH_SIZE: Final = 512
+NAB_PROBATION_FRACTION: Final = 0.15
+NAB_MAX_TRAIN_ROWS: Final = 750
+
+
+class EvaluationError(TrainingError):
+    """A benchmark file could not be run through the protocol."""
+
+
+def nab_train_rows(n_rows: int) -> int:
+    """NAB's probationary period: ``min(floor(0.15 * n), 750)`` rows."""
+    return min(math.floor(NAB_PROBATION_FRACTION * n_rows), NAB_MAX_TRAIN_ROWS)
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """What one worker needs: the CSV, how many leading rows to train on, and train.py's arguments."""
+
+    name: str  # relative path inside the corpus' data folder, e.g. realKnownCause/ambient_temperature.csv
+    path: Path
+    train_rows: int | None  # None: NAB's rule applied to the file's row count
+    hyperparameters: tuple[str, ...]  # ``--name value`` pairs for training.train
+    postprocess: PostprocessConfig | None = None  # overrides the model's own (tuning only)
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    name: str
+    timestamps: npt.NDArray[np.datetime64]
+    values: npt.NDArray[np.float64]  # [n_rows, n_channels]
+    channels: tuple[str, ...]
+    train_rows: int
+    window_length: int
+    raw_scores: npt.NDArray[np.float64]  # [n_rows], 0 before the first full window
+    scores: npt.NDArray[np.float64]  # [n_rows] in [0, 1]
+    raw_threshold: float
+    raw_decisions: npt.NDArray[np.bool_]  # the deployed model's own calibrated threshold
+    decisions: npt.NDArray[np.bool_]  # post-processed score >= the post-processing decision level
+    postprocess: PostprocessConfig
+    model_bytes: int
+    seconds: float
+
+
+def run_file(job: FileJob) -> FileOutcome:
+    """Train on the file's leading rows, then stream the whole file through the edge scoring path."""
+    import time
+
+    started = time.perf_counter()
+    series = load_csv(job.path)
+    n_rows = series.n_rows
+    train_rows = nab_train_rows(n_rows) if job.train_rows is None else job.train_rows
+    if not 0 < train_rows < n_rows:
+        raise EvaluationError(f"{job.name}: cannot train on {train_rows} of {n_rows} rows")
+    with tempfile.TemporaryDirectory(prefix="edgeml-eval-") as tmp:
+        train_dir = Path(tmp) / "train"
+        model_dir = Path(tmp) / "model"
+        train_dir.mkdir()
+        _write_leading_rows(job.path, train_dir / job.path.name, train_rows)
+        argv = [
+            "--train",
+            str(train_dir),
+            "--model_dir",
+            str(model_dir),
+            "--model_version",
+            "eval",
+            *job.hyperparameters,
+        ]
+        previous = logging.root.manager.disable
+        # train.main logs every step; across a corpus that drowns the per-file progress lines.
+        logging.disable(logging.INFO)
+        try:
+            code = train.main(argv)
+        finally:
+            logging.disable(previous)
+        if code != train.EXIT_OK:
+            raise EvaluationError(f"{job.name}: training failed with exit code {code}")
+        model_path = model_dir / train.MODEL_FILE
+        model = load_model(model_path)
+        model_bytes = model_path.stat().st_size
+
+    meta = model.metadata
+    if meta.channels != series.channels:
+        raise EvaluationError(f"{job.name}: model channels {meta.channels} != file channels {series.channels}")
+    config = job.postprocess or PostprocessConfig.from_metadata(model.extra_metadata)
+    raw = stream_scores(ScoringEngine(model, batch_size=EVAL_BATCH_SIZE), job.name, series.timestamps, series.values)
+    first = meta.window_length - 1
+    scores = np.zeros(n_rows)
+    scores[first:] = postprocess_scores(raw[first:], config, meta.threshold)
+    raw_decisions = raw > meta.threshold
+    raw_decisions[:first] = False
+    return FileOutcome(
+        name=job.name,
+        timestamps=series.timestamps,
+        values=series.values,
+        channels=series.channels,
+        train_rows=train_rows,
+        window_length=meta.window_length,
+        raw_scores=raw,
+        scores=scores,
+        raw_threshold=meta.threshold,
+        raw_decisions=raw_decisions,
+        decisions=scores >= config.decision_level,
+        postprocess=config,
+        model_bytes=model_bytes,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def stream_scores(
+    engine: ScoringEngine, stream: str, timestamps: npt.NDArray[np.datetime64], values: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Feed every row as a sample, in order; the raw score of row i is the window ending at row i.
+
+    Timestamps are clamped to be non-decreasing: real NAB files step back an hour at daylight-saving
+    changes, and the edge (rightly) drops a sample older than the previous one; a gateway in front of
+    it would do the same clamping so that no reading is lost.
+    """
+    epoch = timestamps.astype("datetime64[us]").astype(np.int64) / 1e6
+    clamped = np.maximum.accumulate(epoch)
+    decisions = engine.process(
+        Sample(stream=stream, timestamp=float(t), values=tuple(float(v) for v in row))
+        for t, row in zip(clamped, values, strict=True)
+    )
+    decisions.extend(engine.flush())
+    first = engine.metadata.window_length - 1
+    n_rows = values.shape[0]
+    if len(decisions) != max(n_rows - first, 0):
+        raise EvaluationError(f"{stream}: {len(decisions)} decisions for {n_rows} rows")
+    raw = np.zeros(n_rows)
+    raw[first:] = [d.score for d in decisions]
+    return raw
+
+
+def postprocess_scores(raw: Sequence[float] | npt.NDArray[np.float64], config: PostprocessConfig, threshold: float) -> npt.NDArray[np.float64]:
+    """The edge's post-processing of one stream's raw scores, in order."""
+    state = StreamPostprocessor(config, threshold)
+    return np.array([state.update(float(r)) for r in raw], dtype=np.float64)
+
+
+def _write_leading_rows(source: Path, target: Path, rows: int) -> None:
+    """Header plus the first ``rows`` data rows, byte-for-byte (blank lines skipped, as the loader does)."""
+    lines = [line for line in source.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    target.write_text("\n".join(lines[: rows + 1]) + "\n", encoding="utf-8")
