@@ -20,6 +20,7 @@ from cdk_nag import AwsSolutionsChecks
 
 from infra.config import PlatformConfig, read_cdk_json_context, select_environment
 from infra.stacks.fleet_stack import FleetStack
+from infra.stacks.ingest_stack import IngestStack
 from infra.stacks.model_store_stack import ModelStoreStack
 from infra.stacks.monitoring_stack import MonitoringStack
 from infra.stacks.publisher_stack import PublisherStack
@@ -39,6 +40,7 @@ class Platform:
     training: TrainingStack
     fleet: FleetStack
     publisher: PublisherStack
+    ingest: IngestStack
     monitoring: MonitoringStack
 
 
@@ -59,12 +61,16 @@ def build(*, context: Mapping[str, Any] | None = None, outdir: str | None = None
         config=config,
         model_store=model_store.model_store,
         fleet=fleet.fleet,
+        lineage=model_store.lineage,
         code_directory=str(LAMBDAS_DIRECTORY),
     )
-    monitoring = MonitoringStack(app, f"{prefix}Monitoring", config=config, publisher=publisher.publisher)
+    ingest = IngestStack(app, f"{prefix}Ingest", config=config, code_directory=str(LAMBDAS_DIRECTORY))
+    monitoring = MonitoringStack(
+        app, f"{prefix}Monitoring", config=config, publisher=publisher.publisher, ingest=ingest.ingest
+    )
 
     Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
-    return Platform(app, config, model_store, training, fleet, publisher, monitoring)
+    return Platform(app, config, model_store, training, fleet, publisher, ingest, monitoring)
 
 
 def _context_of(app: App, keys: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +27,11 @@ class Received:
 
 @dataclass
 class CloudListener:
-    """Subscribes to the devices' anomaly topics on the local broker and keeps every message."""
+    """Subscribes to the devices' anomaly and health topics on the local broker and keeps every message."""
 
     host: str
     port: int
-    topic_filter: str = "edge/+/anomalies"
+    topic_filters: tuple[str, ...] = ("edge/+/anomalies", "edge/+/health")
     messages: list[Received] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _subscribed: threading.Event = field(default_factory=threading.Event, init=False)
@@ -38,7 +39,7 @@ class CloudListener:
 
     def start(self, timeout_s: float = 10.0) -> None:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-cloud-listener")
-        client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe(self.topic_filter, qos=1)
+        client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe([(t, 1) for t in self.topic_filters])
         client.on_subscribe = lambda *_args: self._subscribed.set()
         client.on_message = self._on_message
         client.connect(self.host, self.port)
@@ -52,18 +53,22 @@ class CloudListener:
         with self._lock:
             self.messages.append(Received(topic=msg.topic, payload=bytes(msg.payload)))
 
-    def wait_for(self, count: int, timeout_s: float) -> bool:
+    def wait_until(self, condition: Callable[[list[Received]], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            with self._lock:
-                if len(self.messages) >= count:
-                    return True
+            if condition(self.snapshot()):
+                return True
             time.sleep(0.05)
         return False
 
-    def snapshot(self) -> list[Received]:
+    def snapshot(self, suffix: str | None = None) -> list[Received]:
+        """Every message so far, or those whose topic ends with ``/<suffix>`` (anomalies, health)."""
         with self._lock:
-            return list(self.messages)
+            return [m for m in self.messages if suffix is None or m.topic.endswith(f"/{suffix}")]
+
+    def latest_health(self) -> dict[str, dict[str, Any]]:
+        """The newest heartbeat of each thing."""
+        return {m.topic.split("/")[1]: m.json() for m in self.snapshot("health")}
 
     def stop(self) -> None:
         if self._client is not None:

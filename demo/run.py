@@ -1,11 +1,12 @@
-"""`make demo`: the whole loop on local stand-ins, with numbers at the end.
+"""`make demo`: the whole loop on local stand-ins, with numbers and an HTML report at the end.
 
 moto server (S3, IoT) + our Greengrass v2 fake + mosquitto (IoT Core's broker) are started as child
 processes; a model is trained on the first 15% of a NAB series with the SageMaker entry point, stored in
-the model store, published by the publisher Lambda's handler, resolved by a stand-in device from its
-thing group's deployment, and run by the inference component (as published: the artifact archive, not
-the source tree) over the whole series. Only anomalies cross the MQTT link; the listener on the cloud
-side counts them.
+the model store, published by the publisher Lambda's handler, and deployed to a thing group of several
+simulated devices. Each device is the local device runner (`device/`): it reads its deployment, fetches
+the published recipe and artifacts, and runs the recipe's Install and Run steps as real processes. Each
+device's sensors replay one consecutive slice of the series; only anomalies (and heartbeats) cross the
+MQTT link, and the listener on the cloud side counts them.
 """
 
 from __future__ import annotations
@@ -28,13 +29,17 @@ from typing import TYPE_CHECKING, Any, cast
 import boto3
 import onnx
 
+from device.runner import DeviceRunner, LocalPolicy, S3ArtifactStore
 from greengrass_components.publish import publish_component
+from report import write_report
 from standins import processes
+from standins.greengrass_fake.admin import FakeAdminClient
 from training import train
 from training.nab_scorer import load_windows
 
-from .cloud_listener import CloudListener
-from .device import apply_deployment
+from . import sensors
+from .cloud_listener import CloudListener, Received
+from .report_data import build_report_data
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -49,7 +54,7 @@ MODEL_COMPONENT = "com.edgeml.AnomalyModel"
 INFERENCE_COMPONENT = "com.edgeml.AnomalyDetector"
 INFERENCE_VERSION = "1.0.0"
 THING_GROUP = "edgeml-demo-fleet"
-THING = "demo-gateway-01"
+DEVICES = 3
 NAB_PROBATION_FRACTION = 0.15
 
 
@@ -60,6 +65,7 @@ class DemoConfig:
     workdir: Path
     train_fraction: float
     summary_path: Path | None
+    devices: int = DEVICES
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class DemoSummary:
     label_windows_hit: int
     anomalies_outside_windows: int
     samples_per_s: float
+    devices: list[str]
+    report_path: str
 
 
 def parse_args(argv: Sequence[str] | None) -> DemoConfig:
@@ -88,13 +96,17 @@ def parse_args(argv: Sequence[str] | None) -> DemoConfig:
     parser.add_argument("--workdir", type=Path, default=REPO / ".demo", help="scratch folder (recreated)")
     parser.add_argument("--train-fraction", type=float, default=NAB_PROBATION_FRACTION)
     parser.add_argument("--summary-json", type=Path, default=None, help="also write the summary here")
+    parser.add_argument("--devices", type=int, default=DEVICES, help="simulated devices in the thing group")
     args = parser.parse_args(argv)
+    if not 1 <= args.devices <= 10:
+        parser.error("--devices must be 1..10")
     return DemoConfig(
         corpus=args.corpus,
         series=args.series,
         workdir=args.workdir,
         train_fraction=args.train_fraction,
         summary_path=args.summary_json,
+        devices=args.devices,
     )
 
 
@@ -203,15 +215,54 @@ def _window_stats(events: list[dict[str, Any]], windows: list[tuple[datetime, da
     return hit, outside
 
 
-def run(cfg: DemoConfig) -> DemoSummary:
+# Demo fleet settings, deployed once by an operator; the publisher Lambda keeps them in every later
+# deployment and adds the model. There is no nucleus, so no IPC: samples and anomalies go over MQTT.
+# {iot:thingName} in sensorTopic is resolved per device (interpolateComponentConfiguration).
+def _fleet_configuration(broker_port: int) -> dict[str, object]:
+    return {
+        "source": "mqtt",
+        "transport": "mqtt",
+        "mqttHost": processes.LOOPBACK,
+        "mqttPort": broker_port,
+        "sensorTopic": "sensors/{iot:thingName}/#",
+        "healthIntervalSeconds": 1,
+    }
+
+
+def _stat_lines(text: str) -> dict[str, Any]:
+    """The component prints one JSON summary on stdout when it stops."""
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            value: dict[str, Any] = json.loads(line)
+            return value
+    raise RuntimeError("the component wrote no run summary on stdout")
+
+
+def _all_ingested(expected: dict[str, int]) -> Any:
+    def check(_messages: list[Received], listener: CloudListener) -> bool:
+        health = listener.latest_health()
+        return all(health.get(t, {}).get("samples_in") == n for t, n in expected.items())
+
+    return check
+
+
+def _wait(listener: CloudListener, what: str, condition: Any, timeout_s: float) -> None:
+    if not listener.wait_until(lambda msgs: bool(condition(msgs, listener)), timeout_s):
+        raise RuntimeError(
+            f"timed out after {timeout_s:.0f} s waiting for {what}: {listener.latest_health()}"
+        )
+
+
+def run(cfg: DemoConfig) -> DemoSummary:  # noqa: PLR0915 - one linear story, kept in one place
     series_csv = cfg.corpus / "data" / cfg.series
     if not series_csv.is_file():
         raise FileNotFoundError(f"series not found: {series_csv}")
-    work = cfg.workdir
+    work = cfg.workdir.resolve()
     if work.exists():
         subprocess.run(["rm", "-rf", str(work)], check=True)  # noqa: S603, S607 - our own scratch folder
     logs = work / "logs"
     logs.mkdir(parents=True)
+    things = [f"demo-gateway-{i + 1:02d}" for i in range(cfg.devices)]
 
     moto = processes.moto_server(log_path=logs / "moto.log")
     broker = processes.mosquitto(work / "broker", log_path=logs / "mosquitto.log")
@@ -219,8 +270,9 @@ def run(cfg: DemoConfig) -> DemoSummary:
         stack.enter_context(moto)
         moto_url = f"http://{moto.host}:{moto.port}"
         greengrass = processes.greengrass_fake(s3_endpoint=moto_url, log_path=logs / "greengrass-fake.log")
+        greengrass_url = f"http://{greengrass.host}:{greengrass.port}"
         # The fake reads S3 through boto3 too, so it starts inside the same local-AWS environment.
-        stack.enter_context(_local_aws_env(moto_url, f"http://{greengrass.host}:{greengrass.port}"))
+        stack.enter_context(_local_aws_env(moto_url, greengrass_url))
         stack.enter_context(greengrass)
         stack.enter_context(broker)
         LOG.info(
@@ -228,10 +280,14 @@ def run(cfg: DemoConfig) -> DemoSummary:
         )
 
         s3, iot, gg = _client("s3", moto_url), _client("iot", moto_url), boto3.client("greengrassv2")
+        admin = FakeAdminClient(greengrass_url)
         s3.create_bucket(Bucket=BUCKET)
         group_arn = iot.create_thing_group(thingGroupName=THING_GROUP)["thingGroupArn"]
-        iot.create_thing(thingName=THING)
-        iot.add_thing_to_thing_group(thingGroupName=THING_GROUP, thingName=THING)
+        for thing in things:
+            iot.create_thing(thingName=thing)
+            iot.add_thing_to_thing_group(thingGroupName=THING_GROUP, thingName=thing)
+        # The fake does not read IoT's registry: tell it the group's members, as IoT would.
+        admin.set_thing_group_members(THING_GROUP, things)
 
         # 1. Train exactly as SageMaker would run the entry point (SM_* contract), on the first 15%.
         model_dir = work / "model"
@@ -242,7 +298,7 @@ def run(cfg: DemoConfig) -> DemoSummary:
         # 2. Store the model (written once, version-addressed) and publish the inference component's code.
         model_key = f"models/machine-temperature/{model_version}/model.onnx"
         s3.upload_file(str(model_dir / "model.onnx"), BUCKET, model_key)
-        publish_component(
+        component = publish_component(
             s3=s3,
             greengrass=gg,
             bucket=BUCKET,
@@ -250,107 +306,121 @@ def run(cfg: DemoConfig) -> DemoSummary:
             version=INFERENCE_VERSION,
             build_dir=work / "build",
         )
+        gg.create_deployment(
+            targetArn=group_arn,
+            deploymentName=f"edgeml-{THING_GROUP}",
+            components={
+                INFERENCE_COMPONENT: {
+                    "componentVersion": INFERENCE_VERSION,
+                    "configurationUpdate": {"merge": json.dumps(_fleet_configuration(broker.port))},
+                }
+            },
+        )
 
         # 3. The publisher Lambda, invoked with the S3 ObjectCreated event the upload would raise.
         published = _invoke_publisher(BUCKET, model_key, group_arn)
         LOG.info("publisher result: %s", json.dumps(published))
+        deployment_id = str(published["published"][0]["deployment_id"])
+        model_component_version = str(published["published"][0]["component_version"])
 
-        # 4. The device resolves its group's deployment, fetches and checks artifacts, runs the component.
-        device_root = work / "device" / THING
-        deployment = apply_deployment(gg, s3, target_arn=group_arn, root=device_root)
-        model_cfg = deployment.components[INFERENCE_COMPONENT].configuration["model"]
-        model_path = (
-            device_root
-            / "packages"
-            / "artifacts"
-            / model_cfg["component"]
-            / model_cfg["version"]
-            / "model.onnx"
-        )
+        # 4. The cloud side listens before any device can publish.
         listener = CloudListener(host=broker.host, port=broker.port)
         listener.start()
         stack.callback(listener.stop)
-        summary = _run_component(
-            deployment.components[INFERENCE_COMPONENT].unarchived[0],
-            model_path=model_path,
-            model_sha256=str(model_cfg["sha256"]),
-            series_csv=series_csv,
-            broker_port=broker.port,
-            stats_path=work / "component-stats.json",
-            log_path=logs / "component.log",
-        )
-        forwarded = int(summary["anomalies_forwarded"])
-        if not listener.wait_for(forwarded, timeout_s=30):
-            raise RuntimeError(f"cloud received {len(listener.snapshot())} of {forwarded} anomalies")
-        received = listener.snapshot()
 
-    events = [msg.json() for msg in received]
+        # 5. Each device runs its deployment through the recipe's lifecycle (Install, then Run).
+        runners = []
+        for thing in things:
+            runner = DeviceRunner(
+                thing_name=thing,
+                root=work / "devices" / thing,
+                control=admin,
+                store=S3ArtifactStore(s3),
+                policy=LocalPolicy(interpolate_component_configuration=True, reuse_python=sys.executable),
+                region=REGION,
+            )
+            stack.callback(runner.stop)
+            runner.deploy()
+            runners.append(runner)
+        # A first heartbeat means the component is subscribed to its sensor topic.
+        _wait(
+            listener,
+            "every device's first heartbeat",
+            lambda _m, lst: set(lst.latest_health()) >= set(things),
+            60,
+        )
+
+        # 6. Sensors replay one slice of the series per device; wait until every sample was scored.
+        timestamps, values = sensors.load_series(series_csv)
+        slices = sensors.split(series_csv.stem, timestamps, values, len(things))
+        feeds = dict(zip(things, slices, strict=True))
+        started = time.monotonic()
+        sent = sensors.publish(broker.host, broker.port, feeds)
+        _wait(listener, "every sample to be scored", _all_ingested(sent), 120)
+        ingest_s = time.monotonic() - started
+
+        # 7. Stop the devices (SIGTERM, as a nucleus stops a component) and collect their summaries.
+        stats = {}
+        for runner in runners:
+            runner.stop()
+            stats[runner.thing_name] = _stat_lines(runner.stdout(INFERENCE_COMPONENT))
+        forwarded = sum(int(s["anomalies_forwarded"]) for s in stats.values())
+        if not listener.wait_until(
+            lambda m: len([x for x in m if x.topic.endswith("/anomalies")]) >= forwarded, 30
+        ):
+            raise RuntimeError(
+                f"cloud received {len(listener.snapshot('anomalies'))} of {forwarded} anomalies"
+            )
+        received = listener.snapshot()
+        states = {r.thing_name: {n: c.state.value for n, c in r.components.items()} for r in runners}
+
+    anomalies = [m for m in received if m.topic.endswith("/anomalies")]
+    events = [msg.json() for msg in anomalies]
     windows = load_windows(cfg.corpus / "labels" / "combined_windows.json").get(cfg.series, [])
     hit, outside = _window_stats(events, windows)
-    bytes_forwarded = sum(len(msg.payload) for msg in received)
-    raw_bytes = int(summary["raw_bytes_in"])
+    bytes_forwarded = sum(len(msg.payload) for msg in anomalies)
+    raw_bytes = sum(int(s["raw_bytes_in"]) for s in stats.values())
+    samples_in = sum(int(s["samples_in"]) for s in stats.values())
+    report_path = work / "report.html"
+    write_report(
+        build_report_data(
+            series=cfg.series,
+            model_path=model_dir / "model.onnx",
+            feeds=feeds,
+            received=received,
+            stats=stats,
+            states=states,
+            windows=windows,
+            lineage_extra={
+                "model store key": f"s3://{BUCKET}/{model_key}",
+                "model component": f"{MODEL_COMPONENT} {model_component_version}",
+                "inference component": f"{INFERENCE_COMPONENT} {INFERENCE_VERSION}",
+                "inference artifact": f"{component.artifact_uri} (sha256 {component.artifact_sha256[:16]}…)",
+                "deployment": f"{deployment_id} → {THING_GROUP} ({len(things)} devices)",
+                "training rows": f"{n_train:,} (first {cfg.train_fraction:.0%} of the series)",
+            },
+        ),
+        report_path,
+    )
     return DemoSummary(
         series=cfg.series,
         train_rows=n_train,
         model_version=model_version,
-        model_component_version=str(model_cfg["version"]),
-        deployment_id=deployment.deployment_id,
-        samples_in=int(summary["samples_in"]),
+        model_component_version=model_component_version,
+        deployment_id=deployment_id,
+        samples_in=samples_in,
         anomalies_forwarded=forwarded,
-        anomalies_received_by_cloud=len(received),
+        anomalies_received_by_cloud=len(anomalies),
         bytes_forwarded=bytes_forwarded,
         raw_bytes=raw_bytes,
         bandwidth_ratio=round(bytes_forwarded / raw_bytes, 5) if raw_bytes else 0.0,
         label_windows=len(windows),
         label_windows_hit=hit,
         anomalies_outside_windows=outside,
-        samples_per_s=float(summary["samples_per_s"]),
+        samples_per_s=round(samples_in / ingest_s, 1) if ingest_s > 0 else 0.0,
+        devices=things,
+        report_path=str(report_path),
     )
-
-
-def _run_component(
-    package_dir: Path,
-    *,
-    model_path: Path,
-    model_sha256: str,
-    series_csv: Path,
-    broker_port: int,
-    stats_path: Path,
-    log_path: Path,
-) -> dict[str, Any]:
-    """Run the inference component from its unarchived artifact, as the recipe's Run step would."""
-    argv = [
-        sys.executable,
-        "-m",
-        package_dir.name,
-        "--thing-name",
-        THING,
-        "--model",
-        str(model_path),
-        "--model-sha256",
-        model_sha256,
-        "--source",
-        "file",
-        "--file",
-        str(series_csv),
-        "--stream",
-        series_csv.stem,
-        "--transport",
-        "mqtt",
-        "--mqtt-port",
-        str(broker_port),
-        "--stats-json",
-        str(stats_path),
-    ]
-    # cwd is the unarchived artifact's parent so `-m anomaly_detector` imports the published code.
-    with log_path.open("ab") as log:
-        done = subprocess.run(  # noqa: S603 - argv built above from our own paths
-            argv, cwd=package_dir.parent, check=False, timeout=900, stdout=log, stderr=log
-        )
-    if done.returncode != 0:
-        raise RuntimeError(f"inference component exited with {done.returncode}: see {log_path}")
-    summary: dict[str, Any] = json.loads(stats_path.read_text(encoding="utf-8"))
-    return summary
 
 
 def render(summary: DemoSummary) -> str:
@@ -368,7 +438,9 @@ def render(summary: DemoSummary) -> str:
         ("bytes forwarded / raw", f"{s.bytes_forwarded:,} / {s.raw_bytes:,} = {s.bandwidth_ratio:.2%}"),
         ("NAB label windows hit", f"{s.label_windows_hit} of {s.label_windows}"),
         ("anomalies outside windows", f"{s.anomalies_outside_windows}"),
-        ("edge throughput", f"{s.samples_per_s:,.0f} samples/s"),
+        ("devices", f"{len(s.devices)} ({', '.join(s.devices)}), one slice of the series each"),
+        ("fleet throughput", f"{s.samples_per_s:,.0f} samples/s (publish to last heartbeat)"),
+        ("report", s.report_path),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -143,7 +143,9 @@ def _step(value: object, component: str, phase: str) -> Step | None:
     if not isinstance(script, str) or not script.strip():
         raise UnsupportedRecipeError(f"{component}: Lifecycle.{phase}.Script must be a non-empty string")
     skipif = value.get("Skipif")
-    if skipif is not None and (not isinstance(skipif, str) or skipif.split(" ", 1)[0] not in ("onpath", "exists")):
+    if skipif is not None and (
+        not isinstance(skipif, str) or skipif.split(" ", 1)[0] not in ("onpath", "exists")
+    ):
         raise _refuse(component, f"Lifecycle.{phase}.Skipif {skipif!r} (only 'onpath X' and 'exists X')")
     timeout = value.get("Timeout")
     if timeout is not None and not isinstance(timeout, int | float):
@@ -242,7 +244,9 @@ def plan_component(recipe: Mapping[str, object], device: DevicePlatform) -> Comp
         if chosen is None and _platform_matches(manifest.get("Platform"), device, name):
             chosen = manifest
     if chosen is None:
-        raise UnsupportedRecipeError(f"{name}: no manifest matches platform {device.os}/{device.architecture}")
+        raise UnsupportedRecipeError(
+            f"{name}: no manifest matches platform {device.os}/{device.architecture}"
+        )
     lifecycle = chosen.get("Lifecycle") or {}
     if not isinstance(lifecycle, Mapping):
         raise UnsupportedRecipeError(f"{name}: Lifecycle must be a mapping")

@@ -66,6 +66,13 @@ class PlatformConfig:
     noncurrent_version_expiration_days: int
     inference_component_version: str
     alert_email: str | None
+    # Anomaly ingest (lambdas/ingest) and the drift alarm.
+    ingest_reserved_concurrency: int
+    alerts_per_window: int
+    alert_window_seconds: int
+    heartbeat_ttl_days: int
+    archive_expiration_days: int
+    drift_anomaly_rate_threshold: float
 
     @property
     def auto_delete_objects(self) -> bool:
@@ -104,6 +111,16 @@ class PlatformConfig:
         if retention_days not in LOG_RETENTION_DAYS:
             allowed = ", ".join(str(days) for days in sorted(LOG_RETENTION_DAYS))
             raise ConfigError(f"{where}.logRetentionDays={retention_days} is not one of {allowed}")
+        drift_threshold = raw.get("driftAnomalyRateThreshold")
+        # A fraction of scored windows; bool is a number subclass and never a rate.
+        if (
+            isinstance(drift_threshold, bool)
+            or not isinstance(drift_threshold, int | float)
+            or not 0.0 < drift_threshold < 1.0
+        ):
+            raise ConfigError(
+                f"{where}.driftAnomalyRateThreshold must be a fraction between 0 and 1, got {drift_threshold!r}"
+            )
         email = raw.get("alertEmail")
         if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):
             raise ConfigError(f"{where}.alertEmail={email!r} is not an e-mail address (or null)")
@@ -119,6 +136,12 @@ class PlatformConfig:
             noncurrent_version_expiration_days=_positive_int(raw, "noncurrentVersionExpirationDays", where),
             inference_component_version=version,
             alert_email=email,
+            ingest_reserved_concurrency=_positive_int(raw, "ingestReservedConcurrency", where),
+            alerts_per_window=_positive_int(raw, "alertsPerWindow", where),
+            alert_window_seconds=_positive_int(raw, "alertWindowSeconds", where),
+            heartbeat_ttl_days=_positive_int(raw, "heartbeatTtlDays", where),
+            archive_expiration_days=_positive_int(raw, "archiveExpirationDays", where),
+            drift_anomaly_rate_threshold=float(drift_threshold),
         )
 
 

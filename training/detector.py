@@ -11,14 +11,21 @@ Score of a window ``x`` (``[window_length, n_channels]`` raw values), per channe
     forecast     = flatten(z[:-1]) @ weights + bias             ridge AR forecast of the last sample
     residual_c   = |z[-1] - forecast| / residual_scale          "did the last sample surprise the model?"
     deviation_c  = |z[-1] - mean(z[:-1])| / deviation_scale     "did it jump away from the recent level?"
-    score        = sum_c (residual_c + mean_weight * deviation_c)
+    jump_k,c     = |mean(z[-k:]) - mean(z[:-k])| / jump_scale_k  for k in jump_lengths (multi-scale shifts)
+    level_c      = |mean(z[-m:]) - level_center| / level_scale      "how far from the training level?"
+    score        = sum_c (residual_c + mean_weight * deviation_c + jump_weight * sum_k jump_k,c)
+                   + level_weight * max_c level_c
+
+The level term (off by default) is for multichannel plant data whose anomalies are long shifts of level
+(SKAB): its scale grows with the channel's linear drift over ``level_horizon`` rows of training, so a
+slowly drifting temperature does not read as an anomaly while a flow that drops does.
 
 Both terms are in units of their own typical training size, so a score of a few is normal and the
 threshold (``training.calibrate``) is set from the training-window scores.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
@@ -41,10 +48,23 @@ class DetectorConfig:
     # Ridge penalty on the AR weights, in units of the (unit-variance) normalised features.
     ridge_alpha: float = 1e-3
     mean_weight: float = 0.5
+    jump_lengths: tuple[int, ...] = ()
+    jump_weight: float = 0.0
+    level_length: int = 1
+    level_weight: float = 0.0
+    level_horizon: float = 0.0
 
     def __post_init__(self) -> None:
         if self.window_length < 2:
             raise ConfigError(f"window_length must be at least 2, got {self.window_length}")
+        for k in self.jump_lengths:
+            if not 1 <= k < self.window_length:
+                raise ConfigError(f"jump lengths must be in [1, window_length), got {k}")
+        if not 1 <= self.level_length <= self.window_length:
+            raise ConfigError(f"level_length must be in [1, window_length], got {self.level_length}")
+        for name in ("jump_weight", "level_weight", "level_horizon"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.ridge_alpha > 0:
             raise ConfigError(f"ridge_alpha must be > 0, got {self.ridge_alpha}")
         if not self.mean_weight >= 0:
@@ -65,6 +85,13 @@ class ForecastResidualModel:
     deviation_scale: np.ndarray  # [c]
     mean_weight: float
     ridge_alpha: float
+    jump_lengths: tuple[int, ...] = ()
+    jump_scales: tuple[np.ndarray, ...] = ()  # one [c] per jump length
+    jump_weight: float = 0.0
+    level_length: int = 1
+    level_center: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [c]
+    level_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [c]
+    level_weight: float = 0.0
 
     @property
     def name(self) -> str:
@@ -111,6 +138,13 @@ def fit(
 
     residual = last - (past @ weights + bias)
     deviation = last - windows[:, :-1, :].mean(axis=1)
+    jump_scales = tuple(_robust_scale(_jump(windows, k), floor=_Z_FLOOR) for k in config.jump_lengths)
+    level = windows[:, -config.level_length :, :].mean(axis=1)
+    level_center = np.median(level, axis=0)
+    level_scale = np.sqrt(
+        level.std(axis=0) ** 2 + (_drift_per_row(segments, center, scale) * config.level_horizon) ** 2
+    )
+    level_scale = np.maximum(level_scale, _Z_FLOOR)
     return ForecastResidualModel(
         window_length=config.window_length,
         channels=tuple(channels),
@@ -122,7 +156,35 @@ def fit(
         deviation_scale=_robust_scale(deviation, floor=_Z_FLOOR),
         mean_weight=config.mean_weight,
         ridge_alpha=config.ridge_alpha,
+        jump_lengths=config.jump_lengths,
+        jump_scales=jump_scales,
+        jump_weight=config.jump_weight,
+        level_length=config.level_length,
+        level_center=level_center,
+        level_scale=level_scale,
+        level_weight=config.level_weight,
     )
+
+
+def _jump(z_windows: np.ndarray, k: int) -> np.ndarray:
+    """Signed shift of the mean of the last ``k`` samples from the mean of the ones before them."""
+    result: np.ndarray = z_windows[:, -k:, :].mean(axis=1) - z_windows[:, :-k, :].mean(axis=1)
+    return result
+
+
+def _drift_per_row(segments: Sequence[np.ndarray], center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Per-channel |slope| of a least-squares line through each segment (normalised units per row)."""
+    slopes = []
+    for segment in segments:
+        z = (np.asarray(segment, dtype=np.float64) - center) / scale
+        t = np.arange(z.shape[0], dtype=np.float64)
+        t -= t.mean()
+        denominator = float(t @ t)
+        slopes.append(
+            np.abs(t @ (z - z.mean(axis=0)) / denominator) if denominator > 0 else np.zeros(z.shape[1])
+        )
+    result: np.ndarray = np.max(slopes, axis=0)
+    return result
 
 
 def score_windows(model: ForecastResidualModel, windows: np.ndarray) -> np.ndarray:
@@ -131,7 +193,14 @@ def score_windows(model: ForecastResidualModel, windows: np.ndarray) -> np.ndarr
     The exported ONNX graph computes exactly this (in float64, cast to float32 at the end).
     """
     residual, deviation = channel_terms(model, windows)
-    scores: np.ndarray = (residual + model.mean_weight * deviation).sum(axis=1)
+    per_channel = residual + model.mean_weight * deviation
+    z = (np.asarray(windows, dtype=np.float64) - model.center) / model.scale
+    for k, jump_scale in zip(model.jump_lengths, model.jump_scales, strict=True):
+        per_channel = per_channel + model.jump_weight * np.abs(_jump(z, k)) / jump_scale
+    scores: np.ndarray = per_channel.sum(axis=1)
+    if model.level_weight > 0:
+        level = np.abs(z[:, -model.level_length :, :].mean(axis=1) - model.level_center) / model.level_scale
+        scores = scores + model.level_weight * level.max(axis=1)
     return scores
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy.typing as npt
 from greengrass_components.anomaly_detector.messages import Sample
 from greengrass_components.anomaly_detector.model import load_model
 from greengrass_components.anomaly_detector.postprocess import PostprocessConfig, StreamPostprocessor
-from greengrass_components.anomaly_detector.scoring import ScoringEngine
+from greengrass_components.anomaly_detector.scoring import Decision, ScoringEngine
 from training import train
 from training.data import load_csv
 from training.errors import TrainingError
@@ -79,8 +80,6 @@ class FileOutcome:
 
 def run_file(job: FileJob) -> FileOutcome:
     """Train on the file's leading rows, then stream the whole file through the edge scoring path."""
-    import time
-
     started = time.perf_counter()
     series = load_csv(job.path)
     n_rows = series.n_rows
@@ -116,9 +115,13 @@ def run_file(job: FileJob) -> FileOutcome:
 
     meta = model.metadata
     if meta.channels != series.channels:
-        raise EvaluationError(f"{job.name}: model channels {meta.channels} != file channels {series.channels}")
+        raise EvaluationError(
+            f"{job.name}: model channels {meta.channels} != file channels {series.channels}"
+        )
     config = job.postprocess or PostprocessConfig.from_metadata(model.extra_metadata)
-    raw = stream_scores(ScoringEngine(model, batch_size=EVAL_BATCH_SIZE), job.name, series.timestamps, series.values)
+    raw = stream_scores(
+        ScoringEngine(model, batch_size=EVAL_BATCH_SIZE), job.name, series.timestamps, series.values
+    )
     first = meta.window_length - 1
     scores = np.zeros(n_rows)
     scores[first:] = postprocess_scores(raw[first:], config, meta.threshold)
@@ -143,21 +146,26 @@ def run_file(job: FileJob) -> FileOutcome:
 
 
 def stream_scores(
-    engine: ScoringEngine, stream: str, timestamps: npt.NDArray[np.datetime64], values: npt.NDArray[np.float64]
+    engine: ScoringEngine,
+    stream: str,
+    timestamps: npt.NDArray[np.datetime64],
+    values: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
     """Feed every row as a sample, in order; the raw score of row i is the window ending at row i.
 
-    Timestamps are clamped to be non-decreasing: real NAB files step back an hour at daylight-saving
-    changes, and the edge (rightly) drops a sample older than the previous one; a gateway in front of
-    it would do the same clamping so that no reading is lost.
+    Timestamps are made strictly increasing (a repeated or earlier one moves 1 ms after its predecessor):
+    real NAB files step back an hour at daylight-saving changes, and the edge rightly refuses a sample
+    that is not newer than the previous one; a gateway in front of it would re-stamp it the same way so
+    that no reading is lost.
     """
-    epoch = timestamps.astype("datetime64[us]").astype(np.int64) / 1e6
-    clamped = np.maximum.accumulate(epoch)
-    decisions = engine.process(
-        Sample(stream=stream, timestamp=float(t), values=tuple(float(v) for v in row))
-        for t, row in zip(clamped, values, strict=True)
+    epoch = strictly_increasing(timestamps.astype("datetime64[us]").astype(np.int64) / 1e6)
+    decisions = list(
+        engine.process(
+            Sample(stream=stream, timestamp=float(t), values=tuple(float(v) for v in row))
+            for t, row in zip(epoch, values, strict=True)
+        )
     )
-    decisions.extend(engine.flush())
+    decisions.extend(_drain(engine.flush()))
     first = engine.metadata.window_length - 1
     n_rows = values.shape[0]
     if len(decisions) != max(n_rows - first, 0):
@@ -167,7 +175,30 @@ def stream_scores(
     return raw
 
 
-def postprocess_scores(raw: Sequence[float] | npt.NDArray[np.float64], config: PostprocessConfig, threshold: float) -> npt.NDArray[np.float64]:
+def strictly_increasing(epoch: npt.NDArray[np.float64], step: float = 1e-3) -> npt.NDArray[np.float64]:
+    out = np.array(epoch, dtype=np.float64)
+    for i in range(1, out.size):
+        if out[i] <= out[i - 1]:
+            out[i] = out[i - 1] + step
+    return out
+
+
+def _drain(flushed: object) -> list[Decision]:
+    """What a final ``flush`` returned: nothing, a list of decisions, or a scored batch."""
+    if flushed is None:
+        return []
+    if isinstance(flushed, list):
+        return flushed
+    decisions = getattr(flushed, "decisions", None)
+    if callable(decisions):
+        result: list[Decision] = decisions()
+        return result
+    raise EvaluationError(f"unexpected flush result {type(flushed).__name__}")
+
+
+def postprocess_scores(
+    raw: Sequence[float] | npt.NDArray[np.float64], config: PostprocessConfig, threshold: float
+) -> npt.NDArray[np.float64]:
     """The edge's post-processing of one stream's raw scores, in order."""
     state = StreamPostprocessor(config, threshold)
     return np.array([state.update(float(r)) for r in raw], dtype=np.float64)

@@ -23,19 +23,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
-from training.eval_pipeline import FileJob, FileOutcome, run_file
 from training.errors import TrainingError
+from training.eval_pipeline import FileJob, FileOutcome, run_file
 from training.logs import configure_logging
 from training.nab_scorer import (
     CorpusReport,
+    CostProfile,
     DetectionSeries,
     DetectionSummary,
     NabScoringError,
     ResultSeries,
+    Window,
     fixed_threshold_report,
     load_profiles,
     load_windows,
@@ -52,10 +54,14 @@ SKAB_LABEL: Final = "anomaly"
 NAB_POSTPROCESS: Final[Mapping[str, object]] = {
     "method": "likelihood",
     "short_window": 10,
-    "long_window": 8000,
+    "long_window": 1000,
     "warmup": 100,
-    "log_scores": True,
+    "log_scores": False,
+    "min_std": 0.1,
     "half_log10": 5.0,
+    "suppress_level": 0.5,
+    "suppress_rows": 400,
+    "suppress_factor": 0.0,
 }
 NAB_HYPERPARAMETERS: Final[Mapping[str, str]] = {
     "window_length": "32",
@@ -69,7 +75,11 @@ SKAB_POSTPROCESS: Final[Mapping[str, object]] = {
     "log_scores": False,
 }
 SKAB_HYPERPARAMETERS: Final[Mapping[str, str]] = {
-    "window_length": "16",
+    "window_length": "32",
+    "level_length": "32",
+    "level_weight": "10",
+    "level_horizon": "700",
+    "threshold_margin": "2.0",
     "edge_postprocess": json.dumps(SKAB_POSTPROCESS),
 }
 
@@ -109,7 +119,11 @@ def run_jobs(jobs: Sequence[FileJob], workers: int) -> dict[str, FileOutcome]:
         outcomes[outcome.name] = outcome
         _log.info(
             f"[{index}/{len(jobs)}] {outcome.name}",
-            extra={"rows": int(outcome.scores.size), "train_rows": outcome.train_rows, "seconds": round(outcome.seconds, 2)},
+            extra={
+                "rows": int(outcome.scores.size),
+                "train_rows": outcome.train_rows,
+                "seconds": round(outcome.seconds, 2),
+            },
         )
 
     if workers <= 1:
@@ -126,14 +140,21 @@ def run_jobs(jobs: Sequence[FileJob], workers: int) -> dict[str, FileOutcome]:
 # NAB
 
 
-def evaluate_nab(corpus: Path, out: Path, *, hyperparameters: tuple[str, ...], workers: int) -> dict[str, object]:
+def evaluate_nab(
+    corpus: Path, out: Path, *, hyperparameters: tuple[str, ...], workers: int
+) -> dict[str, object]:
     files = corpus_files(corpus)
     windows = load_windows(corpus / "labels" / "combined_windows.json")
     profiles = load_profiles(corpus / "config" / "profiles.json")
     unlabelled = [name for name, _ in files if name not in windows]
     if unlabelled:
-        _log.warning("files without a windows entry are scored as having no anomaly", extra={"files": unlabelled})
-    jobs = [FileJob(name=name, path=path, train_rows=None, hyperparameters=hyperparameters) for name, path in files]
+        _log.warning(
+            "files without a windows entry are scored as having no anomaly", extra={"files": unlabelled}
+        )
+    jobs = [
+        FileJob(name=name, path=path, train_rows=None, hyperparameters=hyperparameters)
+        for name, path in files
+    ]
     outcomes = run_jobs(jobs, workers)
     for outcome in outcomes.values():
         write_result_csv(out / outcome.name, outcome, label_rows=None)
@@ -145,26 +166,24 @@ def evaluate_nab(corpus: Path, out: Path, *, hyperparameters: tuple[str, ...], w
 
 def nab_summary(
     outcomes: Mapping[str, FileOutcome],
-    windows: Mapping[str, Sequence[tuple[object, object]]],
-    profiles: Mapping[str, object],
+    windows: Mapping[str, Sequence[Window]],
+    profiles: Mapping[str, CostProfile],
 ) -> dict[str, object]:
     """NAB scores (threshold-swept, per profile), per category, and the fixed-threshold decisions."""
     results = {name: ResultSeries(o.timestamps, o.scores) for name, o in outcomes.items()}
-    report = score_corpus(results, windows, profiles)  # type: ignore[arg-type]
+    report = score_corpus(results, windows, profiles)
     by_category: dict[str, object] = {}
     for category, names in _categories(outcomes).items():
         by_category[category] = _category_scores(
             {n: results[n] for n in names}, {n: windows[n] for n in names}, profiles, report
         )
     fixed: dict[str, object] = {}
-    for label, pick in (
-        ("raw_threshold", lambda o: o.raw_decisions),
-        ("postprocessed", lambda o: o.decisions),
-    ):
+    # The deployed model's own raw threshold, and the post-processed score's fixed decision level.
+    for label, attribute in (("raw_threshold", "raw_decisions"), ("postprocessed", "decisions")):
         fixed_report = fixed_threshold_report(
-            {name: DetectionSeries(o.timestamps, pick(o)) for name, o in outcomes.items()},
-            windows,  # type: ignore[arg-type]
-            profiles,  # type: ignore[arg-type]
+            {name: DetectionSeries(o.timestamps, getattr(o, attribute)) for name, o in outcomes.items()},
+            windows,
+            profiles,
         )
         fixed[label] = {
             "nab": {p: r.normalized_score for p, r in fixed_report.profiles.items()},
@@ -191,14 +210,14 @@ def _categories(outcomes: Iterable[str]) -> dict[str, list[str]]:
 
 def _category_scores(
     results: Mapping[str, ResultSeries],
-    windows: Mapping[str, Sequence[tuple[object, object]]],
-    profiles: Mapping[str, object],
+    windows: Mapping[str, Sequence[Window]],
+    profiles: Mapping[str, CostProfile],
     corpus_report: CorpusReport,
 ) -> dict[str, object]:
     """A category's own threshold-swept scores, and its counts at the corpus-wide thresholds."""
     entry: dict[str, object] = {}
     try:
-        own = score_corpus(results, windows, profiles)  # type: ignore[arg-type]
+        own = score_corpus(results, windows, profiles)
         entry["scores"] = {p: r.normalized_score for p, r in own.profiles.items()}
     except NabScoringError:
         entry["scores"] = None  # no anomaly window: the normalised score is undefined
@@ -220,16 +239,14 @@ def _summary_dict(summary: DetectionSummary) -> dict[str, object]:
 
 
 def format_nab(summary: Mapping[str, object]) -> str:
-    scores = summary["scores"]
-    assert isinstance(scores, dict)
+    scores = _as_dict(summary["scores"])
     lines = [f"NAB {name}: {value:.2f}" for name, value in scores.items()]
-    fixed = summary["fixed_threshold"]
-    assert isinstance(fixed, dict)
-    for label, entry in fixed.items():
+    for label, entry in _as_dict(summary["fixed_threshold"]).items():
+        nab = _as_dict(entry["nab"])
         lines.append(
             f"fixed threshold ({label}): precision={_fmt(entry['precision'])} recall={_fmt(entry['recall'])} "
             f"windows hit={entry['windows_hit']}/{entry['windows_total']} "
-            f"false alarms/1k={_fmt(entry['false_alarms_per_1k'])} NAB standard={entry['nab']['standard']:.2f}"
+            f"false alarms/1k={_fmt(entry['false_alarms_per_1k'])} NAB standard={nab['standard']:.2f}"
         )
     return "\n".join(lines)
 
@@ -238,7 +255,9 @@ def format_nab(summary: Mapping[str, object]) -> str:
 # SKAB
 
 
-def evaluate_skab(corpus: Path, out: Path, *, hyperparameters: tuple[str, ...], workers: int) -> dict[str, object]:
+def evaluate_skab(
+    corpus: Path, out: Path, *, hyperparameters: tuple[str, ...], workers: int
+) -> dict[str, object]:
     labelled: list[tuple[str, Path, np.ndarray]] = []
     for name, path in corpus_files(corpus):
         labels = read_label_column(path, SKAB_LABEL)
@@ -253,10 +272,10 @@ def evaluate_skab(corpus: Path, out: Path, *, hyperparameters: tuple[str, ...], 
         for name, path, _ in labelled
     ]
     outcomes = run_jobs(jobs, workers)
-    labels = {name: y for name, _, y in labelled}
+    label_rows = {name: y for name, _, y in labelled}
     for outcome in outcomes.values():
         write_result_csv(out / outcome.name, outcome, label_rows=SKAB_TRAIN_ROWS)
-    summary = skab_summary(outcomes, labels)
+    summary = skab_summary(outcomes, label_rows)
     summary["hyperparameters"] = list(hyperparameters)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
@@ -285,8 +304,7 @@ def _metrics_dict(metrics: BinaryMetrics) -> dict[str, object]:
 
 
 def format_skab(summary: Mapping[str, object]) -> str:
-    m = summary["metrics"]
-    assert isinstance(m, dict)
+    m = _as_dict(summary["metrics"])
     return f"SKAB F1={_fmt(m['f1'])} FAR={_fmt(m['far_pct'])}% MAR={_fmt(m['mar_pct'])}%"
 
 
@@ -321,12 +339,22 @@ def write_result_csv(path: Path, outcome: FileOutcome, *, label_rows: int | None
                 writer.writerow([str(t).replace("T", " "), repr(float(row[0])), f"{score:.6f}"])
         else:
             writer.writerow(["timestamp", *outcome.channels, "anomaly_score", "is_anomaly"])
-            for t, row, score, flag in zip(times, outcome.values, outcome.scores, outcome.decisions, strict=True):
-                writer.writerow([str(t).replace("T", " "), *(repr(float(v)) for v in row), f"{score:.6f}", int(flag)])
+            for t, row, score, flag in zip(
+                times, outcome.values, outcome.scores, outcome.decisions, strict=True
+            ):
+                writer.writerow(
+                    [str(t).replace("T", " "), *(repr(float(v)) for v in row), f"{score:.6f}", int(flag)]
+                )
 
 
-def _fmt(value: object) -> str:
-    return "n/a" if value is None else f"{float(value):.3f}"  # type: ignore[arg-type]
+def _as_dict(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -335,14 +363,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
-    parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="override a hyperparameter")
+    parser.add_argument(
+        "--hp", action="append", default=[], metavar="NAME=VALUE", help="override a hyperparameter"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     args = parse_args(argv)
-    runners: dict[str, tuple[Mapping[str, str], Callable[..., dict[str, object]], Callable[[Mapping[str, object]], str]]] = {
+    runners: dict[
+        str, tuple[Mapping[str, str], Callable[..., dict[str, object]], Callable[[Mapping[str, object]], str]]
+    ] = {
         "nab": (NAB_HYPERPARAMETERS, evaluate_nab, format_nab),
         "skab": (SKAB_HYPERPARAMETERS, evaluate_skab, format_skab),
     }

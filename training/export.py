@@ -124,10 +124,51 @@ def build_onnx_model(model: ForecastResidualModel, metadata: ModelMetadata) -> o
         helper.make_node("Abs", ["deviation_signed"], ["deviation_abs"]),
         helper.make_node("Div", ["deviation_abs", "deviation_scale"], ["deviation"]),
         helper.make_node("Mul", ["deviation", "mean_weight"], ["deviation_weighted"]),
-        helper.make_node("Add", ["residual", "deviation_weighted"], ["per_channel"]),
-        helper.make_node("ReduceSum", ["per_channel", "time_axis"], ["score_double"], keepdims=0),
-        helper.make_node("Cast", ["score_double"], [OUTPUT_NAME], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["residual", "deviation_weighted"], ["per_channel_0"]),
     ]
+    per_channel = "per_channel_0"
+    for index, (k, jump_scale) in enumerate(zip(model.jump_lengths, model.jump_scales, strict=True)):
+        # Multi-scale level shift: mean of the last k samples against the mean of the ones before them.
+        p = f"jump{index}_"
+        initializers += [
+            _double(p + "scale", jump_scale),
+            _double(p + "weight", np.array(model.jump_weight)),
+            _int64(p + "split", [w - k]),
+        ]
+        nodes += [
+            helper.make_node("Slice", ["z", "past_start", p + "split", "time_axis"], [p + "older"]),
+            helper.make_node("Slice", ["z", p + "split", "last_end", "time_axis"], [p + "recent"]),
+            helper.make_node("ReduceMean", [p + "older"], [p + "older_mean"], axes=[1], keepdims=0),
+            helper.make_node("ReduceMean", [p + "recent"], [p + "recent_mean"], axes=[1], keepdims=0),
+            helper.make_node("Sub", [p + "recent_mean", p + "older_mean"], [p + "signed"]),
+            helper.make_node("Abs", [p + "signed"], [p + "abs"]),
+            helper.make_node("Div", [p + "abs", p + "scale"], [p + "scaled"]),
+            helper.make_node("Mul", [p + "scaled", p + "weight"], [p + "weighted"]),
+            helper.make_node("Add", [per_channel, p + "weighted"], [f"per_channel_{index + 1}"]),
+        ]
+        per_channel = f"per_channel_{index + 1}"
+    nodes.append(helper.make_node("ReduceSum", [per_channel, "time_axis"], ["score_sum"], keepdims=0))
+    score = "score_sum"
+    if model.level_weight > 0:
+        # Distance of the recent level from the training level, in drift-aware units; worst channel.
+        initializers += [
+            _double("level_center", model.level_center),
+            _double("level_scale", model.level_scale),
+            _double("level_weight", np.array(model.level_weight)),
+            _int64("level_start", [w - model.level_length]),
+        ]
+        nodes += [
+            helper.make_node("Slice", ["z", "level_start", "last_end", "time_axis"], ["level_rows"]),
+            helper.make_node("ReduceMean", ["level_rows"], ["level_mean"], axes=[1], keepdims=0),
+            helper.make_node("Sub", ["level_mean", "level_center"], ["level_signed"]),
+            helper.make_node("Abs", ["level_signed"], ["level_abs"]),
+            helper.make_node("Div", ["level_abs", "level_scale"], ["level_scaled"]),
+            helper.make_node("ReduceMax", ["level_scaled"], ["level_max"], axes=[1], keepdims=0),
+            helper.make_node("Mul", ["level_max", "level_weight"], ["level_weighted"]),
+            helper.make_node("Add", ["score_sum", "level_weighted"], ["score_total"]),
+        ]
+        score = "score_total"
+    nodes.append(helper.make_node("Cast", [score], [OUTPUT_NAME], to=TensorProto.FLOAT))
     graph = helper.make_graph(
         nodes,
         f"{model.name}-w{w}-c{c}",

@@ -109,7 +109,6 @@ def entry_point_args(hyperparameters: Mapping[str, HyperparameterValue]) -> list
 
 @dataclass(frozen=True)
 class EntryPoint:
-    package: str
     module: ModuleType
     main: Callable[[list[str]], int]
     parse_args: Callable[[list[str]], object]
@@ -120,8 +119,7 @@ def load_entry_point(cfg: LaunchConfig) -> EntryPoint:
     script = cfg.source_dir / cfg.entry_script
     if not script.is_file():
         raise LaunchConfigError(f"entry script {script} does not exist")
-    package = cfg.source_dir.name
-    module_name = f"{package}.{script.stem}"
+    module_name = f"{cfg.source_dir.name}.{script.stem}"
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -135,7 +133,7 @@ def load_entry_point(cfg: LaunchConfig) -> EntryPoint:
     main, parse_args = getattr(module, "main", None), getattr(module, "parse_args", None)
     if not callable(main) or not callable(parse_args):
         raise LaunchConfigError(f"{module_name} must define main(argv) and parse_args(argv)")
-    return EntryPoint(package=package, module=module, main=main, parse_args=parse_args)
+    return EntryPoint(module=module, main=main, parse_args=parse_args)
 
 
 def check_hyperparameters(cfg: LaunchConfig, entry: EntryPoint) -> None:
@@ -296,7 +294,9 @@ def run_local(cfg: LaunchConfig, *, data_dir: Path, model_dir: Path, output_dir:
         ENV_OUTPUT_DATA_DIR: str(output / "data"),
         ENV_OUTPUT_DIR: str(output),
     }
-    _log.info("running the entry point locally", extra={"module": entry.module.__name__, "args": args, **env})
+    _log.info(
+        "running the entry point locally", extra={"entry_module": entry.module.__name__, "argv": args, **env}
+    )
     with _scoped_environ(env):
         exit_code = entry.main(args)
     if exit_code != 0:

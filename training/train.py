@@ -71,6 +71,11 @@ class TrainConfig:
     train_fraction: float | None = None
     channels: tuple[str, ...] | None = None
     edge_postprocess: Mapping[str, object] | None = None
+    jump_lengths: tuple[int, ...] = ()
+    jump_weight: float = 0.0
+    level_length: int = 8
+    level_weight: float = 0.0
+    level_horizon: float = 0.0
 
     def __post_init__(self) -> None:
         if self.train_rows is not None and self.train_fraction is not None:
@@ -94,7 +99,14 @@ class TrainConfig:
 
     def detector_config(self) -> DetectorConfig:
         return DetectorConfig(
-            window_length=self.window_length, ridge_alpha=self.ridge_alpha, mean_weight=self.mean_weight
+            window_length=self.window_length,
+            ridge_alpha=self.ridge_alpha,
+            mean_weight=self.mean_weight,
+            jump_lengths=self.jump_lengths,
+            jump_weight=self.jump_weight,
+            level_length=min(self.level_length, self.window_length),
+            level_weight=self.level_weight,
+            level_horizon=self.level_horizon,
         )
 
     def calibration_rule(self) -> CalibrationRule:
@@ -144,6 +156,11 @@ def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | N
     add("train_rows", type=int, default=None, help="leading rows of each file to train on (default: all)")
     add("train_fraction", type=float, default=None, help="leading fraction of each file to train on")
     add("channels", default=None, help='comma-separated or JSON list, e.g. "value" or \'["a", "b"]\'')
+    add("jump_lengths", default="", help='comma-separated shift lengths, e.g. "4,16" (default: none)')
+    add("jump_weight", type=float, default=0.0)
+    add("level_length", type=int, default=8)
+    add("level_weight", type=float, default=0.0)
+    add("level_horizon", type=float, default=0.0, help="rows of training drift the level scale allows for")
     add("edge_postprocess", default=None, help="JSON object: the edge's online score post-processing")
 
     args, unknown = parser.parse_known_args(list(argv) if argv is not None else None)
@@ -167,7 +184,21 @@ def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | N
         train_fraction=args.train_fraction,
         channels=parse_channels(args.channels),
         edge_postprocess=parse_json_object(args.edge_postprocess, "edge_postprocess"),
+        jump_lengths=parse_int_list(args.jump_lengths, "jump_lengths"),
+        jump_weight=args.jump_weight,
+        level_length=args.level_length,
+        level_weight=args.level_weight,
+        level_horizon=args.level_horizon,
     )
+
+
+def parse_int_list(text: str, name: str) -> tuple[int, ...]:
+    """``"4,16"`` -> ``(4, 16)``; empty -> ``()``."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return tuple(int(part) for part in parts)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be comma-separated integers, got {text!r}") from exc
 
 
 def parse_json_object(text: str | None, name: str) -> dict[str, object] | None:
@@ -272,6 +303,10 @@ def training_metrics(
             "window_length": detector.window_length,
             "ridge_alpha": detector.ridge_alpha,
             "mean_weight": detector.mean_weight,
+            "jump_lengths": list(detector.jump_lengths),
+            "jump_weight": detector.jump_weight,
+            "level_length": detector.level_length,
+            "level_weight": detector.level_weight,
             "normalisation": "median/mad",
             "center": detector.center.tolist(),
             "scale": detector.scale.tolist(),

@@ -1,27 +1,37 @@
-"""Wiring: build the parts from the configuration; run the loop source -> scoring -> events -> transport."""
+"""Wiring: build the parts from the configuration; run the loop source -> scoring -> events -> spool.
+
+The loop thread never touches the network on the way out: events are committed to the durable spool and a
+separate :class:`Forwarder` thread sends them, so an outage slows nothing down and loses nothing.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 
 from .config import ComponentConfig
-from .errors import TransportError
-from .events import EventBuilder, iso_utc
-from .hotswap import ModelWatcher, read_model_ref
-from .logs import get_logger
+from .errors import MessageError, SpoolError
+from .events import AnomalyEvent, EventBuilder, iso_utc
+from .forwarder import Forwarder
+from .hotswap import FileModelWatcher, ModelWatcher, read_model_ref
+from .local_config import ENV_LOCAL_CONFIG_FILE, FileConfigIpc
+from .logs import RateLimitedLog, get_logger
 from .messages import MessageParser
 from .model import LoadedModel, ModelLoader
-from .scoring import Decision, ScoringEngine
-from .sources import FileReplaySource, IpcSource, MqttSource, Source
-from .stats import RunStats
+from .scoring import BatchPolicy, ScoredBatch, ScoringEngine
+from .sources import FileReplaySource, Inbound, IpcSource, MqttSource, Source
+from .spool import IN_MEMORY, Spool, SpooledEvent
+from .stats import Distributions, LatencyRing, RunStats
 from .transport import InMemoryTransport, IpcTransport, MqttTransport, Transport
 
 log = get_logger("app")
@@ -29,6 +39,9 @@ log = get_logger("app")
 # Bound the per-run list of forwarded timestamps: a device runs for months.
 MAX_RECORDED_TIMESTAMPS = 100_000
 IDLE_POLL_S = 0.5
+HOUSEKEEPING_S = 0.05
+# On stop, messages already taken off the network (MQTT PUBACKed, IPC delivered) are still processed.
+MAX_DRAIN_MESSAGES = 100_000
 
 
 class ModelUpdates(Protocol):
@@ -43,32 +56,46 @@ class DetectorApp:
         *,
         engine: ScoringEngine,
         source: Source,
-        transport: Transport,
+        spool: Spool,
+        forwarder: Forwarder,
         events: EventBuilder,
         thing_name: str,
         anomaly_topic: str,
         health_topic: str,
-        max_wait_s: float = 0.2,
+        policy: BatchPolicy | None = None,
         health_interval_s: float = 0.0,
+        drain_timeout_s: float = 10.0,
         model_updates: ModelUpdates | None = None,
+        max_message_bytes: int = 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._engine = engine
         self._source = source
-        self._transport = transport
+        self._spool = spool
+        self._forwarder = forwarder
         self._events = events
         self._thing_name = thing_name
         self._anomaly_topic = anomaly_topic
         self._health_topic = health_topic
-        self._max_wait_s = max_wait_s
+        self.policy = policy if policy is not None else BatchPolicy(max_batch=engine.batch_size)
         self._health_interval_s = health_interval_s
+        self._drain_timeout_s = drain_timeout_s
         self._model_updates = model_updates
+        self._max_message_bytes = max_message_bytes
         self._clock = clock
         self._wall_clock = wall_clock
-        self._parser = MessageParser(engine.metadata.channels)
+        self._parser = self._new_parser()
+        self._reject_log = RateLimitedLog(log, clock=clock)
         self.stats = RunStats(model_version=engine.metadata.model_version)
-        self._started = 0.0
+        self.latency = LatencyRing()
+        self.distributions = Distributions(engine.metadata.channels)
+        self._started = clock()
+        self._period = _Period(at=self._started, samples=0, windows=0, anomalous=0)
+        forwarder.on_sent = self._on_sent
+
+    def _new_parser(self) -> MessageParser:
+        return MessageParser(self._engine.metadata.channels, max_message_bytes=self._max_message_bytes)
 
     def elapsed_s(self) -> float:
         return self._clock() - self._started
@@ -76,99 +103,236 @@ class DetectorApp:
     def run(self, stop: threading.Event | None = None) -> RunStats:
         stop = stop if stop is not None else threading.Event()
         self._started = self._clock()
-        oldest_pending_at: float | None = None
+        self._period = _Period(at=self._started, samples=0, windows=0, anomalous=0)
+        next_housekeeping = self._started
         next_health = self._started + self._health_interval_s
-        while not stop.is_set():
-            now = self._clock()
-            timeout = IDLE_POLL_S
-            if oldest_pending_at is not None:
-                timeout = max(0.0, min(timeout, oldest_pending_at + self._max_wait_s - now))
-            item = self._source.poll(timeout, self._parser)
-            if item is None:
-                if self._source.finished:
-                    break
-            else:
-                self.stats.raw_bytes_in += item.raw_bytes
-                if item.error is not None:
-                    self.stats.reject(item.error.kind)
-                    log.debug("message rejected", extra={"kind": item.error.kind, "error": str(item.error)})
-                for sample in item.samples:
-                    self.stats.samples_in += 1
-                    self._handle(self._engine.add(sample))
-            now = self._clock()
-            if self._engine.pending_count == 0:
-                oldest_pending_at = None
-            elif oldest_pending_at is None:
-                oldest_pending_at = now
-            elif now - oldest_pending_at >= self._max_wait_s:
-                # Latency bound: a slow stream must not hold a window hostage until the batch fills.
-                self._handle(self._engine.flush())
-                oldest_pending_at = None
-            self._maybe_swap_model()
-            if self._health_interval_s > 0 and now >= next_health:
-                self._publish_health()
-                next_health = now + self._health_interval_s
-        self._handle(self._engine.flush())
-        self.stats.out_of_order = self._engine.out_of_order
+        self._forwarder.start()
+        try:
+            while not stop.is_set():
+                now = self._clock()
+                timeout = self.policy.wait_s(self._engine.oldest_arrival, now, IDLE_POLL_S)
+                item = self._source.poll(timeout, self._parser)
+                now = self._clock()
+                if item is None:
+                    if self._source.finished:
+                        break
+                else:
+                    self._ingest(item, now)
+                if self.policy.due(self._engine.pending_count, self._engine.oldest_arrival, now):
+                    self._score(now)
+                if now >= next_housekeeping:
+                    next_housekeeping = now + HOUSEKEEPING_S
+                    self._housekeeping(now)
+                    if self._health_interval_s > 0 and now >= next_health:
+                        next_health = now + self._health_interval_s
+                        self._publish_health(now)
+            self._finish()
+        finally:
+            self._forwarder.close()
         return self.stats
 
-    def _maybe_swap_model(self) -> None:
+    def _finish(self) -> None:
+        """Stop or end of input: process what was already received, close events, try to send them."""
+        for _ in range(MAX_DRAIN_MESSAGES):
+            item = self._source.poll(0.0, self._parser)
+            if item is None:
+                break
+            self._ingest(item, self._clock())
+        now = self._clock()
+        self._score(now)
+        self._spool_events(self._events.close_all(self._engine.metadata.channels))
+        self.stats.events_closed = self._events.events_closed
+        self.stats.anomalies_suppressed = self._events.suppressed_total
+        if not self._forwarder.drain(self._drain_timeout_s):
+            log.warning(
+                "stopping with events still in the spool; they are sent on the next start",
+                extra={"spool_depth": self._spool.depth},
+            )
+        self.stats.publish_failures = self._forwarder.send_failures
+
+    def _reject(self, error: MessageError) -> None:
+        self.stats.reject(error.kind)
+        if error.kind == "out_of_order":
+            self.stats.out_of_order += 1
+        self._reject_log.warning(error.kind, "message rejected", error=str(error))
+
+    def _ingest(self, item: Inbound, now: float) -> None:
+        self.stats.raw_bytes_in += item.raw_bytes
+        if item.error is not None:
+            self._reject(item.error)
+            return
+        arrived = item.received_at if item.received_at is not None else now
+        added = 0
+        for sample in item.samples:
+            self.stats.samples_in += 1
+            try:
+                added += self._engine.add(sample, arrived)
+            except MessageError as exc:
+                self._reject(exc)
+                continue
+            if self._engine.pending_count >= self.policy.max_batch:
+                self._score(now)
+        for block in item.blocks:
+            self.stats.samples_in += len(block)
+            try:
+                added += self._engine.add_block(block, arrived)
+            except MessageError as exc:
+                self._reject(exc)
+        if added:
+            self.policy.observe(added, now)
+
+    def _score(self, now: float) -> None:
+        batch = self._engine.flush()
+        if batch is not None:
+            self._consume(batch, now)
+
+    def _consume(self, batch: ScoredBatch, now: float) -> None:
+        self.stats.windows_scored = self._engine.windows_scored
+        self.stats.batches_run = self._engine.batches_run
+        self.latency.add_many(now - np.asarray(batch.arrived_at))
+        self.distributions.add(batch.scores, batch.windows[:, -1, :], batch.threshold)
+        anomalous = batch.anomalous()
+        n_anomalous = int(np.count_nonzero(anomalous))
+        self.stats.anomalous_windows += n_anomalous
+        open_streams = self._events.open_streams
+        if n_anomalous == 0 and not open_streams:
+            return
+        # Only streams with an event open (or opening now) need their normal decisions: those close it.
+        relevant = set(open_streams) | {batch.streams[i] for i in np.flatnonzero(anomalous)}
+        channels = self._engine.metadata.channels
+        for index, stream in enumerate(batch.streams):
+            if stream in relevant:
+                self._spool_events(self._events.offer(batch.decision(index), channels, now))
+
+    def _spool_events(self, events: list[AnomalyEvent]) -> None:
+        for event in events:
+            payload = event.to_json_bytes()
+            try:
+                result = self._spool.put(
+                    event_id=event.event_id,
+                    stream=event.stream,
+                    topic=self._anomaly_topic,
+                    payload=payload,
+                    created_at=self._wall_clock(),
+                )
+            except SpoolError as exc:
+                # Disk full or broken: nothing durable is possible; say so loudly and keep scoring.
+                self.stats.spool_dropped += 1
+                log.error(  # noqa: TRY400 - expected failure, the message says what happened
+                    "event lost: spool write failed", extra={"error": str(exc), "event_id": event.event_id}
+                )
+                continue
+            self.stats.spool_dropped += result.dropped
+            if result.stored:
+                self.stats.anomalies_spooled += 1
+                log.info(
+                    "anomaly event",
+                    extra={
+                        "event_id": event.event_id,
+                        "stream": event.stream,
+                        "start": event.start,
+                        "end": event.end,
+                        "peak_score": event.peak_score,
+                        "windows": event.windows,
+                    },
+                )
+        if events:
+            self._forwarder.notify()
+
+    def _on_sent(self, event: SpooledEvent) -> None:
+        # Runs on the forwarder thread; plain counter updates are atomic enough under the GIL.
+        if event.topic != self._anomaly_topic:
+            return
+        self.stats.anomalies_forwarded += 1
+        self.stats.bytes_forwarded += len(event.payload)
+        if len(self.stats.anomaly_timestamps) < MAX_RECORDED_TIMESTAMPS:
+            self.stats.anomaly_timestamps.append(str(json.loads(event.payload)["timestamp"]))
+
+    def _housekeeping(self, now: float) -> None:
+        self._spool_events(self._events.expire(now, self._engine.metadata.channels))
+        self._maybe_swap_model(now)
+
+    def _maybe_swap_model(self, now: float) -> None:
         if self._model_updates is None:
             return
         model = self._model_updates.take()
         if model is None:
             return
         old_version = self._engine.metadata.model_version
-        self._handle(self._engine.swap_model(model))
-        self._parser = MessageParser(model.metadata.channels)
+        # Events opened under the old model close under it: a merged event never mixes two models.
+        self._spool_events(self._events.close_all(self._engine.metadata.channels))
+        batch = self._engine.swap_model(model)
+        if batch is not None:
+            self._consume(batch, now)
+        self._parser = self._new_parser()
+        if model.metadata.channels != self.distributions.channels:
+            self.distributions = Distributions(model.metadata.channels)
         self.stats.model_version = model.metadata.model_version
         self.stats.model_swaps += 1
         log.info("model swapped", extra={"from": old_version, "to": model.metadata.model_version})
 
-    def _handle(self, decisions: list[Decision]) -> None:
-        if not decisions:
-            return
-        self.stats.windows_scored = self._engine.windows_scored
-        self.stats.batches_run = self._engine.batches_run
-        channels = self._engine.metadata.channels
-        for decision in decisions:
-            if not decision.is_anomaly:
-                continue
-            self.stats.anomalous_windows += 1
-            event = self._events.offer(decision, channels)
-            if event is None:
-                self.stats.anomalies_suppressed += 1
-                continue
-            payload = event.to_json_bytes()
-            try:
-                self._transport.publish(self._anomaly_topic, payload)
-            except TransportError as exc:
-                # No durable outbox yet: the event is lost, and counted so health shows it.
-                self.stats.publish_failures += 1
-                self._log_publish_failure(exc, event.event_id)
-                continue
-            self.stats.anomalies_forwarded += 1
-            self.stats.bytes_forwarded += len(payload)
-            if len(self.stats.anomaly_timestamps) < MAX_RECORDED_TIMESTAMPS:
-                self.stats.anomaly_timestamps.append(event.timestamp)
-            log.info(
-                "anomaly forwarded",
-                extra={"stream": event.stream, "timestamp": event.timestamp, "score": event.score},
-            )
-
-    @staticmethod
-    def _log_publish_failure(exc: TransportError, event_id: str) -> None:
-        log.error("anomaly publish failed", extra={"error": str(exc), "event_id": event_id})
-
-    def _publish_health(self) -> None:
-        self.stats.out_of_order = self._engine.out_of_order
-        body = self.stats.health(
-            thing_name=self._thing_name, timestamp=iso_utc(self._wall_clock()), elapsed_s=self.elapsed_s()
+    def health(self, now: float) -> dict[str, Any]:
+        """The heartbeat body (and reset of the per-period counters)."""
+        self.stats.events_closed = self._events.events_closed
+        self.stats.anomalies_suppressed = self._events.suppressed_total
+        self.stats.publish_failures = self._forwarder.send_failures
+        period = self._period
+        elapsed = max(now - period.at, 1e-9)
+        windows = self.stats.windows_scored - period.windows
+        anomalous = self.stats.anomalous_windows - period.anomalous
+        rejected = getattr(self._model_updates, "rejected", 0)
+        body = {
+            "schema": "edgeml.health/1",
+            "thing_name": self._thing_name,
+            "timestamp": iso_utc(self._wall_clock()),
+            "uptime_s": round(now - self._started, 3),
+            "period_s": round(elapsed, 3),
+            "model_version": self.stats.model_version,
+            "model_swaps": self.stats.model_swaps,
+            "models_rejected": int(rejected) if isinstance(rejected, int) else 0,
+            "samples_in": self.stats.samples_in,
+            "samples_per_s": round((self.stats.samples_in - period.samples) / elapsed, 3),
+            "windows_scored": self.stats.windows_scored,
+            "anomaly_rate": round(anomalous / windows, 6) if windows else 0.0,
+            "events": {
+                "spooled": self.stats.anomalies_spooled,
+                "forwarded": self.stats.anomalies_forwarded,
+                "suppressed": self.stats.anomalies_suppressed,
+                "publish_failures": self.stats.publish_failures,
+            },
+            "latency_ms": self.latency.percentiles_ms(),
+            "batch_target": self.policy.target,
+            "streams": self._engine.stream_count,
+            "spool": {
+                "depth": self._spool.depth,
+                "bytes": self._spool.bytes_used,
+                "max_bytes": self._spool.max_bytes,
+                "policy": self._spool.policy,
+                "dropped": self.stats.spool_dropped,
+            },
+            "rejects": dict(self.stats.rejects),
+            "distribution": self.distributions.summary(),
+        }
+        self._period = _Period(
+            at=now,
+            samples=self.stats.samples_in,
+            windows=self.stats.windows_scored,
+            anomalous=self.stats.anomalous_windows,
         )
-        try:
-            self._transport.publish(self._health_topic, json.dumps(body, separators=(",", ":")).encode())
-        except TransportError as exc:
-            log.warning("health publish failed", extra={"error": str(exc)})
+        self.distributions.reset()
+        return body
+
+    def _publish_health(self, now: float) -> None:
+        body = self.health(now)
+        self._forwarder.offer_health(self._health_topic, json.dumps(body, separators=(",", ":")).encode())
+
+
+@dataclass
+class _Period:
+    at: float
+    samples: int
+    windows: int
+    anomalous: int
 
 
 @dataclass
@@ -178,8 +342,38 @@ class Runtime:
 
 
 def _connect_ipc() -> Any:
-    """The one IPC client of the process (reads the nucleus socket path and SVCUID from the environment)."""
+    """The one IPC client of the process (reads the nucleus socket path and SVCUID from the environment).
+
+    Under the local device runner there is no nucleus: it names a configuration file instead.
+    """
+    local_config = os.environ.get(ENV_LOCAL_CONFIG_FILE)
+    if local_config:
+        return FileConfigIpc(Path(local_config))
     return GreengrassCoreIPCClientV2()
+
+
+def _load_model(
+    config: ComponentConfig, loader: ModelLoader, ipc: Any, stack: contextlib.ExitStack
+) -> tuple[LoadedModel, ModelUpdates | None]:
+    """The first model, and where new ones come from: IPC configuration on a device, else the file."""
+    if config.model_path is not None:
+        model = loader.load(config.model_path, config.model_sha256)
+        if config.model_poll_s <= 0:
+            return model, None
+        file_watcher = FileModelWatcher(config.model_path, loader=loader, poll_s=config.model_poll_s)
+        file_watcher.start()
+        stack.callback(file_watcher.close)
+        return model, file_watcher
+    assert config.kernel_root is not None  # guaranteed by ComponentConfig validation  # noqa: S101
+    ref = read_model_ref(ipc)
+    model = loader.load(ref.path(config.kernel_root), ref.sha256)
+    watcher = ModelWatcher(ipc, loader=loader, kernel_root=config.kernel_root, current=ref)
+    watcher.start()
+    stack.callback(watcher.close)
+    # The local runner's file-based IPC stand-in has no validation phase.
+    if hasattr(ipc, "subscribe_to_validate_configuration_updates"):
+        watcher.start_validation(ipc)
+    return model, watcher
 
 
 @contextlib.contextmanager
@@ -197,16 +391,7 @@ def build_runtime(
         if ipc is not None:
             stack.callback(ipc.close)
 
-        watcher: ModelWatcher | None = None
-        if config.model_path is not None:
-            model = loader.load(config.model_path, config.model_sha256)
-        else:
-            assert config.kernel_root is not None  # guaranteed by ComponentConfig validation  # noqa: S101
-            ref = read_model_ref(ipc)
-            model = loader.load(ref.path(config.kernel_root), ref.sha256)
-            watcher = ModelWatcher(ipc, loader=loader, kernel_root=config.kernel_root, current=ref)
-            watcher.start()
-            stack.callback(watcher.close)
+        model, updates = _load_model(config, loader, ipc, stack)
         log.info(
             "model loaded",
             extra={
@@ -217,6 +402,15 @@ def build_runtime(
                 "threshold": model.metadata.threshold,
             },
         )
+
+        if config.spool_path == IN_MEMORY:
+            log.warning("spool is in memory: events not yet sent are lost if the process dies (use --spool)")
+        spool = Spool(config.spool_path, max_bytes=config.spool_max_bytes, policy=config.spool_policy)
+        stack.callback(spool.close)
+        if spool.depth:
+            log.info(
+                "spooled events from an earlier run will be sent first", extra={"spool_depth": spool.depth}
+            )
 
         transport: Transport
         if config.transport == "ipc":
@@ -241,17 +435,32 @@ def build_runtime(
             source = IpcSource(ipc, topic=config.sensor_topic)
         stack.callback(source.close)
 
+        engine = ScoringEngine(model, batch_size=config.batch_size, max_streams=config.max_streams)
         app = DetectorApp(
-            engine=ScoringEngine(model, batch_size=config.batch_size),
+            engine=engine,
             source=source,
-            transport=transport,
-            events=EventBuilder(thing_name=config.thing_name, cooldown_s=config.cooldown_s),
+            spool=spool,
+            forwarder=Forwarder(spool, transport),
+            events=EventBuilder(
+                thing_name=config.thing_name,
+                burst=config.event_burst,
+                rate_per_hour=config.events_per_hour,
+                max_event_windows=config.max_event_windows,
+                idle_close_s=config.event_idle_s,
+                cooldown_s=config.cooldown_s,
+            ),
             thing_name=config.thing_name,
             anomaly_topic=config.anomaly_topic,
             health_topic=config.health_topic,
-            max_wait_s=config.max_wait_ms / 1000.0,
+            policy=BatchPolicy(
+                max_batch=config.batch_size,
+                max_wait_s=config.max_wait_ms / 1000.0,
+                latency_budget_s=config.latency_budget_ms / 1000.0,
+            ),
             health_interval_s=config.health_interval_s,
-            model_updates=watcher,
+            drain_timeout_s=config.drain_timeout_s,
+            model_updates=updates,
+            max_message_bytes=config.max_message_bytes,
         )
         yield Runtime(app=app, ipc=ipc)
 

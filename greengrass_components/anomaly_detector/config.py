@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from .errors import ConfigError
+from .spool import IN_MEMORY, SPOOL_POLICIES, SpoolPolicy
 from .transport import MqttSettings, TlsSettings
 
 ENV_THING_NAME = "AWS_IOT_THING_NAME"
@@ -89,10 +90,22 @@ class ComponentConfig:
     anomaly_topic: str = DEFAULT_ANOMALY_TOPIC
     health_topic: str = DEFAULT_HEALTH_TOPIC
     mqtt: MqttSettings = field(default_factory=MqttSettings)
-    batch_size: int = 32
-    max_wait_ms: float = 200.0
+    batch_size: int = 256
+    max_wait_ms: float = 50.0
+    latency_budget_ms: float = 1.0
     cooldown_s: float = 0.0
+    event_burst: int = 10
+    events_per_hour: float = 60.0
+    max_event_windows: int = 360
+    event_idle_s: float = 5.0
     health_interval_s: float = 60.0
+    spool_path: str = IN_MEMORY
+    spool_max_bytes: int = 64 * 1024 * 1024
+    spool_policy: SpoolPolicy = "drop_oldest"
+    drain_timeout_s: float = 10.0
+    max_message_bytes: int = 1024 * 1024
+    max_streams: int = 100_000
+    model_poll_s: float = 0.0
     stats_json: Path | None = None
     log_level: str = "INFO"
 
@@ -133,13 +146,28 @@ class ComponentConfig:
             raise ConfigError("sensor topic must not be empty")
 
     def _check_numbers(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        for name, count in (
+            ("batch size", self.batch_size),
+            ("event burst", self.event_burst),
+            ("max event windows", self.max_event_windows),
+            ("spool max bytes", self.spool_max_bytes),
+            ("max message bytes", self.max_message_bytes),
+            ("max streams", self.max_streams),
+        ):
+            if count < 1:
+                raise ConfigError(f"{name} must be >= 1, got {count}")
+        if self.spool_policy not in SPOOL_POLICIES:
+            raise ConfigError(f"spool policy must be one of {SPOOL_POLICIES}, got {self.spool_policy!r}")
         for name, value in (
             ("max wait ms", self.max_wait_ms),
+            ("latency budget ms", self.latency_budget_ms),
             ("speed", self.speed),
             ("cooldown seconds", self.cooldown_s),
+            ("events per hour", self.events_per_hour),
+            ("event idle seconds", self.event_idle_s),
             ("health interval seconds", self.health_interval_s),
+            ("drain timeout seconds", self.drain_timeout_s),
+            ("model poll seconds", self.model_poll_s),
         ):
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
@@ -162,6 +190,12 @@ def _int_like(text: str) -> int:
     if not value.is_integer():
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
     return int(value)
+
+
+def _megabytes(value: float) -> int:
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"spool size must be a positive number of MB, got {value}")
+    return int(value * 1024 * 1024)
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -187,10 +221,24 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-cert", type=Path)
     p.add_argument("--mqtt-key", type=Path)
     p.add_argument("--mqtt-client-id")
-    p.add_argument("--batch-size", type=_int_like, default=32)
-    p.add_argument("--max-wait-ms", type=float, default=200.0)
-    p.add_argument("--cooldown-s", type=float, default=0.0)
+    p.add_argument("--batch-size", type=_int_like, default=256, help="largest micro-batch")
+    p.add_argument("--max-wait-ms", type=float, default=50.0, help="longest a window waits for its batch")
+    p.add_argument(
+        "--latency-budget-ms", type=float, default=1.0, help="batch target = arrival rate x this budget"
+    )
+    p.add_argument("--cooldown-s", type=float, default=0.0, help="min sample-time gap between events")
+    p.add_argument("--event-burst", type=_int_like, default=10, help="events a stream may send at once")
+    p.add_argument("--events-per-hour", type=float, default=60.0, help="refill rate of that burst")
+    p.add_argument("--max-event-windows", type=_int_like, default=360, help="close long events after this")
+    p.add_argument("--event-idle-s", type=float, default=5.0, help="close an event when its stream is quiet")
     p.add_argument("--health-interval-s", type=float, default=60.0)
+    p.add_argument("--spool", default=IN_MEMORY, help="sqlite spool file (default: in memory, not durable)")
+    p.add_argument("--spool-max-mb", type=float, default=64.0)
+    p.add_argument("--spool-policy", choices=SPOOL_POLICIES, default="drop_oldest")
+    p.add_argument("--drain-timeout-s", type=float, default=10.0, help="on stop, time to send the spool")
+    p.add_argument("--max-message-bytes", type=_int_like, default=1024 * 1024)
+    p.add_argument("--max-streams", type=_int_like, default=100_000)
+    p.add_argument("--model-poll-s", type=float, default=0.0, help="with --model: reload it when it changes")
     p.add_argument("--stats-json", type=Path, help="also write the run summary here")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -224,8 +272,20 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         mqtt=mqtt_settings,
         batch_size=args.batch_size,
         max_wait_ms=args.max_wait_ms,
+        latency_budget_ms=args.latency_budget_ms,
         cooldown_s=args.cooldown_s,
+        event_burst=args.event_burst,
+        events_per_hour=args.events_per_hour,
+        max_event_windows=args.max_event_windows,
+        event_idle_s=args.event_idle_s,
         health_interval_s=args.health_interval_s,
+        spool_path=args.spool,
+        spool_max_bytes=_megabytes(args.spool_max_mb),
+        spool_policy=cast(SpoolPolicy, args.spool_policy),
+        drain_timeout_s=args.drain_timeout_s,
+        max_message_bytes=args.max_message_bytes,
+        max_streams=args.max_streams,
+        model_poll_s=args.model_poll_s,
         stats_json=args.stats_json,
         log_level=args.log_level,
     )

@@ -36,7 +36,7 @@ class Forwarder:
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._idle_poll_s = idle_poll_s
-        self._on_sent = on_sent
+        self.on_sent = on_sent
         self._clock = clock
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -45,6 +45,8 @@ class Forwarder:
         self.send_failures = 0
         self.last_error: str | None = None
         self._failing_since: float | None = None
+        self._health: tuple[str, bytes] | None = None
+        self.health_sent = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="forwarder", daemon=True)
@@ -54,11 +56,29 @@ class Forwarder:
         """A new event is in the spool: send it now rather than at the next idle poll."""
         self._wake.set()
 
+    def offer_health(self, topic: str, payload: bytes) -> None:
+        """Heartbeats are sent after pending events, best effort: a newer one replaces an unsent one."""
+        self._health = (topic, payload)
+        self._wake.set()
+
+    def _send_health(self) -> None:
+        pending, self._health = self._health, None
+        if pending is None:
+            return
+        try:
+            self._transport.publish(*pending)
+        except TransportError as exc:
+            # Not spooled on purpose: a stale heartbeat has no value and must not crowd out events.
+            log.debug("heartbeat not sent", extra={"error": str(exc)})
+            return
+        self.health_sent += 1
+
     def send_pending(self) -> bool:
         """Try to send everything in the spool once, in order; False at the first failure."""
         while not self._stop.is_set():
             batch = self._spool.peek(100)
             if not batch:
+                self._send_health()
                 return True
             for event in batch:
                 if self._stop.is_set():
@@ -76,8 +96,8 @@ class Forwarder:
                         extra={"outage_s": round(self._clock() - self._failing_since, 3)},
                     )
                     self._failing_since = None
-                if self._on_sent is not None:
-                    self._on_sent(event)
+                if self.on_sent is not None:
+                    self.on_sent(event)
         return False
 
     def _failed(self, exc: TransportError) -> None:
@@ -97,7 +117,7 @@ class Forwarder:
             try:
                 ok = self.send_pending()
             except SpoolError as exc:
-                log.error("spool read/delete failed", extra={"error": str(exc)})
+                log.error("spool read/delete failed", extra={"error": str(exc)})  # noqa: TRY400 - expected
                 ok = False
             if ok:
                 delay = self._retry_initial_s

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TextIO
 
@@ -50,3 +52,29 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logg
 
 def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(f"{LOGGER_NAME}.{name}")
+
+
+class RateLimitedLog:
+    """Log the first occurrence of each kind at once, then at most one line per ``interval_s`` per kind,
+    carrying how many were not logged in between (a flood of bad messages must not flood the log)."""
+
+    def __init__(
+        self, logger: logging.Logger, *, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._logger = logger
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def warning(self, kind: str, message: str, **fields: object) -> bool:
+        """Returns True when a line was written."""
+        now = self._clock()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval_s:
+            self._unlogged[kind] = self._unlogged.get(kind, 0) + 1
+            return False
+        self._last[kind] = now
+        skipped = self._unlogged.pop(kind, 0)
+        self._logger.warning(message, extra={"kind": kind, "not_logged_since_last": skipped, **fields})
+        return True

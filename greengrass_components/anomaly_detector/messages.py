@@ -42,6 +42,7 @@ TOO_MANY_STREAMS = "too_many_streams"
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_MAX_SAMPLES_PER_MESSAGE = 100_000
 _NUMBER_TYPES = frozenset({int, float})
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +108,7 @@ class MessageParser:
     def channels(self) -> tuple[str, ...]:
         return self._channels
 
-    def parse(
-        self, payload: bytes | str, *, default_stream: str | None = None
-    ) -> list[Sample] | SampleBlock:
+    def parse(self, payload: bytes | str, *, default_stream: str | None = None) -> list[Sample] | SampleBlock:
         """Parse any message shape; ``default_stream`` (from the topic) fills a missing stream."""
         if len(payload) > self.max_message_bytes:
             # Checked before decoding: a huge payload must not cost a full JSON parse.
@@ -176,7 +175,8 @@ class MessageParser:
                     BAD_VALUE, f"channel {channel!r} must be a number, got {type(raw).__name__}"
                 )
             value = float(raw)
-            if not math.isfinite(value):
+            # The model reads float32: a finite double beyond its range would become inf there.
+            if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
                 raise MessageError(NON_FINITE, f"channel {channel!r} is not finite: {raw!r}")
             ordered.append(value)
         return Sample(stream=stream, timestamp=ts, values=tuple(ordered))
@@ -211,4 +211,6 @@ class MessageParser:
             if not np.all(np.isfinite(as_float)):
                 raise MessageError(NON_FINITE, f"channel {channel!r} has non-finite values")
             values[:, index] = as_float
+        if not np.all(np.isfinite(values)):
+            raise MessageError(NON_FINITE, "values overflow float32")
         return SampleBlock(stream=stream, timestamps=timestamps, values=values)

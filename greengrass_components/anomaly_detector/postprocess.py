@@ -70,7 +70,9 @@ class PostprocessConfig:
         if not (self.min_std > 0 and self.half_log10 > 0):
             raise ModelError("edge_postprocess min_std and half_log10 must be > 0")
         if not 0.0 <= self.suppress_factor <= 1.0:
-            raise ModelError(f"edge_postprocess suppress_factor must be in [0, 1], got {self.suppress_factor}")
+            raise ModelError(
+                f"edge_postprocess suppress_factor must be in [0, 1], got {self.suppress_factor}"
+            )
         if not 0.0 < self.decision_level <= 1.0:
             raise ModelError(f"edge_postprocess decision_level must be in (0, 1], got {self.decision_level}")
 
@@ -89,10 +91,10 @@ class PostprocessConfig:
             raise ModelError(f"{METADATA_KEY} has unknown keys: {unknown}")
         defaults = cls()
         values: dict[str, object] = {}
-        for name, value in raw.items():
+        for name, given in raw.items():
             expected = type(getattr(defaults, name))
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
+            # JSON has one number type: an integral float setting may arrive as an int.
+            value = float(given) if expected is float and type(given) is int else given
             if type(value) is not expected:
                 raise ModelError(
                     f"{METADATA_KEY} {name} must be {expected.__name__}, got {type(value).__name__}"

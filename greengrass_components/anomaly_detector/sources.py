@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 
 from .errors import MessageError, SourceError
 from .logs import get_logger
-from .messages import BAD_SHAPE, BAD_VALUE, MessageParser, Sample, parse_timestamp
+from .messages import BAD_SHAPE, BAD_VALUE, OVERSIZED, MessageParser, Sample, SampleBlock, parse_timestamp
 from .transport import MqttSettings, connect_and_wait, new_paho_client
 
 log = get_logger("sources")
@@ -34,6 +34,8 @@ class Inbound:
     raw_bytes: int
     samples: tuple[Sample, ...] = ()
     error: MessageError | None = None
+    blocks: tuple[SampleBlock, ...] = ()
+    received_at: float | None = None  # monotonic time it came off the network (latency is measured from it)
 
 
 class Source(Protocol):
@@ -47,11 +49,19 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-def _parse(parser: MessageParser, payload: bytes, default_stream: str | None) -> Inbound:
+def _inbound(raw_bytes: int, parsed: list[Sample] | SampleBlock, received_at: float | None) -> Inbound:
+    if isinstance(parsed, SampleBlock):
+        return Inbound(raw_bytes, blocks=(parsed,), received_at=received_at)
+    return Inbound(raw_bytes, tuple(parsed), received_at=received_at)
+
+
+def _parse(
+    parser: MessageParser, payload: bytes, default_stream: str | None, received_at: float | None = None
+) -> Inbound:
     try:
-        return Inbound(len(payload), tuple(parser.parse(payload, default_stream=default_stream)))
+        return _inbound(len(payload), parser.parse(payload, default_stream=default_stream), received_at)
     except MessageError as exc:
-        return Inbound(len(payload), error=exc)
+        return Inbound(len(payload), error=exc, received_at=received_at)
 
 
 def stream_from_topic(topic: str) -> str | None:
@@ -181,13 +191,15 @@ class _Received:
     topic: str | None
     payload: bytes | None = None
     document: Any = None
+    received_at: float = 0.0
 
 
 class _QueueSource:
     """Shared part of push-based sources: callbacks enqueue, ``poll`` dequeues and parses."""
 
-    def __init__(self, max_queue: int) -> None:
+    def __init__(self, max_queue: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._queue: queue.Queue[_Received] = queue.Queue(maxsize=max_queue)
+        self._clock = clock
         self.dropped = 0
 
     @property
@@ -208,13 +220,18 @@ class _QueueSource:
             return None
         default_stream = stream_from_topic(item.topic) if item.topic else None
         if item.payload is not None:
-            return _parse(parser, item.payload, default_stream)
+            return _parse(parser, item.payload, default_stream, item.received_at)
         raw_bytes = len(json.dumps(item.document, separators=(",", ":")).encode("utf-8"))
+        if raw_bytes > parser.max_message_bytes:
+            error = MessageError(
+                OVERSIZED, f"payload has {raw_bytes} bytes, the limit is {parser.max_message_bytes}"
+            )
+            return Inbound(raw_bytes, error=error, received_at=item.received_at)
         try:
-            samples = parser.parse_document(item.document, default_stream=default_stream)
+            parsed = parser.parse_document(item.document, default_stream=default_stream)
         except MessageError as exc:
-            return Inbound(raw_bytes, error=exc)
-        return Inbound(raw_bytes, tuple(samples))
+            return Inbound(raw_bytes, error=exc, received_at=item.received_at)
+        return _inbound(raw_bytes, parsed, item.received_at)
 
 
 class MqttSource(_QueueSource):
@@ -241,7 +258,7 @@ class MqttSource(_QueueSource):
             raise SourceError(f"MQTT source cannot start: {exc}") from exc
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
-        self._offer(_Received(topic=message.topic, payload=bytes(message.payload)))
+        self._offer(_Received(message.topic, bytes(message.payload), received_at=self._clock()))
 
     def close(self) -> None:
         self._client.disconnect()
@@ -282,11 +299,19 @@ class IpcSource(_QueueSource):
         if event.binary_message is not None:
             context = event.binary_message.context
             self._offer(
-                _Received(topic=getattr(context, "topic", None), payload=event.binary_message.message)
+                _Received(
+                    getattr(context, "topic", None), event.binary_message.message, received_at=self._clock()
+                )
             )
         elif event.json_message is not None:
             context = event.json_message.context
-            self._offer(_Received(topic=getattr(context, "topic", None), document=event.json_message.message))
+            self._offer(
+                _Received(
+                    getattr(context, "topic", None),
+                    document=event.json_message.message,
+                    received_at=self._clock(),
+                )
+            )
 
     def _on_error(self, error: Exception) -> bool:
         self.stream_errors += 1

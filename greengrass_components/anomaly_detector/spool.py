@@ -89,7 +89,9 @@ class Spool:
             # FULL also survives power loss (fsync per commit); events are rare, so the cost is small.
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+            row = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox"
+            ).fetchone()
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
         self._depth = int(row[0])
@@ -196,7 +198,7 @@ class Spool:
                     self._depth -= 1
                     self._bytes -= int(row[0])
         except sqlite3.Error as exc:
-            raise SpoolError(f"cannot delete from spool {self.path}: {exc}") from exc
+            raise SpoolError(f"cannot remove a sent event from the spool {self.path}: {exc}") from exc
 
     def dropped(self) -> dict[str, int]:
         """Events ever dropped by the full-spool policy, per stream (persisted across restarts)."""

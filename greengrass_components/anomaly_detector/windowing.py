@@ -1,4 +1,8 @@
-"""Per-stream sliding windows: a ring buffer of the last ``window_length`` samples of each stream."""
+"""Per-stream sliding windows: each stream keeps its last ``window_length`` samples in its own ring.
+
+The ring is stored twice over (``2 * window_length`` rows, every sample written at ``i`` and
+``i + window_length``), so the current window is always one contiguous slice: no ``np.roll`` per sample.
+"""
 
 from __future__ import annotations
 
@@ -7,57 +11,77 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from .messages import Sample
+from .errors import MessageError
+from .messages import DUPLICATE_TIMESTAMP, OUT_OF_ORDER, TOO_MANY_STREAMS
 
 
 class RingWindow:
-    """Fixed-size ring buffer of samples; :meth:`window` returns them oldest -> newest."""
-
     def __init__(self, window_length: int, n_channels: int) -> None:
         if window_length < 1 or n_channels < 1:
             raise ValueError("window_length and n_channels must be >= 1")
-        self._buf = np.zeros((window_length, n_channels), dtype=np.float32)
+        self._w = window_length
+        self._buf = np.zeros((2 * window_length, n_channels), dtype=np.float32)
         self._next = 0
-        self._count = 0
+        self.count = 0
         self.last_timestamp: float | None = None
 
     @property
     def is_full(self) -> bool:
-        return self._count == self._buf.shape[0]
+        return self.count == self._w
 
-    def append(self, values: Sequence[float], timestamp: float) -> None:
+    def append(self, values: Sequence[float] | NDArray[np.float32], timestamp: float) -> None:
         self._buf[self._next] = values
-        self._next = (self._next + 1) % self._buf.shape[0]
-        self._count = min(self._count + 1, self._buf.shape[0])
+        self._buf[self._next + self._w] = values
+        self._next = (self._next + 1) % self._w
+        self.count = min(self.count + 1, self._w)
         self.last_timestamp = timestamp
 
     def window(self) -> NDArray[np.float32]:
-        """A copy (the buffer keeps moving) in time order; only meaningful when full."""
-        return np.roll(self._buf, -self._next, axis=0)
+        """A view, oldest -> newest (valid until the next append); only meaningful when full."""
+        return self._buf[self._next : self._next + self._w]
+
+    def recent(self, k: int) -> NDArray[np.float32]:
+        """The newest ``k`` (<= count) samples, oldest first."""
+        end = self._next + self._w
+        return self._buf[end - k : end]
+
+    def replace(self, tail: NDArray[np.float32], count: int, timestamp: float) -> None:
+        """Make ``tail`` (the newest <= window_length samples) the ring's content."""
+        k = tail.shape[0]
+        self._buf[self._w - k : self._w] = tail
+        self._buf[2 * self._w - k :] = tail
+        self._next = 0
+        self.count = min(count, self._w)
+        self.last_timestamp = timestamp
 
 
 class WindowStore:
-    """Windows for every stream seen; out-of-order samples are refused rather than silently reordered."""
+    """Windows for every stream seen; late or repeated samples are refused rather than reordered."""
 
-    def __init__(self, window_length: int, channels: Sequence[str]) -> None:
+    def __init__(self, window_length: int, channels: Sequence[str], *, max_streams: int = 100_000) -> None:
         self.window_length = window_length
         self.channels = tuple(channels)
+        self.max_streams = max_streams
         self._windows: dict[str, RingWindow] = {}
-        self.out_of_order = 0
 
-    def push(self, sample: Sample) -> NDArray[np.float32] | None:
-        """Add a sample; return the full window that ends at it (causal), or None while filling."""
-        if len(sample.values) != len(self.channels):
-            raise ValueError(f"sample has {len(sample.values)} values, windows have {len(self.channels)}")
-        ring = self._windows.get(sample.stream)
+    def ring(self, stream: str, timestamp: float) -> RingWindow:
+        """The stream's ring, after checking that ``timestamp`` comes strictly after its last sample."""
+        ring = self._windows.get(stream)
         if ring is None:
-            ring = self._windows[sample.stream] = RingWindow(self.window_length, len(self.channels))
-        if ring.last_timestamp is not None and sample.timestamp < ring.last_timestamp:
+            if len(self._windows) >= self.max_streams:
+                raise MessageError(
+                    TOO_MANY_STREAMS, f"more than {self.max_streams} streams; {stream!r} refused"
+                )
+            ring = self._windows[stream] = RingWindow(self.window_length, len(self.channels))
+        last = ring.last_timestamp
+        if last is not None and timestamp <= last:
             # A late sample would put an old reading at the "newest" end of the window.
-            self.out_of_order += 1
-            return None
-        ring.append(sample.values, sample.timestamp)
-        return ring.window() if ring.is_full else None
+            if timestamp == last:
+                raise MessageError(
+                    DUPLICATE_TIMESTAMP, f"stream {stream!r} already has a sample at {timestamp}"
+                )
+            raise MessageError(OUT_OF_ORDER, f"stream {stream!r}: {timestamp} is before {last}")
+        return ring
 
     @property
     def streams(self) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Deployable component: the model store (bucket, key, access logs)."""
+"""Deployable component: model state: the model store (bucket, key, access logs) and the lineage registry."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from aws_cdk import CfnOutput, Duration, Stack
 from constructs import Construct
 
 from infra.config import PlatformConfig
+from infra.parts.lineage import LineageRegistry
 from infra.parts.model_store import ModelStore
 from infra.stacks.common import removal_policy
 
@@ -23,5 +24,9 @@ class ModelStoreStack(Stack):
             auto_delete_objects=config.auto_delete_objects,
             noncurrent_version_expiration=Duration.days(config.noncurrent_version_expiration_days),
         )
+        self.lineage = LineageRegistry(
+            self, "Lineage", name_prefix=config.name_prefix, removal_policy=removal_policy(config)
+        )
         CfnOutput(self, "ModelBucketName", value=self.model_store.bucket.bucket_name)
         CfnOutput(self, "ModelStoreKeyArn", value=self.model_store.key.key_arn)
+        CfnOutput(self, "LineageTableName", value=self.lineage.table.table_name)

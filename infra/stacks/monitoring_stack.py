@@ -1,4 +1,5 @@
-"""Deployable component: alarms on the publisher and the topic they notify."""
+"""Deployable component: alarms on the publisher and the ingest path, the drift alarm, and the topic
+they notify."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from infra.config import PlatformConfig
+from infra.parts.drift import DriftAlarm
+from infra.parts.ingest import ANOMALY_RATE_METRIC, AnomalyIngest
+from infra.parts.ingest_alarms import IngestAlarms
 from infra.parts.monitoring import Monitoring
 from infra.parts.publisher import Publisher
 from infra.stacks.common import removal_policy
@@ -15,7 +19,14 @@ from infra.stacks.common import removal_policy
 
 class MonitoringStack(Stack):
     def __init__(
-        self, scope: Construct, id_: str, *, config: PlatformConfig, publisher: Publisher, **kwargs: Any
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        config: PlatformConfig,
+        publisher: Publisher,
+        ingest: AnomalyIngest,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, id_, **kwargs)
         self.monitoring = Monitoring(
@@ -27,4 +38,22 @@ class MonitoringStack(Stack):
             alert_email=config.alert_email,
             removal_policy=removal_policy(config),
         )
+        self.ingest_alarms = IngestAlarms(
+            self,
+            "IngestAlarms",
+            function=ingest.function,
+            failure_queue=ingest.failure_queue,
+            rule_error_queue=ingest.rule_error_queue,
+            notify=self.monitoring.topic,
+        )
+        self.drift = DriftAlarm(
+            self,
+            "Drift",
+            metric_namespace=ingest.metric_namespace,
+            metric_name=ANOMALY_RATE_METRIC,
+            threshold=config.drift_anomaly_rate_threshold,
+            notify=self.monitoring.topic,
+        )
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
+        CfnOutput(self, "DriftAlarmName", value=self.drift.alarm.alarm_name)
+        CfnOutput(self, "RetrainQueueUrl", value=self.drift.retrain_queue.queue_url)

@@ -20,6 +20,7 @@ from constructs import Construct
 from infra import nag
 from infra.config import INFERENCE_COMPONENT_NAME, MODEL_COMPONENT_NAME, DeployTarget, PlatformConfig
 from infra.parts.fleet import Fleet, iot_arn
+from infra.parts.lineage import LineageRegistry
 from infra.parts.model_store import MODELS_PREFIX, ModelStore
 from infra.parts.publisher import Publisher
 from infra.stacks.common import log_retention, removal_policy
@@ -31,6 +32,10 @@ ENV_INFERENCE_COMPONENT_NAME = "INFERENCE_COMPONENT_NAME"
 ENV_INFERENCE_COMPONENT_VERSION = "INFERENCE_COMPONENT_VERSION"
 ENV_TARGET_THING_GROUP_ARN = "TARGET_THING_GROUP_ARN"
 ENV_POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
+# Read by lambdas/lifecycle/config.py, which the publisher uses when LINEAGE_TABLE is set.
+ENV_LINEAGE_TABLE = "LINEAGE_TABLE"
+ENV_CANARY_THING_GROUP_ARN = "CANARY_THING_GROUP_ARN"
+ENV_FLEET_THING_GROUP_ARN = "FLEET_THING_GROUP_ARN"
 POWERTOOLS_SERVICE_NAME = "model-publisher"
 
 
@@ -47,6 +52,7 @@ class PublisherStack(Stack):
         config: PlatformConfig,
         model_store: ModelStore,
         fleet: Fleet,
+        lineage: LineageRegistry,
         code_directory: str,
         **kwargs: Any,
     ) -> None:
@@ -65,6 +71,9 @@ class PublisherStack(Stack):
                 ENV_INFERENCE_COMPONENT_VERSION: config.inference_component_version,
                 ENV_TARGET_THING_GROUP_ARN: target_group.attr_arn,
                 ENV_POWERTOOLS_SERVICE_NAME: POWERTOOLS_SERVICE_NAME,
+                ENV_LINEAGE_TABLE: lineage.table.table_name,
+                ENV_CANARY_THING_GROUP_ARN: fleet.canary_group.attr_arn,
+                ENV_FLEET_THING_GROUP_ARN: fleet.fleet_group.attr_arn,
             },
             model_bucket_name=model_store.bucket_name,
             reserved_concurrency=config.publisher_reserved_concurrency,
@@ -121,6 +130,18 @@ class PublisherStack(Stack):
                 sid="DeploymentJobs",
                 actions=["iot:CreateJob", "iot:DescribeJob", "iot:UpdateJob", "iot:CancelJob"],
                 resources=[jobs, *groups],
+            ),
+            # The lineage registry (lambdas/lifecycle/registry.py): item reads and writes and per-model /
+            # per-target queries on the table; it has no index. Transactions authorize as Put/Update.
+            iam.PolicyStatement(
+                sid="LineageRegistry",
+                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
+                resources=[lineage.table.table_arn],
+            ),
+            iam.PolicyStatement(
+                sid="LineageKey",
+                actions=["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"],
+                resources=[lineage.key.key_arn],
             ),
         ]
         policy = iam.Policy(self, "PublisherPolicy", statements=statements)

@@ -180,7 +180,7 @@ def publish_model(
     Idempotent: publishing a model whose sha256 already has a component version reuses that version, and
     a deployment that already runs it is not revised again. So retries of the same event are safe.
     """
-    data, model = _load_and_validate(request, store=store, max_bytes=config.max_model_bytes)
+    data, model = load_and_validate(request, store=store, max_bytes=config.max_model_bytes)
     key = model_key(request.model_name, model.model_version)
     if request.bucket != config.model_bucket or request.key != key:
         _store_version_addressed(
@@ -224,9 +224,10 @@ def publish_model(
     )
 
 
-def _load_and_validate(
+def load_and_validate(
     request: PublishRequest, *, store: ModelStore, max_bytes: int
 ) -> tuple[bytes, ModelInfo]:
+    """The model's bytes (extracted from a SageMaker archive if need be) and what validation learned."""
     data = store.read(request.bucket, request.key, max_bytes=max_bytes)
     if request.kind is ArtifactKind.TARBALL:
         data = extract_model_from_archive(data, max_bytes=max_bytes)
@@ -339,25 +340,47 @@ def plan_deployment(
     model_configuration: Mapping[str, str],
     rollout: RolloutPolicy,
 ) -> DeploymentRequest:
-    """The target's next deployment: the latest one with the model and inference components set.
+    """The target's next deployment: the latest one with the model and inference components set."""
+    return plan_model_deployment(
+        latest,
+        target=config.target,
+        inference_component_name=config.inference_component_name,
+        inference_component_version=config.inference_component_version,
+        model_component=model_component,
+        model_configuration=model_configuration,
+        rollout=rollout,
+    )
+
+
+def plan_model_deployment(
+    latest: Deployment | None,
+    *,
+    target: ThingGroupArn,
+    inference_component_name: str,
+    inference_component_version: str,
+    model_component: ComponentVersionRef,
+    model_configuration: Mapping[str, str],
+    rollout: RolloutPolicy,
+) -> DeploymentRequest:
+    """``latest`` with the model component and the inference component's ``model`` key replaced.
 
     A new deployment replaces the previous one for its target, so every other component of the latest
-    deployment is carried over as it was.
+    deployment is carried over as it was (promotion and rollback use this too).
     """
     components: dict[str, ComponentDeployment] = dict(latest.components) if latest is not None else {}
     components[model_component.name] = ComponentDeployment(component_version=model_component.version)
-    previous = components.get(config.inference_component_name)
-    merge = _parse_merge(previous.configuration_merge if previous else None, config.inference_component_name)
+    previous = components.get(inference_component_name)
+    merge = _parse_merge(previous.configuration_merge if previous else None, inference_component_name)
     merge[MODEL_CONFIGURATION_KEY] = dict(model_configuration)
     inference = previous if previous is not None else ComponentDeployment(component_version="")
-    components[config.inference_component_name] = replace(
+    components[inference_component_name] = replace(
         inference,
-        component_version=config.inference_component_version,
+        component_version=inference_component_version,
         configuration_merge=json.dumps(merge, sort_keys=True, separators=(",", ":")),
     )
     return DeploymentRequest(
-        target_arn=config.target.arn,
-        name=(latest.name if latest is not None and latest.name else f"edgeml-{config.target.name}"),
+        target_arn=target.arn,
+        name=(latest.name if latest is not None and latest.name else f"edgeml-{target.name}"),
         components=components,
         policy=rollout,
         tags=dict(latest.tags) if latest is not None else {},

@@ -3,19 +3,33 @@
 Failure policy: a refused event or model (``BadEventError``, ``ModelValidationError``, ...) is logged and
 **re-raised**, so the invocation fails visibly: the function's Errors metric, the asynchronous retries and
 then the on-failure destination / DLQ carry the event to an operator. Retrying is harmless because
-refusals change nothing and successful publishes are idempotent.
+refusals change nothing and successful publishes are idempotent. ``RetryableError`` (throttling) is
+re-raised for the same retries.
+
+With ``LINEAGE_TABLE`` set, the model lifecycle runs instead of a plain publish (``lambdas.lifecycle``):
+the gate, a deployment to the canary group, and the lineage record. A model the gate rejects is a
+normal outcome, not a failure: it is recorded as REJECTED with the reason and logged as an error.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from lambdas.lifecycle.adapters import DynamoRegistry
+from lambdas.lifecycle.config import ENV_LINEAGE_TABLE, LifecycleConfig
+from lambdas.lifecycle.config import load_config as load_lifecycle_config
+from lambdas.lifecycle.core import PublishOutcome, publish_gated
+from lambdas.lifecycle.errors import LifecycleError
+from lambdas.lifecycle.errors import RetryableError as LifecycleRetryableError
+from lambdas.lifecycle.registry import Registry
 from lambdas.publisher.adapters import GreengrassComponents, GreengrassDeployments, S3ModelStore
 from lambdas.publisher.config import PublisherConfig, load_config
 from lambdas.publisher.core import ComponentRegistry, DeploymentService, ModelStore, publish_model
@@ -25,8 +39,9 @@ from lambdas.publisher.errors import (
     ModelNotFoundError,
     ModelValidationError,
     PublisherError,
+    RetryableError,
 )
-from lambdas.publisher.events import parse_event
+from lambdas.publisher.events import PublishRequest, parse_event
 
 # A Logger only configures stdlib logging; it opens no connection, so module level is safe.
 logger = Logger(service="edgeml-publisher")
@@ -40,16 +55,23 @@ class Dependencies:
     store: ModelStore
     components: ComponentRegistry
     deployments: DeploymentService
+    # Both set: gated publish to the canary with lineage; both None: plain publish to the target group.
+    lifecycle: LifecycleConfig | None = None
+    registry: Registry | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
 @cache
 def _dependencies() -> Dependencies:
     # Built on the first invocation and reused while the execution environment stays warm.
+    lifecycle = load_lifecycle_config(os.environ) if os.environ.get(ENV_LINEAGE_TABLE) else None
     return Dependencies(
         config=load_config(os.environ),
         store=S3ModelStore(),
         components=GreengrassComponents(),
         deployments=GreengrassDeployments(),
+        lifecycle=lifecycle,
+        registry=DynamoRegistry(lifecycle.lineage_table) if lifecycle is not None else None,
     )
 
 
@@ -61,9 +83,18 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
 def handle(event: object, deps: Dependencies) -> dict[str, object]:
     try:
         requests = parse_event(event, model_bucket=deps.config.model_bucket)
-        published = []
+        published: list[dict[str, object]] = []
+        outcomes: list[dict[str, object]] = []
         for request in requests:
-            logger.append_keys(model_uri=request.uri, origin=request.origin)
+            logger.append_keys(
+                model_uri=request.uri, origin=request.origin, training_job=request.training_job
+            )
+            if deps.lifecycle is not None and deps.registry is not None:
+                outcome = _publish_gated(request, deps, deps.lifecycle, deps.registry)
+                outcomes.append(outcome.to_dict())
+                if outcome.publish is not None:
+                    published.append(outcome.publish.to_dict())
+                continue
             result = publish_model(
                 request,
                 config=deps.config,
@@ -77,9 +108,46 @@ def handle(event: object, deps: Dependencies) -> dict[str, object]:
         # Expected outcomes of a bad event or model: the reason is the message, a traceback adds nothing.
         logger.error("publish refused", error_type=type(exc).__name__, error=str(exc))  # noqa: TRY400
         raise
-    except PublisherError as exc:
+    except RetryableError as exc:
+        logger.warning("transient failure, the invocation will be retried", error=str(exc))
+        raise
+    except (PublisherError, LifecycleError) as exc:
         logger.exception("publish failed", error_type=type(exc).__name__, error=str(exc))
         raise
     finally:
-        logger.remove_keys(["model_uri", "origin"])
-    return {"published": published}
+        logger.remove_keys(["model_uri", "origin", "training_job"])
+    response: dict[str, object] = {"published": published}
+    if deps.lifecycle is not None:
+        response["outcomes"] = outcomes
+    return response
+
+
+def _publish_gated(
+    request: PublishRequest, deps: Dependencies, lifecycle: LifecycleConfig, registry: Registry
+) -> PublishOutcome:
+    try:
+        outcome = publish_gated(
+            request,
+            publisher=deps.config,
+            lifecycle=lifecycle,
+            store=deps.store,
+            components=deps.components,
+            deployments=deps.deployments,
+            registry=registry,
+            clock=deps.clock,
+        )
+    except LifecycleRetryableError as exc:
+        raise RetryableError(str(exc)) from exc
+    details: dict[str, object] = {
+        "model_version": outcome.model.model_version,
+        "status": str(outcome.model.status),
+        "reason": outcome.model.reason,
+        "deployment_id": outcome.deployment_id,
+    }
+    if outcome.outcome == "rejected":
+        logger.error("model rejected by the gate", extra=details)
+    elif outcome.outcome == "duplicate":
+        logger.info("model already recorded; nothing to do", extra=details)
+    else:
+        logger.info("model published to the canary group", extra=details)
+    return outcome

@@ -14,7 +14,8 @@ import greengrass_components
 PACKAGE = Path(greengrass_components.__file__).parent / "anomaly_detector"
 ALLOWED_TOP_LEVEL = {
     "__future__", "argparse", "collections", "contextlib", "csv", "dataclasses", "datetime", "hashlib",
-    "json", "logging", "math", "os", "pathlib", "queue", "re", "signal", "ssl", "sys", "threading", "time",
+    "json", "logging", "math", "os", "pathlib", "queue", "re", "signal", "sqlite3", "ssl", "sys", "threading",
+    "time",
     "types", "typing", "uuid", "numpy", "onnxruntime", "awsiot", "paho",
 }  # fmt: skip
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from greengrass_components.anomaly_detector.errors import MessageError
-from greengrass_components.anomaly_detector.messages import MessageParser, Sample
+from greengrass_components.anomaly_detector.messages import MessageParser, Sample, SampleBlock
 
 PARSER = MessageParser(["temp", "vib"])
 
@@ -57,3 +57,39 @@ def test_malformed_messages_raise_typed_errors(payload: bytes, kind: str, messag
     with pytest.raises(MessageError, match=message) as info:
         PARSER.parse(payload)
     assert info.value.kind == kind
+
+
+def test_columnar_batch_parses_into_one_block() -> None:
+    parser = MessageParser(["a", "b"])
+    block = parser.parse(b'{"stream":"s","timestamps":[1,2,3],"values":{"a":[1,2,3],"b":[4.5,5,6]}}')
+    assert isinstance(block, SampleBlock)
+    assert block.stream == "s"
+    assert block.timestamps.tolist() == [1.0, 2.0, 3.0]
+    assert block.values.tolist() == [[1, 4.5], [2, 5], [3, 6]]
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind", "message"),
+    [
+        (b'{"stream":"s","timestamps":[1,2],"values":{"a":[1]}}', "bad_shape", "must be a list of 2 numbers"),
+        (b'{"stream":"s","timestamps":[1,2],"values":{"a":[1,true]}}', "bad_value", "numbers only"),
+        (b'{"stream":"s","timestamps":[1,2],"values":{"a":[1,NaN]}}', "non_finite", "non-finite"),
+        (b'{"stream":"s","timestamps":[1,2],"values":{"b":[1,2]}}', "missing_channel", "channel 'a'"),
+        (b'{"stream":"s","timestamps":[1,"x"],"values":{"a":[1,2]}}', "bad_timestamp", "not ISO-8601"),
+        (b'{"stream":"s","timestamp":1,"values":{"a":1e300}}', "non_finite", "not finite"),
+    ],
+)
+def test_columnar_and_range_errors_have_stable_kinds(payload: bytes, kind: str, message: str) -> None:
+    with pytest.raises(MessageError, match=message) as error:
+        MessageParser(["a"]).parse(payload)
+    assert error.value.kind == kind
+
+
+def test_oversized_payload_is_refused_before_parsing() -> None:
+    parser = MessageParser(["a"], max_message_bytes=100, max_samples=2)
+    with pytest.raises(MessageError, match="payload has 101 bytes, the limit is 100") as big:
+        parser.parse(b"x" * 101)
+    assert big.value.kind == "oversized"
+    with pytest.raises(MessageError, match="3 samples, the limit is 2") as many:
+        parser.parse(b'{"stream":"s","timestamps":[1,2,3],"values":{"a":[1,2,3]}}')
+    assert many.value.kind == "oversized"

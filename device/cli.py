@@ -1,0 +1,104 @@
+"""``python -m device``: run one simulated Greengrass core device until SIGTERM/SIGINT or its components end.
+
+Example (stand-ins from the demo running)::
+
+    python -m device --thing-name gw-01 --root .demo/devices/gw-01 \\
+        --greengrass-endpoint http://127.0.0.1:PORT --s3-endpoint http://127.0.0.1:PORT \\
+        --interpolate-component-configuration --reuse-python "$(command -v python)"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import boto3
+
+from standins.greengrass_fake.admin import FakeAdminClient
+
+from .errors import DeviceError
+from .lifecycle import ComponentState
+from .runner import DeviceRunner, LocalPolicy, S3ArtifactStore
+
+EXIT_OK, EXIT_DEVICE = 0, 3
+_ACTIVE = {ComponentState.RUNNING, ComponentState.STARTING}
+
+
+@dataclass(frozen=True)
+class CliConfig:
+    thing_name: str
+    root: Path
+    greengrass_endpoint: str
+    s3_endpoint: str | None
+    region: str
+    policy: LocalPolicy
+    poll_s: float
+
+
+def parse_args(argv: Sequence[str] | None) -> CliConfig:
+    p = argparse.ArgumentParser(prog="python -m device", description=__doc__.splitlines()[0])
+    p.add_argument("--thing-name", required=True)
+    p.add_argument("--root", type=Path, required=True, help="the device's kernel root (created)")
+    p.add_argument("--greengrass-endpoint", required=True, help="Greengrass v2 fake URL (its /_fake/ API)")
+    p.add_argument("--s3-endpoint", help="S3 endpoint for artifacts (moto); default: AWS")
+    p.add_argument("--region", default="us-east-1")
+    p.add_argument(
+        "--interpolate-component-configuration",
+        action="store_true",
+        help="resolve recipe variables inside configuration values (the nucleus option of that name)",
+    )
+    p.add_argument("--reuse-python", help="interpreter with the components' dependencies ($EDGEML_REUSE_PYTHON)")
+    p.add_argument("--poll-s", type=float, default=1.0, help="how often component states are checked")
+    args = p.parse_args(argv)
+    return CliConfig(
+        thing_name=args.thing_name,
+        root=args.root,
+        greengrass_endpoint=args.greengrass_endpoint,
+        s3_endpoint=args.s3_endpoint,
+        region=args.region,
+        policy=LocalPolicy(
+            interpolate_component_configuration=args.interpolate_component_configuration,
+            reuse_python=args.reuse_python,
+        ),
+        poll_s=args.poll_s,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    cfg = parse_args(argv)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runner = DeviceRunner(
+        thing_name=cfg.thing_name,
+        root=cfg.root,
+        control=FakeAdminClient(cfg.greengrass_endpoint),
+        store=S3ArtifactStore(boto3.client("s3", endpoint_url=cfg.s3_endpoint, region_name=cfg.region)),
+        policy=cfg.policy,
+        region=cfg.region,
+    )
+    with runner:
+        try:
+            runner.deploy()
+        except DeviceError as exc:
+            logging.getLogger("device").error("deployment failed: %s", exc)
+            return EXIT_DEVICE
+        while not stop.wait(cfg.poll_s):
+            if not _ACTIVE & set(runner.refresh().values()):
+                break
+    states = {name: c.state.value for name, c in runner.components.items()}
+    sys.stdout.write(json.dumps({"thing_name": cfg.thing_name, "components": states}) + "\n")
+    return EXIT_OK if ComponentState.ERRORED.value not in states.values() else EXIT_DEVICE

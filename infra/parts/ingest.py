@@ -1,0 +1,437 @@
+"""Anomaly ingest: IoT rules → the ingest Lambda → events table, raw-event archive, rate-limited alerts.
+
+Delivery path and where each failure goes (nothing is dropped silently):
+
+- IoT Core evaluates the rules on ``edge/+/anomalies`` and ``edge/+/health`` and invokes the function
+  *asynchronously*. An invoke IoT cannot make (throttled, function missing, permission) goes to the rules'
+  error action: an encrypted SQS queue.
+- An invocation that fails is retried by Lambda (``RETRY_ATTEMPTS``) and then sent to the function's
+  on-failure destination, a second encrypted SQS queue. The code is idempotent on the event id
+  (``lambdas/ingest/core.py``), so retries cannot store, archive or alert twice.
+- A third rule on ``edge/+/health`` turns each heartbeat's anomalous-window fraction into a CloudWatch
+  metric, the input of the drift alarm (``infra/parts/drift.py``).
+
+Identity: the device policy lets a certificate publish only under ``edge/<its thing>/``, so ``topic(2)``
+is trusted. The SQL projects it as ``thing_from_topic`` and only passes messages whose body names the same
+thing, so one device cannot write events as another.
+
+The table layout comes from ``lambdas/ingest/table.py`` and the environment variable names from
+``lambdas/ingest/config.py``: imported, not copied, so infrastructure and code cannot disagree.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_iot as iot
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra import nag
+from lambdas.ingest.config import (
+    ENV_ALERT_TOPIC_ARN,
+    ENV_ALERT_WINDOW_S,
+    ENV_ALERTS_PER_WINDOW,
+    ENV_ARCHIVE_BUCKET,
+    ENV_EVENTS_TABLE,
+    ENV_HEARTBEAT_TTL_DAYS,
+)
+from lambdas.ingest.events import TOPIC_THING_FIELD
+from lambdas.ingest.table import EVENTS_TABLE_SCHEMA
+
+# docs/contracts.md §4; topic(2) is the thing name.
+ANOMALY_TOPIC_FILTER = "edge/+/anomalies"
+HEALTH_TOPIC_FILTER = "edge/+/health"
+# lambdas/ingest/core.py: archive keys are anomalies/<yyyy>/<mm>/<dd>/<thing>/<event_id>.json.
+ARCHIVE_PREFIX = "anomalies/"
+IOT_SQL_VERSION = "2016-03-23"
+# The heartbeat counters (greengrass_components/anomaly_detector/stats.py) the drift metric is built from.
+WINDOWS_SCORED_FIELD = "windows_scored"
+ANOMALOUS_WINDOWS_FIELD = "anomalous_windows"
+ANOMALY_RATE_METRIC = "HeartbeatAnomalyRate"
+
+# A few DynamoDB, S3 and SNS calls per event; 30 s leaves room for SDK retries on throttling.
+INGEST_TIMEOUT = Duration.seconds(30)
+INGEST_MEMORY_MB = 256
+# Lambda's asynchronous retries after a failed invocation, then the on-failure destination.
+RETRY_ATTEMPTS = 2
+MAX_EVENT_AGE = Duration.hours(6)
+# Glacier Flexible Retrieval suits an archive read only for investigations and retraining datasets;
+# S3 refuses Standard-IA transitions earlier than 30 days.
+ARCHIVE_INFREQUENT_ACCESS_AFTER_DAYS = 30
+ARCHIVE_GLACIER_AFTER_DAYS = 90
+QUEUE_RETENTION = Duration.days(14)
+# Keep the asset hash (and so the image) stable across machines: caches are not code.
+ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache", "**/.mypy_cache"]
+
+
+def rule_sql(topic_filter: str) -> str:
+    """The rules' SQL: the device's object plus the topic's thing, only when the body names that thing."""
+    return (
+        f"SELECT *, topic(2) AS {TOPIC_THING_FIELD} FROM '{topic_filter}' WHERE topic(2) = thing_name"
+    )
+
+
+def anomaly_rate_sql() -> str:
+    # cast: in SQL 2016-03-23 Int / Int is an Int division; heartbeats before the first window carry no rate.
+    return (
+        f"SELECT cast({ANOMALOUS_WINDOWS_FIELD} AS Decimal) / {WINDOWS_SCORED_FIELD} AS anomaly_rate "
+        f"FROM '{HEALTH_TOPIC_FILTER}' WHERE topic(2) = thing_name AND {WINDOWS_SCORED_FIELD} > 0"
+    )
+
+
+def drift_metric_namespace(name_prefix: str) -> str:
+    # The IoT CloudWatch metric action sets no dimensions, so the environment is in the namespace.
+    return f"EdgeML/{name_prefix}"
+
+
+def archive_transitions(expiration_days: int) -> list[s3.Transition]:
+    """Storage-class steps that happen before the objects expire (S3 refuses the others)."""
+    steps = (
+        (ARCHIVE_INFREQUENT_ACCESS_AFTER_DAYS, s3.StorageClass.INFREQUENT_ACCESS),
+        (ARCHIVE_GLACIER_AFTER_DAYS, s3.StorageClass.GLACIER),
+    )
+    return [
+        s3.Transition(storage_class=storage_class, transition_after=Duration.days(days))
+        for days, storage_class in steps
+        if days < expiration_days
+    ]
+
+
+def _rule_name(name_prefix: str, suffix: str) -> str:
+    # IoT rule names allow only letters, digits and underscores.
+    return f"{name_prefix.replace('-', '_')}_{suffix}"
+
+
+class AnomalyIngest(Construct):
+    """Attributes: ``key``, ``table``, ``archive_bucket``, ``access_logs_bucket``, ``alert_topic``,
+    ``function``, ``role``, ``log_group``, ``failure_queue``, ``rule_error_queue``, ``rule_role``,
+    ``anomaly_rule``, ``health_rule``, ``anomaly_rate_rule``, ``metric_namespace``."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        name_prefix: str,
+        code_directory: str,
+        reserved_concurrency: int,
+        alerts_per_window: int,
+        alert_window_seconds: int,
+        heartbeat_ttl_days: int,
+        archive_expiration_days: int,
+        noncurrent_version_expiration: Duration,
+        alert_email: str | None,
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+        auto_delete_objects: bool,
+    ) -> None:
+        super().__init__(scope, id_)
+        self.metric_namespace = drift_metric_namespace(name_prefix)
+        # One key for the ingest data at rest: events table, archive and alert topic.
+        self.key = kms.Key(
+            self,
+            "Key",
+            description=f"{name_prefix} anomaly ingest: events table, raw-event archive, alert topic",
+            enable_key_rotation=True,
+            removal_policy=removal_policy,
+        )
+        self.table = self._events_table(removal_policy)
+        self.access_logs_bucket, self.archive_bucket = self._archive(
+            archive_expiration_days, noncurrent_version_expiration, removal_policy, auto_delete_objects
+        )
+        self.alert_topic = sns.Topic(
+            self,
+            "AlertTopic",
+            display_name=f"{name_prefix} anomaly alerts",
+            master_key=self.key,
+            enforce_ssl=True,
+        )
+        if alert_email is not None:
+            self.alert_topic.add_subscription(subscriptions.EmailSubscription(alert_email))
+
+        self.failure_queue = self._queue(
+            "FailureQueue", "It is the dead-letter sink itself: the ingest function's on-failure destination."
+        )
+        self.rule_error_queue = self._queue(
+            "RuleErrorQueue", "It is the dead-letter sink itself: the IoT rules' error action delivers here."
+        )
+        self.log_group = logs.LogGroup(
+            self, "LogGroup", retention=log_retention, removal_policy=removal_policy
+        )
+        # Our own role: no AWSLambdaBasicExecutionRole; the grants below are exactly what the code calls.
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"{name_prefix}: anomaly ingest (store events, archive, alert)",
+        )
+        self.log_group.grant_write(self.role)
+        self._grant_ingest(self.role)
+
+        self.function = lambda_.DockerImageFunction(
+            self,
+            "Function",
+            code=lambda_.DockerImageCode.from_image_asset(
+                code_directory,
+                file="ingest/Dockerfile",
+                platform=ecr_assets.Platform.LINUX_AMD64,
+                exclude=ASSET_EXCLUDES,
+            ),
+            architecture=lambda_.Architecture.X86_64,
+            role=self.role,
+            environment={
+                ENV_EVENTS_TABLE: self.table.table_name,
+                ENV_ARCHIVE_BUCKET: self.archive_bucket.bucket_name,
+                ENV_ALERT_TOPIC_ARN: self.alert_topic.topic_arn,
+                ENV_ALERTS_PER_WINDOW: str(alerts_per_window),
+                ENV_ALERT_WINDOW_S: str(alert_window_seconds),
+                ENV_HEARTBEAT_TTL_DAYS: str(heartbeat_ttl_days),
+            },
+            memory_size=INGEST_MEMORY_MB,
+            timeout=INGEST_TIMEOUT,
+            # Bounded: a fleet-wide burst queues in Lambda's async queue (up to MAX_EVENT_AGE) instead of
+            # exhausting the account's concurrency or the table's write capacity.
+            reserved_concurrent_executions=reserved_concurrency,
+            retry_attempts=RETRY_ATTEMPTS,
+            max_event_age=MAX_EVENT_AGE,
+            # A destination record carries the request payload *and* the error, which a DLQ message lacks.
+            on_failure=destinations.SqsDestination(self.failure_queue),
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=self.log_group,
+        )
+
+        # What IoT Core does on our behalf: error-action deliveries and the drift metric.
+        self.rule_role = iam.Role(
+            self,
+            "RuleRole",
+            assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
+            description=f"{name_prefix}: IoT rule error action and heartbeat metric",
+        )
+        rule_policy = iam.Policy(
+            self,
+            "RulePolicy",
+            statements=[
+                iam.PolicyStatement(
+                    sid="RuleErrors",
+                    actions=["sqs:SendMessage"],
+                    resources=[self.rule_error_queue.queue_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="HeartbeatMetric",
+                    actions=["cloudwatch:PutMetricData"],
+                    # PutMetricData has no resource type; the namespace condition is the boundary.
+                    resources=["*"],
+                    conditions={"StringEquals": {"cloudwatch:namespace": self.metric_namespace}},
+                ),
+            ],
+        )
+        rule_policy.attach_to_role(self.rule_role)
+        nag.acknowledge(
+            rule_policy,
+            nag.wildcard_resource(self, "*"),
+            "cloudwatch:PutMetricData takes no resource ARN; a condition pins the environment's namespace.",
+        )
+
+        error_action = iot.CfnTopicRule.ActionProperty(
+            sqs=iot.CfnTopicRule.SqsActionProperty(
+                queue_url=self.rule_error_queue.queue_url, role_arn=self.rule_role.role_arn, use_base64=False
+            )
+        )
+        invoke = iot.CfnTopicRule.ActionProperty(
+            lambda_=iot.CfnTopicRule.LambdaActionProperty(function_arn=self.function.function_arn)
+        )
+        self.anomaly_rule = self._rule(
+            "AnomalyRule",
+            _rule_name(name_prefix, "anomalies"),
+            "Device anomaly events to the ingest function",
+            rule_sql(ANOMALY_TOPIC_FILTER),
+            invoke,
+            error_action,
+        )
+        self.health_rule = self._rule(
+            "HealthRule",
+            _rule_name(name_prefix, "health"),
+            "Device heartbeats to the ingest function",
+            rule_sql(HEALTH_TOPIC_FILTER),
+            invoke,
+            error_action,
+        )
+        self.anomaly_rate_rule = self._rule(
+            "AnomalyRateRule",
+            _rule_name(name_prefix, "anomaly_rate"),
+            "Each heartbeat's anomalous-window fraction as a CloudWatch metric (drift alarm input)",
+            anomaly_rate_sql(),
+            iot.CfnTopicRule.ActionProperty(
+                cloudwatch_metric=iot.CfnTopicRule.CloudwatchMetricActionProperty(
+                    metric_namespace=self.metric_namespace,
+                    metric_name=ANOMALY_RATE_METRIC,
+                    metric_value="${anomaly_rate}",
+                    metric_unit="None",
+                    role_arn=self.rule_role.role_arn,
+                )
+            ),
+            error_action,
+        )
+        for rule_id, rule in (("Anomaly", self.anomaly_rule), ("Health", self.health_rule)):
+            self.function.add_permission(
+                f"InvokeFrom{rule_id}Rule",
+                principal=iam.ServicePrincipal("iot.amazonaws.com"),
+                source_arn=rule.attr_arn,
+                source_account=Aws.ACCOUNT_ID,
+            )
+
+    def _events_table(self, removal_policy: RemovalPolicy) -> dynamodb.Table:
+        schema = EVENTS_TABLE_SCHEMA
+        table = dynamodb.Table(
+            self,
+            "EventsTable",
+            partition_key=dynamodb.Attribute(name=schema.partition_key, type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name=schema.sort_key, type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            # Heartbeats and alert counters carry an expiry; anomaly events do not and are kept.
+            time_to_live_attribute=schema.ttl_attribute,
+            removal_policy=removal_policy,
+        )
+        table.add_global_secondary_index(
+            index_name=schema.stream_index_name,
+            partition_key=dynamodb.Attribute(
+                name=schema.stream_index_partition_key, type=dynamodb.AttributeType.STRING
+            ),
+            sort_key=dynamodb.Attribute(name=schema.stream_index_sort_key, type=dynamodb.AttributeType.STRING),
+            projection_type=dynamodb.ProjectionType.ALL,
+        )
+        return table
+
+    def _archive(
+        self,
+        expiration_days: int,
+        noncurrent_version_expiration: Duration,
+        removal_policy: RemovalPolicy,
+        auto_delete_objects: bool,
+    ) -> tuple[s3.Bucket, s3.Bucket]:
+        # S3 server access logging can only deliver to SSE-S3 buckets, hence S3_MANAGED here.
+        access_logs = s3.Bucket(
+            self,
+            "ArchiveAccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=removal_policy,
+            auto_delete_objects=auto_delete_objects,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-access-logs",
+                    expiration=Duration.days(365),
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                )
+            ],
+        )
+        archive = s3.Bucket(
+            self,
+            "ArchiveBucket",
+            versioned=True,
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            bucket_key_enabled=True,
+            enforce_ssl=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=access_logs,
+            server_access_logs_prefix="anomaly-archive/",
+            removal_policy=removal_policy,
+            auto_delete_objects=auto_delete_objects,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="age-out-raw-events",
+                    transitions=archive_transitions(expiration_days),
+                    expiration=Duration.days(expiration_days),
+                    # Versioned: expiry leaves the data as a noncurrent version until this removes it.
+                    noncurrent_version_expiration=noncurrent_version_expiration,
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                )
+            ],
+        )
+        return access_logs, archive
+
+    def _queue(self, id_: str, why_no_dead_letter_queue: str) -> sqs.Queue:
+        queue = sqs.Queue(
+            self,
+            id_,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=QUEUE_RETENTION,
+        )
+        # cdk-nag only recognises SQS redrive targets as dead-letter queues, not Lambda or IoT sinks.
+        nag.acknowledge(queue, "AwsSolutions-SQS3", why_no_dead_letter_queue)
+        return queue
+
+    def _grant_ingest(self, role: iam.Role) -> None:
+        """Exactly the calls of ``lambdas/ingest/adapters.py``; no index access (the handler never queries)."""
+        archive_objects = self.archive_bucket.arn_for_objects(f"{ARCHIVE_PREFIX}*")
+        policy = iam.Policy(
+            self,
+            "Policy",
+            statements=[
+                # TransactWriteItems is authorized as one PutItem per Put in the transaction.
+                iam.PolicyStatement(
+                    sid="EventsTable",
+                    actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                    resources=[self.table.table_arn],
+                ),
+                # Conditional (If-None-Match) writes need nothing beyond PutObject.
+                iam.PolicyStatement(sid="ArchiveRawEvents", actions=["s3:PutObject"], resources=[archive_objects]),
+                iam.PolicyStatement(sid="PublishAlerts", actions=["sns:Publish"], resources=[self.alert_topic.topic_arn]),
+                # The table, the archive and the topic are encrypted with this key (DynamoDB's own grant
+                # set, without the wildcard ReEncrypt*/GenerateDataKey* forms).
+                iam.PolicyStatement(
+                    sid="IngestKey",
+                    actions=["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"],
+                    resources=[self.key.key_arn],
+                ),
+            ],
+        )
+        policy.attach_to_role(role)
+        nag.acknowledge(
+            policy,
+            nag.wildcard_resource(self, archive_objects),
+            "Archive keys are minted per event (anomalies/<date>/<thing>/<event_id>.json); prefix is the bound.",
+        )
+
+    def _rule(
+        self,
+        id_: str,
+        rule_name: str,
+        description: str,
+        sql: str,
+        action: iot.CfnTopicRule.ActionProperty,
+        error_action: iot.CfnTopicRule.ActionProperty,
+    ) -> iot.CfnTopicRule:
+        return iot.CfnTopicRule(
+            self,
+            id_,
+            rule_name=rule_name,
+            topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
+                sql=sql,
+                aws_iot_sql_version=IOT_SQL_VERSION,
+                description=description,
+                rule_disabled=False,
+                actions=[action],
+                error_action=error_action,
+            ),
+        )

@@ -1,0 +1,337 @@
+"""The AWS side of the lifecycle's ports: the DynamoDB lineage registry, Greengrass and IoT for what
+devices run, and the ingest table for heartbeats.
+
+Each adapter takes its boto3 client(s) in the constructor or creates them on first use, so nothing talks
+to AWS at import time. Throttling surfaces as ``RetryableError`` (botocore has already backed off).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError
+
+from lambdas.ingest.table import HEARTBEAT_SK_PREFIX, device_pk
+from lambdas.ingest.table import PARTITION_KEY as EVENTS_PK
+from lambdas.ingest.table import SORT_KEY as EVENTS_SK
+from lambdas.lifecycle.errors import RegistryError, RetryableError
+from lambdas.lifecycle.health import (
+    ANOMALIES_COUNTER,
+    WINDOWS_COUNTER,
+    DeviceReport,
+    EffectiveDeployment,
+    HeartbeatSample,
+    InstalledComponent,
+)
+from lambdas.lifecycle.registry import (
+    DEPLOY_SK_PREFIX,
+    JOB_SK,
+    MODEL_SK,
+    PARTITION_KEY,
+    SORT_KEY,
+    DeploymentRecord,
+    ModelRecord,
+    ModelStatus,
+    component_item,
+    component_pk,
+    component_sk,
+    deployment_from_item,
+    deployment_items,
+    job_item,
+    job_pk,
+    model_from_item,
+    model_item,
+    model_pk,
+    target_pk,
+)
+from lambdas.publisher.adapters import THROTTLING_CODES
+from lambdas.publisher.config import ThingGroupArn
+from lambdas.publisher.errors import GreengrassError
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _message(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Message", exc))
+
+
+@contextmanager
+def _aws_call(doing: str, error: type[Exception]) -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        if _code(exc) in THROTTLING_CODES:
+            raise RetryableError(f"{doing}: {_code(exc)}: {_message(exc)}") from exc
+        raise error(f"{doing}: {_code(exc)}: {_message(exc)}") from exc
+
+
+class DynamoRegistry:
+    """The lineage registry in one DynamoDB table (``registry.LINEAGE_TABLE_SCHEMA``)."""
+
+    def __init__(self, table_name: str, client: BaseClient | None = None) -> None:
+        self._table = table_name
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = boto3.client("dynamodb")
+        return self._client
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        with _aws_call(f"reading {pk} from {self._table}", RegistryError):
+            response = self.client.get_item(
+                TableName=self._table,
+                Key={PARTITION_KEY: {"S": pk}, SORT_KEY: {"S": sk}},
+                ConsistentRead=True,
+            )
+        item: dict[str, Any] | None = response.get("Item")
+        return item
+
+    def get_model(self, model_version: str) -> ModelRecord | None:
+        item = self._get(model_pk(model_version), MODEL_SK)
+        return model_from_item(item) if item is not None else None
+
+    def model_for_job(self, training_job: str) -> str | None:
+        item = self._get(job_pk(training_job), JOB_SK)
+        return str(item["model_version"]["S"]) if item is not None else None
+
+    def model_for_component(self, component_name: str, component_version: str) -> str | None:
+        item = self._get(component_pk(component_name), component_sk(component_version))
+        return str(item["model_version"]["S"]) if item is not None else None
+
+    def _deployments(self, pk: str, limit: int | None) -> list[DeploymentRecord]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#sk": SORT_KEY},
+            "ExpressionAttributeValues": {":pk": {"S": pk}, ":prefix": {"S": DEPLOY_SK_PREFIX}},
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        records: list[DeploymentRecord] = []
+        with _aws_call(f"querying {pk} in {self._table}", RegistryError):
+            while True:
+                if limit is not None:
+                    kwargs["Limit"] = limit - len(records)
+                page = self.client.query(**kwargs)
+                records.extend(deployment_from_item(item) for item in page.get("Items", []))
+                last = page.get("LastEvaluatedKey")
+                if not last or (limit is not None and len(records) >= limit):
+                    return records
+                kwargs["ExclusiveStartKey"] = last
+
+    def deployments_for_target(self, target_arn: str, *, limit: int = 50) -> list[DeploymentRecord]:
+        return self._deployments(target_pk(target_arn), limit)
+
+    def deployments_for_model(self, model_version: str) -> list[DeploymentRecord]:
+        return self._deployments(model_pk(model_version), None)
+
+    def record_rejection(self, model: ModelRecord) -> None:
+        items = [model_item(model)]
+        if model.training_job is not None:
+            items.append(job_item(model.training_job, model.model_version))
+        self._transact(
+            [_put_if_absent(self._table, item) for item in items],
+            doing=f"recording rejected model {model.model_version}",
+            tolerate_conflict=True,
+        )
+
+    def record_publication(self, model: ModelRecord, deployment: DeploymentRecord | None) -> None:
+        items = [model_item(model), component_item(model)]
+        if model.training_job is not None:
+            items.append(job_item(model.training_job, model.model_version))
+        if deployment is not None:
+            items.extend(deployment_items(deployment))
+        self._transact(
+            [{"Put": {"TableName": self._table, "Item": item}} for item in items],
+            doing=f"recording published model {model.model_version}",
+        )
+
+    def record_deployment(
+        self, deployment: DeploymentRecord, *, status_changes: Mapping[str, ModelStatus] | None = None
+    ) -> None:
+        actions: list[dict[str, Any]] = [
+            {"Put": {"TableName": self._table, "Item": item}} for item in deployment_items(deployment)
+        ]
+        for model_version, status in (status_changes or {}).items():
+            actions.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": {PARTITION_KEY: {"S": model_pk(model_version)}, SORT_KEY: {"S": MODEL_SK}},
+                        "UpdateExpression": "SET #status = :status, #updated = :updated",
+                        "ConditionExpression": "attribute_exists(#pk)",
+                        "ExpressionAttributeNames": {
+                            "#status": "status",
+                            "#updated": "updated_at",
+                            "#pk": PARTITION_KEY,
+                        },
+                        "ExpressionAttributeValues": {
+                            ":status": {"S": str(status)},
+                            ":updated": {"S": deployment.created_at},
+                        },
+                    }
+                }
+            )
+        self._transact(actions, doing=f"recording deployment {deployment.deployment_id}")
+
+    def _transact(
+        self, actions: list[dict[str, Any]], *, doing: str, tolerate_conflict: bool = False
+    ) -> None:
+        try:
+            self.client.transact_write_items(TransactItems=actions)
+        except ClientError as exc:
+            code = _code(exc)
+            if code == "TransactionCanceledException" and tolerate_conflict and _only_condition_failures(exc):
+                return  # already recorded: a redelivered event
+            if code in THROTTLING_CODES or (
+                code == "TransactionCanceledException" and not _only_condition_failures(exc)
+            ):
+                # Conflicts with a concurrent transaction and throttling clear on a retry.
+                raise RetryableError(f"{doing}: {code}: {_message(exc)}") from exc
+            raise RegistryError(f"{doing}: {code}: {_message(exc)}") from exc
+
+
+def _put_if_absent(table: str, item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(#pk)",
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+        }
+    }
+
+
+def _only_condition_failures(exc: ClientError) -> bool:
+    reasons = exc.response.get("CancellationReasons") or []
+    codes = {str(r.get("Code", "None")) for r in reasons}
+    return bool(codes) and codes <= {"ConditionalCheckFailed", "None"}
+
+
+class GreengrassFleet:
+    """Group membership from IoT (the authority on it); per-device status from Greengrass.
+
+    ``ListCoreDevices(thingGroupArn=...)`` lists only devices that have *succeeded* with a deployment to
+    the group, which would hide exactly the failing canary devices; IoT's membership does not.
+    """
+
+    def __init__(self, greengrass: BaseClient | None = None, iot: BaseClient | None = None) -> None:
+        self._gg = greengrass
+        self._iot = iot
+
+    @property
+    def greengrass(self) -> Any:
+        if self._gg is None:
+            self._gg = boto3.client("greengrassv2")
+        return self._gg
+
+    @property
+    def iot(self) -> Any:
+        if self._iot is None:
+            self._iot = boto3.client("iot")
+        return self._iot
+
+    def things_in_group(self, group: ThingGroupArn) -> list[str]:
+        things: list[str] = []
+        with _aws_call(f"listing the things in {group.name}", GreengrassError):
+            paginator = self.iot.get_paginator("list_things_in_thing_group")
+            for page in paginator.paginate(thingGroupName=group.name, recursive=True):
+                things.extend(page.get("things", []))
+        return sorted(set(things))
+
+    def device(self, thing_name: str) -> DeviceReport:
+        try:
+            effective = self._effective(thing_name)
+            installed = self._installed(thing_name)
+        except ClientError as exc:
+            if _code(exc) == "ResourceNotFoundException":
+                return DeviceReport(thing_name=thing_name, registered=False)
+            if _code(exc) in THROTTLING_CODES:
+                raise RetryableError(f"reading the status of {thing_name}: {_message(exc)}") from exc
+            raise GreengrassError(f"cannot read the status of {thing_name}: {_message(exc)}") from exc
+        return DeviceReport(thing_name=thing_name, registered=True, effective=effective, installed=installed)
+
+    def _effective(self, thing_name: str) -> tuple[EffectiveDeployment, ...]:
+        items: list[EffectiveDeployment] = []
+        paginator = self.greengrass.get_paginator("list_effective_deployments")
+        for page in paginator.paginate(coreDeviceThingName=thing_name):
+            items.extend(
+                EffectiveDeployment(
+                    deployment_id=item["deploymentId"],
+                    target_arn=item["targetArn"],
+                    status=item["coreDeviceExecutionStatus"],
+                    reason=item.get("reason", ""),
+                )
+                for item in page.get("effectiveDeployments", [])
+            )
+        return tuple(items)
+
+    def _installed(self, thing_name: str) -> tuple[InstalledComponent, ...]:
+        items: list[InstalledComponent] = []
+        paginator = self.greengrass.get_paginator("list_installed_components")
+        for page in paginator.paginate(coreDeviceThingName=thing_name, topologyFilter="ALL"):
+            items.extend(
+                InstalledComponent(
+                    name=item["componentName"],
+                    version=item["componentVersion"],
+                    lifecycle_state=item["lifecycleState"],
+                    details=item.get("lifecycleStateDetails", ""),
+                )
+                for item in page.get("installedComponents", [])
+            )
+        return tuple(items)
+
+
+class EventsTableHeartbeats:
+    """A device's recent heartbeats from the ingest table (``lambdas.ingest.table`` layout)."""
+
+    def __init__(self, table_name: str, client: BaseClient | None = None, *, limit: int = 200) -> None:
+        self._table = table_name
+        self._client = client
+        self._limit = limit
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = boto3.client("dynamodb")
+        return self._client
+
+    def recent(self, thing_name: str) -> list[HeartbeatSample]:
+        with _aws_call(f"reading heartbeats of {thing_name}", RegistryError):
+            response = self.client.query(
+                TableName=self._table,
+                KeyConditionExpression="#pk = :pk AND begins_with(#sk, :hb)",
+                ExpressionAttributeNames={"#pk": EVENTS_PK, "#sk": EVENTS_SK},
+                ExpressionAttributeValues={
+                    ":pk": {"S": device_pk(thing_name)},
+                    ":hb": {"S": HEARTBEAT_SK_PREFIX},
+                },
+                ScanIndexForward=False,
+                Limit=self._limit,
+            )
+        samples = [_heartbeat(item) for item in response.get("Items", [])]
+        return sorted(samples, key=lambda s: s.timestamp)
+
+
+def _heartbeat(item: Mapping[str, Any]) -> HeartbeatSample:
+    counters = item.get("counters", {}).get("M", {})
+
+    def counter(name: str) -> float:
+        value = counters.get(name)
+        return float(value["N"]) if isinstance(value, Mapping) and "N" in value else 0.0
+
+    model = item.get("model_version")
+    return HeartbeatSample(
+        timestamp=str(item["timestamp"]["S"]),
+        model_version=str(model["S"]) if isinstance(model, Mapping) else None,
+        windows_scored=counter(WINDOWS_COUNTER),
+        anomalous_windows=counter(ANOMALIES_COUNTER),
+    )

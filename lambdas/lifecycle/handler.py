@@ -1,0 +1,53 @@
+"""Scheduled Lambda (EventBridge rate rule): promote a healthy canary, wait on a pending one, roll back a
+failed one when ``AUTO_ROLLBACK=true``.
+
+A canary that is not healthy yet is the normal state between runs, so refusals are returned, not raised;
+throttling and AWS failures are raised, and the next scheduled run tries again.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas.lifecycle.core import check_canary
+from lambdas.lifecycle.errors import RefusedError, RetryableError
+from lambdas.lifecycle.services import Services, build_services
+
+logger = Logger(service="edgeml-lifecycle")
+
+
+@cache
+def _services() -> Services:
+    return build_services(os.environ)
+
+
+@logger.inject_lambda_context(log_event=False)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
+    return handle(_services())
+
+
+def handle(services: Services) -> dict[str, object]:
+    try:
+        result = dict(
+            check_canary(
+                lifecycle=services.config,
+                registry=services.registry,
+                deployments=services.deployments,
+                fleet=services.fleet,
+                heartbeats=services.heartbeats,
+                clock=services.clock,
+            )
+        )
+    except RefusedError as exc:
+        logger.warning("lifecycle check refused", error=str(exc), reasons=list(exc.reasons))
+        return {"action": "refused", "reason": str(exc), "reasons": list(exc.reasons)}
+    except RetryableError as exc:
+        logger.warning("transient failure; the next scheduled run retries", error=str(exc))
+        raise
+    logger.info("lifecycle check", extra=result)
+    return result

@@ -1,0 +1,42 @@
+"""Wiring shared by the CLI and the scheduled handler: configuration plus adapters with default clients.
+
+boto3 honours ``AWS_ENDPOINT_URL`` (moto) and ``AWS_ENDPOINT_URL_GREENGRASSV2`` (our Greengrass fake), so
+the same wiring runs against real AWS or the local stand-ins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from lambdas.lifecycle.adapters import DynamoRegistry, EventsTableHeartbeats, GreengrassFleet
+from lambdas.lifecycle.config import LifecycleConfig, load_config
+from lambdas.lifecycle.core import Deployments, Fleet, Heartbeats
+from lambdas.lifecycle.registry import Registry
+from lambdas.publisher.adapters import GreengrassDeployments
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Services:
+    config: LifecycleConfig
+    registry: Registry
+    deployments: Deployments
+    fleet: Fleet
+    heartbeats: Heartbeats | None
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+
+def build_services(environ: Mapping[str, str]) -> Services:
+    config = load_config(environ)
+    return Services(
+        config=config,
+        registry=DynamoRegistry(config.lineage_table),
+        deployments=GreengrassDeployments(),
+        fleet=GreengrassFleet(),
+        heartbeats=EventsTableHeartbeats(config.events_table) if config.events_table else None,
+    )
