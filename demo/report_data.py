@@ -43,7 +43,7 @@ def _to_epoch(value: object) -> float:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
-def build_report_data(  # noqa: PLR0913 - everything the demo observed, by name
+def build_report_data(
     *,
     series: str,
     model_path: Path,

@@ -32,6 +32,7 @@ import onnx
 from device.runner import DeviceRunner, LocalPolicy, S3ArtifactStore
 from greengrass_components.publish import publish_component
 from report import write_report
+from report.browser import BrowserError, screenshot
 from standins import processes
 from standins.greengrass_fake.admin import FakeAdminClient
 from training import train
@@ -87,6 +88,7 @@ class DemoSummary:
     samples_per_s: float
     devices: list[str]
     report_path: str
+    screenshot_path: str | None
 
 
 def parse_args(argv: Sequence[str] | None) -> DemoConfig:
@@ -402,6 +404,13 @@ def run(cfg: DemoConfig) -> DemoSummary:  # noqa: PLR0915 - one linear story, ke
         ),
         report_path,
     )
+    screenshot_path: Path | None = work / "report.png"
+    try:
+        screenshot(report_path, work / "report.png")
+    except BrowserError as exc:
+        # The HTML report is the product; the PNG is a convenience that needs the Debian chromium package.
+        LOG.warning("no report screenshot: %s", exc)
+        screenshot_path = None
     return DemoSummary(
         series=cfg.series,
         train_rows=n_train,
@@ -420,6 +429,7 @@ def run(cfg: DemoConfig) -> DemoSummary:  # noqa: PLR0915 - one linear story, ke
         samples_per_s=round(samples_in / ingest_s, 1) if ingest_s > 0 else 0.0,
         devices=things,
         report_path=str(report_path),
+        screenshot_path=str(screenshot_path) if screenshot_path else None,
     )
 
 
@@ -440,7 +450,7 @@ def render(summary: DemoSummary) -> str:
         ("anomalies outside windows", f"{s.anomalies_outside_windows}"),
         ("devices", f"{len(s.devices)} ({', '.join(s.devices)}), one slice of the series each"),
         ("fleet throughput", f"{s.samples_per_s:,.0f} samples/s (publish to last heartbeat)"),
-        ("report", s.report_path),
+        ("report", f"{s.report_path}" + (f" (screenshot {s.screenshot_path})" if s.screenshot_path else "")),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

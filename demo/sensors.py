@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,7 +39,7 @@ def split(stream_prefix: str, timestamps: list[float], values: list[float], part
     bounds = [n * i // parts for i in range(parts + 1)]
     return [
         SeriesSlice(f"{stream_prefix}-{i + 1}", timestamps[a:b], values[a:b])
-        for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False))
+        for i, (a, b) in enumerate(itertools.pairwise(bounds))
     ]
 
 

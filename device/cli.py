@@ -55,7 +55,9 @@ def parse_args(argv: Sequence[str] | None) -> CliConfig:
         action="store_true",
         help="resolve recipe variables inside configuration values (the nucleus option of that name)",
     )
-    p.add_argument("--reuse-python", help="interpreter with the components' dependencies ($EDGEML_REUSE_PYTHON)")
+    p.add_argument(
+        "--reuse-python", help="interpreter with the components' dependencies ($EDGEML_REUSE_PYTHON)"
+    )
     p.add_argument("--poll-s", type=float, default=1.0, help="how often component states are checked")
     args = p.parse_args(argv)
     return CliConfig(
@@ -94,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             runner.deploy()
         except DeviceError as exc:
-            logging.getLogger("device").error("deployment failed: %s", exc)
+            # Expected failure (refused recipe, failed step): one clear line, no traceback.
+            logging.getLogger("device").error("deployment failed: %s", exc)  # noqa: TRY400
             return EXIT_DEVICE
         while not stop.wait(cfg.poll_s):
             if not _ACTIVE & set(runner.refresh().values()):

@@ -215,6 +215,26 @@ def _dependencies(value: object, component: str) -> tuple[Dependency, ...]:
     return tuple(deps)
 
 
+def _choose_manifest(manifests: object, device: DevicePlatform, name: str) -> Mapping[str, object]:
+    """Every manifest is checked (an unsupported key anywhere is refused); the first match wins."""
+    if not isinstance(manifests, list):
+        raise UnsupportedRecipeError(f"{name}: Manifests must be a list")
+    chosen: Mapping[str, object] | None = None
+    for manifest in manifests:
+        if not isinstance(manifest, Mapping):
+            raise UnsupportedRecipeError(f"{name}: each manifest must be a mapping")
+        extra = set(manifest) - _MANIFEST_KEYS
+        if extra:
+            raise _refuse(name, f"manifest key(s) {sorted(extra)}")
+        if chosen is None and _platform_matches(manifest.get("Platform"), device, name):
+            chosen = manifest
+    if chosen is None:
+        raise UnsupportedRecipeError(
+            f"{name}: no manifest matches platform {device.os}/{device.architecture}"
+        )
+    return chosen
+
+
 def plan_component(recipe: Mapping[str, object], device: DevicePlatform) -> ComponentPlan:
     """Check the whole recipe and pick the first manifest that matches the device, as the nucleus does."""
     name = str(recipe.get("ComponentName", "<unnamed>"))
@@ -231,22 +251,7 @@ def plan_component(recipe: Mapping[str, object], device: DevicePlatform) -> Comp
     defaults = configuration.get("DefaultConfiguration") or {}
     if not isinstance(defaults, Mapping):
         raise UnsupportedRecipeError(f"{name}: DefaultConfiguration must be a mapping")
-    manifests = recipe.get("Manifests") or []
-    if not isinstance(manifests, list):
-        raise UnsupportedRecipeError(f"{name}: Manifests must be a list")
-    chosen: Mapping[str, object] | None = None
-    for manifest in manifests:
-        if not isinstance(manifest, Mapping):
-            raise UnsupportedRecipeError(f"{name}: each manifest must be a mapping")
-        extra = set(manifest) - _MANIFEST_KEYS
-        if extra:
-            raise _refuse(name, f"manifest key(s) {sorted(extra)}")
-        if chosen is None and _platform_matches(manifest.get("Platform"), device, name):
-            chosen = manifest
-    if chosen is None:
-        raise UnsupportedRecipeError(
-            f"{name}: no manifest matches platform {device.os}/{device.architecture}"
-        )
+    chosen = _choose_manifest(recipe.get("Manifests") or [], device, name)
     lifecycle = chosen.get("Lifecycle") or {}
     if not isinstance(lifecycle, Mapping):
         raise UnsupportedRecipeError(f"{name}: Lifecycle must be a mapping")

@@ -119,7 +119,7 @@ class PlatformConfig:
             or not 0.0 < drift_threshold < 1.0
         ):
             raise ConfigError(
-                f"{where}.driftAnomalyRateThreshold must be a fraction between 0 and 1, got {drift_threshold!r}"
+                f"{where}.driftAnomalyRateThreshold must be a fraction in (0, 1), got {drift_threshold!r}"
             )
         email = raw.get("alertEmail")
         if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):

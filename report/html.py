@@ -52,12 +52,13 @@ def _chart(view: StreamView) -> str:
         for start, end in view.label_windows:
             a, b = max(start, t0), min(end, t1)
             parts.append(
-                f'<rect class="label-window" data-start="{start:.0f}" data-end="{end:.0f}" x="{frame.x(a):.1f}" '
-                f'y="{frame.top}" width="{max(frame.x(b) - frame.x(a), 1.0):.1f}" height="{frame.height}"/>'
+                f'<rect class="label-window" data-start="{start:.0f}" data-end="{end:.0f}" '
+                f'x="{frame.x(a):.1f}" y="{frame.top}" width="{max(frame.x(b) - frame.x(a), 1.0):.1f}" '
+                f'height="{frame.height}"/>'
             )
     parts += [svg.time_axis(values), svg.value_axis(values, "sensor value (raw)")]
     parts.append(svg.polyline(svg.decimate(view.timestamps, view.values, values, plot_w), "series"))
-    score_label = f"anomaly score (clipped at {SCORE_CLIP:g}× threshold)"
+    score_label = f"anomaly score (clipped at {SCORE_CLIP:g}x threshold)"
     parts += [svg.time_axis(scores), svg.value_axis(scores, score_label)]
     parts.append(svg.polyline(svg.decimate(view.score_timestamps, view.scores, scores, plot_w), "score"))
     ty = scores.y(view.threshold)
@@ -70,8 +71,9 @@ def _chart(view: StreamView) -> str:
         value = by_time.get(anomaly.timestamp)
         y = values.y(value) if value is not None else values.top + 6
         parts.append(
-            f'<circle class="anomaly" data-timestamp="{anomaly.timestamp:.0f}" data-event-id="{escape(anomaly.event_id)}"'
-            f' cx="{values.x(anomaly.timestamp):.1f}" cy="{y:.1f}" r="4"><title>score {anomaly.score:.3g} at '
+            f'<circle class="anomaly" data-timestamp="{anomaly.timestamp:.0f}" '
+            f'data-event-id="{escape(anomaly.event_id)}" cx="{values.x(anomaly.timestamp):.1f}" '
+            f'cy="{y:.1f}" r="4"><title>score {anomaly.score:.3g} at '
             f"{escape(svg.day(anomaly.timestamp))}</title></circle>"
         )
     parts.append("</svg>")
@@ -108,7 +110,8 @@ def _bandwidth(data: ReportData) -> str:
     rows = []
     for v in data.streams:
         rows.append(
-            f'<tr data-thing="{escape(v.thing_name)}"><td>{escape(v.thing_name)}</td><td>{escape(v.stream)}</td>'
+            f'<tr data-thing="{escape(v.thing_name)}"><td>{escape(v.thing_name)}</td>'
+            f"<td>{escape(v.stream)}</td>"
             f'<td class="num">{v.samples_in:,}</td><td class="num raw">{v.raw_bytes:,}</td>'
             f'<td class="num anomaly-bytes">{v.anomaly_bytes:,}</td><td class="num">{v.health_bytes:,}</td>'
             f'<td class="num saved">{v.saved_fraction:.2%}</td></tr>'
@@ -118,10 +121,12 @@ def _bandwidth(data: ReportData) -> str:
     health = sum(v.health_bytes for v in data.streams)
     saved = 1.0 - (anomaly + health) / raw if raw else 0.0
     rows.append(
-        f'<tr class="total" data-raw-bytes="{raw}" data-anomaly-bytes="{anomaly}" data-health-bytes="{health}" '
+        f'<tr class="total" data-raw-bytes="{raw}" data-anomaly-bytes="{anomaly}" '
+        f'data-health-bytes="{health}" '
         f'data-saved="{saved:.6f}"><th colspan="2">fleet</th><th class="num">'
         f'{sum(v.samples_in for v in data.streams):,}</th><th class="num">{raw:,}</th>'
-        f'<th class="num">{anomaly:,}</th><th class="num">{health:,}</th><th class="num">{saved:.2%}</th></tr>'
+        f'<th class="num">{anomaly:,}</th><th class="num">{health:,}</th>'
+        f'<th class="num">{saved:.2%}</th></tr>'
     )
     head = (
         "<tr><th>device</th><th>stream</th><th>samples</th><th>raw sensor bytes in</th>"
@@ -134,12 +139,16 @@ def _anomalies(data: ReportData) -> str:
     rows = [
         f'<tr class="anomaly-row"><td>{escape(v.thing_name)}</td><td>{escape(v.stream)}</td>'
         f'<td>{escape(svg.day(a.timestamp))}</td><td class="num">{a.score:.4g}</td>'
-        f'<td class="num">{a.score / v.threshold:.2f}×</td><td><code>{escape(a.event_id)}</code></td></tr>'
+        f'<td class="num">{a.score / v.threshold:.2f}x</td>'
+        f"<td><code>{escape(a.event_id)}</code></td></tr>"
         for v in data.streams
         for a in sorted(v.anomalies, key=lambda a: a.timestamp)
         if v.threshold > 0
     ]
-    head = "<tr><th>device</th><th>stream</th><th>day</th><th>score</th><th>vs threshold</th><th>event id</th></tr>"
+    head = (
+        "<tr><th>device</th><th>stream</th><th>day</th><th>score</th><th>vs threshold</th>"
+        "<th>event id</th></tr>"
+    )
     return f'<h2>Forwarded anomalies</h2><table id="anomalies">{head}{"".join(rows)}</table>'
 
 
@@ -155,7 +164,8 @@ def render_report(data: ReportData) -> str:
         f'<html lang="en"><head><meta charset="utf-8"><title>{escape(data.title)}</title>'
         f"<style>{CSS}</style></head><body>"
         f"<h1>{escape(data.title)}</h1>"
-        f'<p class="muted">series <code>{escape(data.series)}</code> · generated {escape(data.generated_at)} · '
+        f'<p class="muted">series <code>{escape(data.series)}</code> · '
+        f"generated {escape(data.generated_at)} · "
         f"{len(data.streams)} stream(s)</p>{_legend()}{sections}{_bandwidth(data)}{_anomalies(data)}"
         f"{_lineage(data)}</body></html>\n"
     )

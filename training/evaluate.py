@@ -76,9 +76,6 @@ SKAB_POSTPROCESS: Final[Mapping[str, object]] = {
 }
 SKAB_HYPERPARAMETERS: Final[Mapping[str, str]] = {
     "window_length": "32",
-    "level_length": "32",
-    "level_weight": "10",
-    "level_horizon": "700",
     "threshold_margin": "2.0",
     "edge_postprocess": json.dumps(SKAB_POSTPROCESS),
 }

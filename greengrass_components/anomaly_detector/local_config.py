@@ -75,16 +75,11 @@ class FileConfigIpc:
     ) -> ConfigurationValue:
         return ConfigurationValue(component_name=component_name, value=_at(self._read(), key_path))
 
-    def subscribe_to_configuration_update(
-        self,
-        *,
-        key_path: list[str],
-        on_stream_event: Callable[[Any], None],
-        on_stream_error: Callable[[Exception], bool],
-        on_stream_closed: Callable[[], None],
-        component_name: str | None = None,
-    ) -> tuple[None, _Subscription]:
-        del component_name  # one component per file
+    def subscribe_to_configuration_update(self, *, key_path: list[str], **callbacks: Any) -> Any:
+        """Same keywords as the SDK: ``on_stream_event``, ``on_stream_error``, ``on_stream_closed``."""
+        on_stream_event: Callable[[Any], None] = callbacks["on_stream_event"]
+        on_stream_error: Callable[[Exception], bool] = callbacks["on_stream_error"]
+        on_stream_closed: Callable[[], None] = callbacks["on_stream_closed"]
         subscription = _Subscription()
         current = _at(self._read(), key_path)
 

@@ -8,7 +8,7 @@ inputs, or the scores the model gives them, no longer look like the training dat
 incident; either way a person should look, and the model is a candidate for retraining.
 
 Response: the alarm notifies the platform topic, and an EventBridge rule on its transition to ALARM puts
-the alarm event on a "retrain request" queue that the training launcher (or an operator) consumes. A queue,
+the alarm event on a "retrain request" queue (read by an operator today; no automatic consumer yet). A queue,
 not a direct SageMaker call: a drift episode must produce one deliberate retraining, not one per flap.
 """
 

@@ -76,15 +76,14 @@ ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache", "**/.mypy_ca
 
 def rule_sql(topic_filter: str) -> str:
     """The rules' SQL: the device's object plus the topic's thing, only when the body names that thing."""
-    return (
-        f"SELECT *, topic(2) AS {TOPIC_THING_FIELD} FROM '{topic_filter}' WHERE topic(2) = thing_name"
-    )
+    # IoT SQL from module constants, not from input: S608 (SQL injection) does not apply.
+    return f"SELECT *, topic(2) AS {TOPIC_THING_FIELD} FROM '{topic_filter}' WHERE topic(2) = thing_name"  # noqa: S608
 
 
 def anomaly_rate_sql() -> str:
-    # cast: in SQL 2016-03-23 Int / Int is an Int division; heartbeats before the first window carry no rate.
+    # Decimal so the division can never be an integer one; heartbeats before the first window carry no rate.
     return (
-        f"SELECT cast({ANOMALOUS_WINDOWS_FIELD} AS Decimal) / {WINDOWS_SCORED_FIELD} AS anomaly_rate "
+        f"SELECT cast({ANOMALOUS_WINDOWS_FIELD} AS Decimal) / {WINDOWS_SCORED_FIELD} AS anomaly_rate "  # noqa: S608
         f"FROM '{HEALTH_TOPIC_FILTER}' WHERE topic(2) = thing_name AND {WINDOWS_SCORED_FIELD} > 0"
     )
 
@@ -214,7 +213,10 @@ class AnomalyIngest(Construct):
         self.rule_role = iam.Role(
             self,
             "RuleRole",
-            assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
+            # Confused-deputy guard: only IoT Core acting for this account may assume it.
+            assumed_by=iam.ServicePrincipal(
+                "iot.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
+            ),
             description=f"{name_prefix}: IoT rule error action and heartbeat metric",
         )
         rule_policy = iam.Policy(
@@ -252,26 +254,26 @@ class AnomalyIngest(Construct):
         )
         self.anomaly_rule = self._rule(
             "AnomalyRule",
-            _rule_name(name_prefix, "anomalies"),
-            "Device anomaly events to the ingest function",
-            rule_sql(ANOMALY_TOPIC_FILTER),
-            invoke,
-            error_action,
+            rule_name=_rule_name(name_prefix, "anomalies"),
+            description="Device anomaly events to the ingest function",
+            sql=rule_sql(ANOMALY_TOPIC_FILTER),
+            action=invoke,
+            error_action=error_action,
         )
         self.health_rule = self._rule(
             "HealthRule",
-            _rule_name(name_prefix, "health"),
-            "Device heartbeats to the ingest function",
-            rule_sql(HEALTH_TOPIC_FILTER),
-            invoke,
-            error_action,
+            rule_name=_rule_name(name_prefix, "health"),
+            description="Device heartbeats to the ingest function",
+            sql=rule_sql(HEALTH_TOPIC_FILTER),
+            action=invoke,
+            error_action=error_action,
         )
         self.anomaly_rate_rule = self._rule(
             "AnomalyRateRule",
-            _rule_name(name_prefix, "anomaly_rate"),
-            "Each heartbeat's anomalous-window fraction as a CloudWatch metric (drift alarm input)",
-            anomaly_rate_sql(),
-            iot.CfnTopicRule.ActionProperty(
+            rule_name=_rule_name(name_prefix, "anomaly_rate"),
+            description="Each heartbeat's anomalous-window fraction as a metric (drift alarm input)",
+            sql=anomaly_rate_sql(),
+            action=iot.CfnTopicRule.ActionProperty(
                 cloudwatch_metric=iot.CfnTopicRule.CloudwatchMetricActionProperty(
                     metric_namespace=self.metric_namespace,
                     metric_name=ANOMALY_RATE_METRIC,
@@ -280,7 +282,7 @@ class AnomalyIngest(Construct):
                     role_arn=self.rule_role.role_arn,
                 )
             ),
-            error_action,
+            error_action=error_action,
         )
         for rule_id, rule in (("Anomaly", self.anomaly_rule), ("Health", self.health_rule)):
             self.function.add_permission(
@@ -312,7 +314,9 @@ class AnomalyIngest(Construct):
             partition_key=dynamodb.Attribute(
                 name=schema.stream_index_partition_key, type=dynamodb.AttributeType.STRING
             ),
-            sort_key=dynamodb.Attribute(name=schema.stream_index_sort_key, type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(
+                name=schema.stream_index_sort_key, type=dynamodb.AttributeType.STRING
+            ),
             projection_type=dynamodb.ProjectionType.ALL,
         )
         return table
@@ -382,7 +386,7 @@ class AnomalyIngest(Construct):
         return queue
 
     def _grant_ingest(self, role: iam.Role) -> None:
-        """Exactly the calls of ``lambdas/ingest/adapters.py``; no index access (the handler never queries)."""
+        """Exactly the calls of ``lambdas/ingest/adapters.py``; no index access (no handler query)."""
         archive_objects = self.archive_bucket.arn_for_objects(f"{ARCHIVE_PREFIX}*")
         policy = iam.Policy(
             self,
@@ -395,8 +399,12 @@ class AnomalyIngest(Construct):
                     resources=[self.table.table_arn],
                 ),
                 # Conditional (If-None-Match) writes need nothing beyond PutObject.
-                iam.PolicyStatement(sid="ArchiveRawEvents", actions=["s3:PutObject"], resources=[archive_objects]),
-                iam.PolicyStatement(sid="PublishAlerts", actions=["sns:Publish"], resources=[self.alert_topic.topic_arn]),
+                iam.PolicyStatement(
+                    sid="ArchiveRawEvents", actions=["s3:PutObject"], resources=[archive_objects]
+                ),
+                iam.PolicyStatement(
+                    sid="PublishAlerts", actions=["sns:Publish"], resources=[self.alert_topic.topic_arn]
+                ),
                 # The table, the archive and the topic are encrypted with this key (DynamoDB's own grant
                 # set, without the wildcard ReEncrypt*/GenerateDataKey* forms).
                 iam.PolicyStatement(
@@ -410,12 +418,13 @@ class AnomalyIngest(Construct):
         nag.acknowledge(
             policy,
             nag.wildcard_resource(self, archive_objects),
-            "Archive keys are minted per event (anomalies/<date>/<thing>/<event_id>.json); prefix is the bound.",
+            "Archive keys are minted per event (anomalies/<date>/<thing>/<id>.json); the prefix bounds it.",
         )
 
     def _rule(
         self,
         id_: str,
+        *,
         rule_name: str,
         description: str,
         sql: str,

@@ -40,7 +40,9 @@ class IngestAlarms(Construct):
         self.rule_errors_alarm = self._at_least_one(
             "IngestRuleErrors",
             "IoT Core could not deliver device messages (rule error action): see the rule error queue",
-            rule_error_queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum"),
+            rule_error_queue.metric_approximate_number_of_messages_visible(
+                period=PERIOD, statistic="Maximum"
+            ),
         )
         action = cw_actions.SnsAction(notify)
         for alarm in (self.errors_alarm, self.failed_events_alarm, self.rule_errors_alarm):

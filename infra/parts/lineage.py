@@ -17,7 +17,9 @@ from lambdas.lifecycle.registry import LINEAGE_TABLE_SCHEMA
 class LineageRegistry(Construct):
     """Attributes: ``table``, ``key``."""
 
-    def __init__(self, scope: Construct, id_: str, *, name_prefix: str, removal_policy: RemovalPolicy) -> None:
+    def __init__(
+        self, scope: Construct, id_: str, *, name_prefix: str, removal_policy: RemovalPolicy
+    ) -> None:
         super().__init__(scope, id_)
         self.key = kms.Key(
             self,

@@ -255,7 +255,9 @@ class GreengrassFleet:
             if _code(exc) == "ResourceNotFoundException":
                 return DeviceReport(thing_name=thing_name, registered=False)
             if _code(exc) in THROTTLING_CODES:
-                raise RetryableError(f"reading the status of {thing_name}: {_message(exc)}") from exc
+                raise RetryableError(
+                    f"reading the status of {thing_name}: {_code(exc)}: {_message(exc)}"
+                ) from exc
             raise GreengrassError(f"cannot read the status of {thing_name}: {_message(exc)}") from exc
         return DeviceReport(thing_name=thing_name, registered=True, effective=effective, installed=installed)
 

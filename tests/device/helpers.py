@@ -78,8 +78,9 @@ class MemoryStore:
 TOY_MAIN = """
 import json, os, sys
 config = json.load(open(os.environ["EDGEML_LOCAL_CONFIG_FILE"]))
-print(json.dumps({"argv": sys.argv[1:], "greeting": config["greeting"], "thing": os.environ["AWS_IOT_THING_NAME"],
-                  "cwd": os.getcwd(), "phase_env": os.environ.get("TOY_PHASE")}))
+print(json.dumps({"argv": sys.argv[1:], "greeting": config["greeting"],
+                  "thing": os.environ["AWS_IOT_THING_NAME"], "cwd": os.getcwd(),
+                  "phase_env": os.environ.get("TOY_PHASE")}))
 """
 
 

@@ -32,8 +32,10 @@ def test_the_inference_component_recipe_is_fully_supported() -> None:
     assert [(d.name, d.requirement, d.hard) for d in plan.dependencies] == [
         ("com.edgeml.AnomalyModel", ">=1.0.0", False)
     ]
-    assert plan.install is not None and plan.install.timeout_s == 900
-    assert plan.run is not None and "--kernel-root {kernel:rootPath}" in plan.run.script
+    assert plan.install is not None
+    assert plan.install.timeout_s == 900
+    assert plan.run is not None
+    assert "--kernel-root {kernel:rootPath}" in plan.run.script
     assert plan.default_configuration["source"] == "ipc"
 
 
@@ -47,9 +49,14 @@ def test_the_first_matching_manifest_is_chosen() -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda r: r["Manifests"][0]["Lifecycle"].update(Bootstrap="x"), r"lifecycle phase\(s\) \['Bootstrap'\]"),
         (
-            lambda r: r["Manifests"][0]["Lifecycle"].update(Install={"Script": "x", "RequiresPrivilege": True}),
+            lambda r: r["Manifests"][0]["Lifecycle"].update(Bootstrap="x"),
+            r"lifecycle phase\(s\) \['Bootstrap'\]",
+        ),
+        (
+            lambda r: r["Manifests"][0]["Lifecycle"].update(
+                Install={"Script": "x", "RequiresPrivilege": True}
+            ),
             r"Lifecycle.Install.RequiresPrivilege is not supported",
         ),
         (
@@ -60,7 +67,10 @@ def test_the_first_matching_manifest_is_chosen() -> None:
         (lambda r: r["Manifests"][0].update(Selections=["x"]), r"manifest key\(s\) \['Selections'\]"),
         (lambda r: r["Manifests"][0]["Artifacts"][0].update(URI="https://x/y.zip"), r"only s3:// URIs"),
         (lambda r: r["Manifests"][0]["Artifacts"][0].update(Unarchive="TAR"), r"Unarchive 'TAR'"),
-        (lambda r: r["Manifests"][0]["Platform"].update(runtime="lite"), r"platform attribute\(s\) \['runtime'\]"),
+        (
+            lambda r: r["Manifests"][0]["Platform"].update(runtime="lite"),
+            r"platform attribute\(s\) \['runtime'\]",
+        ),
         (lambda r: r.update(Lifecycle={}), r"recipe key\(s\) \['Lifecycle'\]"),
         (lambda r: r.update(RecipeFormatVersion="2023-01-01"), r"RecipeFormatVersion '2023-01-01'"),
     ],

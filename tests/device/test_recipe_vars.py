@@ -34,7 +34,9 @@ def test_system_variables() -> None:
 
 
 def test_configuration_values_render_as_the_nucleus_prints_them() -> None:
-    text = "'{configuration:/topic}' {configuration:/batchSize} {configuration:/ratio} {configuration:/enabled}"
+    text = (
+        "'{configuration:/topic}' {configuration:/batchSize} {configuration:/ratio} {configuration:/enabled}"
+    )
     assert interpolate(text, CTX) == "'sensors/#' 32.0 0.5 true"
     assert interpolate("{configuration:/nested/a~1b} {configuration:/nested/t~0x}", CTX) == "slash tilde"
 
@@ -60,7 +62,9 @@ def test_maps_cannot_be_interpolated() -> None:
 
 
 def test_cross_component_variables_are_refused() -> None:
-    with pytest.raises(UnsupportedRecipeError, match=r"cross-component variable \{com.example.M:artifacts:path\}"):
+    with pytest.raises(
+        UnsupportedRecipeError, match=r"cross-component variable \{com.example.M:artifacts:path\}"
+    ):
         interpolate("cp {com.example.M:artifacts:path}/model.onnx .", CTX)
 
 

@@ -84,7 +84,7 @@ def test_install_runs_before_run_and_skipif_skips_it(tmp_path: Path) -> None:
 def test_failing_install_breaks_the_component_and_fails_the_deployment(tmp_path: Path) -> None:
     plane = toy_plane(toy_recipe(install="echo no disk >&2; exit 7"))
     runner = _runner(tmp_path, plane)
-    with pytest.raises(LifecycleError, match=r"com.example.Toy Install exited with code 7"):
+    with pytest.raises(LifecycleError, match=r"com\.example\.Toy Install exited with code 7"):
         runner.deploy()
     assert runner.components["com.example.Toy"].state is ComponentState.BROKEN
     assert plane.statuses[-1].status == "FAILED"
@@ -112,13 +112,15 @@ def test_unsupported_recipe_feature_is_refused_before_anything_runs(tmp_path: Pa
 def test_configuration_reset_is_refused(tmp_path: Path) -> None:
     plane = toy_plane(toy_recipe())
     plane.deployments[0]["components"]["com.example.Toy"]["reset"] = ["/greeting"]
-    with pytest.raises(UnsupportedRecipeError, match="configurationUpdate.reset is not supported"):
+    with pytest.raises(UnsupportedRecipeError, match=r"configurationUpdate\.reset is not supported"):
         _runner(tmp_path, plane).deploy()
 
 
 def test_interpolate_component_configuration_resolves_thing_name(tmp_path: Path) -> None:
     merge = {"greeting": "sensors/{iot:thingName}/#"}
-    with _runner(tmp_path, toy_plane(toy_recipe(), merge), interpolate_component_configuration=True) as runner:
+    with _runner(
+        tmp_path, toy_plane(toy_recipe(), merge), interpolate_component_configuration=True
+    ) as runner:
         runner.deploy()
         _wait_state(runner, "com.example.Toy", ComponentState.FINISHED)
         assert json.loads(runner.stdout("com.example.Toy"))["greeting"] == "sensors/gw-01/#"
@@ -140,9 +142,9 @@ def test_stop_terminates_a_running_component_and_update_rewrites_its_configurati
     started = time.monotonic()
     assert runner.stop() == {"com.example.Toy": -15}
     assert time.monotonic() - started < 4
-    assert record.state is ComponentState.FINISHED
+    assert runner.components["com.example.Toy"].state.value == "FINISHED"
     assert plane.periodic[-1] == {"com.example.Toy": "FINISHED"}
-    with pytest.raises(DeviceError, match="com.example.Other is not installed on gw-01"):
+    with pytest.raises(DeviceError, match=r"com\.example\.Other is not installed on gw-01"):
         runner.update_configuration("com.example.Other", {})
 
 
@@ -175,7 +177,7 @@ def test_dependencies_install_first_and_must_be_in_the_deployment(tmp_path: Path
     assert placed.read_bytes() == b"onnx bytes"
 
     del plane.deployments[0]["components"]["com.example.Model"]
-    with pytest.raises(DeviceError, match="depends on com.example.Model, which is not in the deployment"):
+    with pytest.raises(DeviceError, match=r"depends on com\.example\.Model, which is not in the deployment"):
         _runner(tmp_path / "c", plane, store).deploy()
 
 
@@ -192,5 +194,5 @@ def test_dependency_version_out_of_range_is_refused() -> None:
 
 def test_zip_with_path_traversal_is_refused(tmp_path: Path) -> None:
     store = MemoryStore({"s3://bucket/toy/1.0.0/toy.zip": zip_bytes({"../evil.py": "x"})})
-    with pytest.raises(DeviceError, match="unsafe entry '../evil.py'"):
+    with pytest.raises(DeviceError, match=r"unsafe entry '\.\./evil\.py'"):
         _runner(tmp_path, toy_plane(toy_recipe()), store).deploy()

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,10 +31,13 @@ def _stand_in_pids() -> set[int]:
     return pids
 
 
+DemoRun = tuple[subprocess.CompletedProcess[str], dict[str, Any], set[int], set[int]]
+
+
 @pytest.fixture(scope="module")
 def demo_run(
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[subprocess.CompletedProcess[str], dict, set, set]:
+) -> DemoRun:
     assert (NAB / "data" / SERIES).is_file(), f"NAB data missing at {NAB}: the demo needs ../shared/data/nab"
     work = tmp_path_factory.mktemp("demo")
     summary_path = work / "summary.json"
@@ -51,13 +55,13 @@ def demo_run(
     return done, summary, before, after
 
 
-def test_demo_exits_zero_and_leaves_no_process(demo_run) -> None:
+def test_demo_exits_zero_and_leaves_no_process(demo_run: DemoRun) -> None:
     done, _summary, before, after = demo_run
     assert done.returncode == 0, done.stderr[-3000:]
     assert after - before == set(), "stand-ins or the component were left running"
 
 
-def test_demo_replays_every_sample_and_forwards_only_anomalies(demo_run) -> None:
+def test_demo_replays_every_sample_and_forwards_only_anomalies(demo_run: DemoRun) -> None:
     _done, summary, _b, _a = demo_run
     with (NAB / "data" / SERIES).open() as fh:
         rows = sum(1 for _ in csv.reader(fh)) - 1
@@ -69,7 +73,7 @@ def test_demo_replays_every_sample_and_forwards_only_anomalies(demo_run) -> None
     assert summary["bytes_forwarded"] < 0.2 * summary["raw_bytes"]
 
 
-def test_demo_hits_nab_label_windows(demo_run) -> None:
+def test_demo_hits_nab_label_windows(demo_run: DemoRun) -> None:
     _done, summary, _b, _a = demo_run
     windows = json.loads((NAB / "labels" / "combined_windows.json").read_text())[SERIES]
     assert summary["label_windows"] == len(windows) == 4
@@ -78,7 +82,52 @@ def test_demo_hits_nab_label_windows(demo_run) -> None:
     assert summary["anomalies_outside_windows"] < summary["anomalies_forwarded"]
 
 
-def test_demo_deployed_the_published_model(demo_run) -> None:
+def test_demo_deployed_the_published_model(demo_run: DemoRun) -> None:
     done, summary, _b, _a = demo_run
     assert summary["model_component_version"] == "1.0.0"
     assert summary["model_version"] in done.stdout
+
+
+def test_demo_ran_several_devices_through_the_published_recipe(demo_run: DemoRun) -> None:
+    _done, summary, _b, _a = demo_run
+    things = summary["devices"]
+    assert len(things) == 3
+    run_dir = Path(summary["report_path"]).parent
+    for thing in things:
+        root = run_dir / "devices" / thing
+        # The artifact as published (unarchived from the zip), not the source tree.
+        package = root / "packages/artifacts-unarchived/com.edgeml.AnomalyDetector/1.0.0/anomaly_detector"
+        assert (package / "__main__.py").is_file()
+        assert (root / "packages/artifacts/com.edgeml.AnomalyModel/1.0.0/model.onnx").is_file()
+        # Install ran (the local reuse-python policy writes the venv's interpreter wrapper).
+        assert (root / "work/com.edgeml.AnomalyDetector/venv/bin/python3").is_file()
+        config = json.loads((root / "config/com.edgeml.AnomalyDetector.json").read_text())
+        assert config["sensorTopic"] == f"sensors/{thing}/#"
+        assert config["model"]["version"] == "1.0.0"
+        stats = json.loads((root / "logs/com.edgeml.AnomalyDetector.stdout").read_text().splitlines()[-1])
+        assert stats["thing_name"] == thing
+        assert stats["samples_in"] > 0
+
+
+def test_demo_writes_a_report_that_chromium_renders(demo_run: DemoRun) -> None:
+    from report.browser import dump_dom
+    from tests.report.helpers import parse
+    from tests.report.png import decode
+    from tests.report.test_chromium import colour_counts
+
+    _done, summary, _b, _a = demo_run
+    dom = parse(dump_dom(Path(summary["report_path"])))
+    assert [c["data-stream"] for c in dom.find("svg", "chart")] == [
+        f"machine_temperature_system_failure-{i}" for i in (1, 2, 3)
+    ]
+    assert len(dom.find("circle", "anomaly")) == summary["anomalies_forwarded"]
+    # Label windows that straddle two slices are drawn on both; every window is drawn at least once.
+    windows = {(r["data-start"], r["data-end"]) for r in dom.find("rect", "label-window")}
+    assert len(windows) == summary["label_windows"]
+    assert int(dom.find("tr", "total")[0]["data-raw-bytes"]) == summary["raw_bytes"]
+    assert int(dom.find("tr", "total")[0]["data-anomaly-bytes"]) == summary["bytes_forwarded"]
+    assert summary["model_version"] in "".join(dom.text)
+    image = decode(Path(summary["screenshot_path"]).read_bytes())
+    distinct, counts = colour_counts(image)
+    assert distinct > 50
+    assert all(n > 20 for n in counts.values()), counts

@@ -32,6 +32,12 @@ def _dev() -> dict[str, Any]:
         "noncurrentVersionExpirationDays": 7,
         "inferenceComponentVersion": "1.2.3",
         "alertEmail": None,
+        "ingestReservedConcurrency": 3,
+        "alertsPerWindow": 4,
+        "alertWindowSeconds": 600,
+        "heartbeatTtlDays": 7,
+        "archiveExpirationDays": 30,
+        "driftAnomalyRateThreshold": 0.05,
     }
 
 
@@ -58,6 +64,31 @@ def test_env_defaults_to_dev() -> None:
 def test_fleet_target_picks_fleet_group() -> None:
     config = PlatformConfig.from_context("dev", {**_dev(), "publisherTarget": "fleet"})
     assert config.target_thing_group_name == "test-fleet"
+
+
+def test_ingest_and_drift_settings_are_read() -> None:
+    config = PlatformConfig.from_context("dev", _dev())
+    assert config.ingest_reserved_concurrency == 3
+    assert config.alerts_per_window == 4
+    assert config.alert_window_seconds == 600
+    assert config.heartbeat_ttl_days == 7
+    assert config.archive_expiration_days == 30
+    assert config.drift_anomaly_rate_threshold == 0.05
+    assert (
+        PlatformConfig.from_context(
+            "dev", {**_dev(), "driftAnomalyRateThreshold": 0.5}
+        ).drift_anomaly_rate_threshold
+        == 0.5
+    )
+
+
+def test_cdk_json_prod_keeps_more_and_runs_wider_than_dev() -> None:
+    context = read_cdk_json_context(CDK_JSON)
+    dev = select_environment({**context, "env": "dev"})
+    prod = select_environment({**context, "env": "prod"})
+    assert prod.ingest_reserved_concurrency > dev.ingest_reserved_concurrency
+    assert prod.archive_expiration_days > dev.archive_expiration_days
+    assert prod.heartbeat_ttl_days > dev.heartbeat_ttl_days
 
 
 def test_config_is_frozen() -> None:
@@ -95,6 +126,20 @@ def test_missing_environments_is_an_error() -> None:
         ("alertEmail", "ops", r"alertEmail='ops' is not an e-mail address"),
         ("fleetThingGroup", "test-canary", r"canaryThingGroup and fleetThingGroup must differ"),
         ("canaryThingGroup", "", r"canaryThingGroup must be a non-empty string, got ''"),
+        ("ingestReservedConcurrency", -1, r"ingestReservedConcurrency must be a positive integer, got -1"),
+        ("alertsPerWindow", "5", r"alertsPerWindow must be a positive integer, got '5'"),
+        ("heartbeatTtlDays", None, r"heartbeatTtlDays must be a positive integer, got None"),
+        (
+            "driftAnomalyRateThreshold",
+            1.5,
+            r"driftAnomalyRateThreshold must be a fraction in \(0, 1\), got 1.5",
+        ),
+        ("driftAnomalyRateThreshold", 0, r"driftAnomalyRateThreshold must be a fraction in \(0, 1\), got 0"),
+        (
+            "driftAnomalyRateThreshold",
+            True,
+            r"driftAnomalyRateThreshold must be a fraction in \(0, 1\), got True",
+        ),
     ],
 )
 def test_invalid_settings_are_refused(key: str, value: object, message: str) -> None:

@@ -85,6 +85,9 @@ def test_environment(function: dict[str, Any]) -> None:
         "INFERENCE_COMPONENT_VERSION",
         "TARGET_THING_GROUP_ARN",
         "POWERTOOLS_SERVICE_NAME",
+        "LINEAGE_TABLE",
+        "CANARY_THING_GROUP_ARN",
+        "FLEET_THING_GROUP_ARN",
     }
     assert flatten(variables["MODEL_BUCKET"]) == BUCKET_NAME
     assert variables["MODEL_COMPONENT_NAME"] == "com.edgeml.AnomalyModel"
@@ -221,6 +224,8 @@ def test_exact_publisher_statements(statements: dict[str, dict[str, Any]]) -> No
         "CreateDeployment",
         "DescribeTargetGroups",
         "DeploymentJobs",
+        "LineageRegistry",
+        "LineageKey",
     }
 
 

@@ -131,10 +131,14 @@ class Plane:
 
     def put_model(self, model_version: str, data: bytes | None = None, *, key: str | None = None) -> str:
         key = key or f"training/{model_version}/output/model.onnx"
-        self.s3.put_object(Bucket=BUCKET, Key=key, Body=data if data is not None else model_bytes(model_version))
+        self.s3.put_object(
+            Bucket=BUCKET, Key=key, Body=data if data is not None else model_bytes(model_version)
+        )
         return f"s3://{BUCKET}/{key}"
 
-    def publish(self, event: dict[str, Any], *, lifecycle: LifecycleConfig | None = None) -> list[PublishOutcome]:
+    def publish(
+        self, event: dict[str, Any], *, lifecycle: LifecycleConfig | None = None
+    ) -> list[PublishOutcome]:
         return [
             publish_gated(
                 request,

@@ -60,7 +60,9 @@ def test_missing_or_non_numeric_metric_fails(value: object):
 
 
 def test_ceiling_failure():
-    policy = GatePolicy(floors=(MetricBound("calibration.train_fraction_over_threshold", maximum=0.01),), regression=None)
+    policy = GatePolicy(
+        floors=(MetricBound("calibration.train_fraction_over_threshold", maximum=0.01),), regression=None
+    )
     decision = evaluate_gate(policy, candidate(fraction=0.02), None)
     assert decision.reasons == ("calibration.train_fraction_over_threshold = 0.02 is above the ceiling 0.01",)
 
@@ -70,12 +72,16 @@ def test_regression_beyond_tolerance_fails_and_within_passes():
     worse = evaluate_gate(DEFAULT_GATE_POLICY, candidate(fraction=0.0121), prod)
     slightly = evaluate_gate(DEFAULT_GATE_POLICY, candidate(fraction=0.0119), prod)
     assert not worse.passed
-    assert worse.reasons[0].startswith("regression: calibration.train_fraction_over_threshold = 0.0121 vs 0.002")
+    assert worse.reasons[0].startswith(
+        "regression: calibration.train_fraction_over_threshold = 0.0121 vs 0.002"
+    )
     assert slightly.passed
 
 
 def test_higher_is_better_regression():
-    policy = GatePolicy(floors=(), regression=RegressionRule("evaluation.nab_score", higher_is_better=True, tolerance=1))
+    policy = GatePolicy(
+        floors=(), regression=RegressionRule("evaluation.nab_score", higher_is_better=True, tolerance=1)
+    )
     prod = production(evaluation={"nab_score": 60})
     assert not evaluate_gate(policy, {"evaluation": {"nab_score": 58.5}}, prod).passed
     assert evaluate_gate(policy, {"evaluation": {"nab_score": 59.5}}, prod).passed
@@ -113,7 +119,10 @@ def test_policy_parsing():
         ('{"floor": {}}', 'only "floors" and "regression"'),
         ('{"floors": {"n": {"least": 1}}}', "gate floor for 'n' must be"),
         ('{"floors": {"n": {"min": "1"}}}', "gate floor n.min must be a finite number"),
-        ('{"regression": {"metric": "m", "higher_is_better": "no"}}', "higher_is_better\" must be true or false"),
+        (
+            '{"regression": {"metric": "m", "higher_is_better": "no"}}',
+            'higher_is_better" must be true or false',
+        ),
         ('{"regression": {"metric": "m", "higher_is_better": true, "tolerance": -1}}', "tolerance"),
     ],
 )

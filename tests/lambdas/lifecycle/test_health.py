@@ -71,7 +71,11 @@ def test_healthy_device():
         (report("TIMED_OUT"), HealthState.FAILED, "deployment d-2 is TIMED_OUT"),
         (report("IN_PROGRESS"), HealthState.PENDING, "deployment d-2 is IN_PROGRESS"),
         (report(inference="BROKEN"), HealthState.FAILED, "com.edgeml.AnomalyDetector 1.2.0 is BROKEN"),
-        (report(inference="STARTING"), HealthState.PENDING, "com.edgeml.AnomalyDetector is STARTING, not RUNNING"),
+        (
+            report(inference="STARTING"),
+            HealthState.PENDING,
+            "com.edgeml.AnomalyDetector is STARTING, not RUNNING",
+        ),
         (report(model="1.0.0"), HealthState.PENDING, "com.edgeml.AnomalyModel is at 1.0.0, expected 1.0.1"),
         (DeviceReport("gw-1", registered=False), HealthState.PENDING, "is not a registered Greengrass core"),
         (DeviceReport("gw-1", registered=True), HealthState.PENDING, f"has no deployment from {TARGET} yet"),
@@ -92,8 +96,8 @@ def test_another_deployment_is_pending_not_failed():
 
 def test_anomaly_rate_against_the_same_device_s_baseline():
     baseline = [beat(0, "old", 0, 0), beat(1, "old", 1000, 10)]  # 1 %
-    ok = baseline + [beat(2, "new", 2000, 30)]  # 2 % <= 2 x 1 % + 0.1 %
-    bad = baseline + [beat(2, "new", 2000, 32)]  # 2.2 %
+    ok = [*baseline, beat(2, "new", 2000, 30)]  # 2 % <= 2 x 1 % + 0.1 %
+    bad = [*baseline, beat(2, "new", 2000, 32)]  # 2.2 %
     good = assess_device(report(), EXPECTED, heartbeats=ok, policy=POLICY)
     assert (good.state, good.anomaly_rate, good.baseline_rate) == (HealthState.HEALTHY, 0.02, 0.01)
     failed = assess_device(report(), EXPECTED, heartbeats=bad, policy=POLICY)
@@ -105,7 +109,9 @@ def test_anomaly_rate_needs_enough_windows_and_falls_back_to_a_cap():
     few = [beat(0, "old", 0, 0), beat(1, "new", 50, 0)]
     pending = assess_device(report(), EXPECTED, heartbeats=few, policy=POLICY)
     assert pending.state is HealthState.PENDING
-    assert pending.reasons == ("has scored 50 windows with model new; 100 are needed to judge its anomaly rate",)
+    assert pending.reasons == (
+        "has scored 50 windows with model new; 100 are needed to judge its anomaly rate",
+    )
     no_baseline = [beat(0, "new", 0, 0), beat(1, "new", 1000, 60)]  # 6 % > the 5 % cap
     capped = assess_device(report(), EXPECTED, heartbeats=no_baseline, policy=POLICY)
     assert capped.state is HealthState.FAILED
@@ -120,7 +126,10 @@ def test_canary_state_combines_devices():
     assert CanaryHealth(TARGET, "d-2", "new", (healthy, pending)).state is HealthState.PENDING
     assert CanaryHealth(TARGET, "d-2", "new", (pending, failed)).state is HealthState.FAILED
     empty = CanaryHealth(TARGET, "d-2", "new", ())
-    assert (empty.state, empty.reasons) == (HealthState.PENDING, (f"the canary group {TARGET} has no devices",))
+    assert (empty.state, empty.reasons) == (
+        HealthState.PENDING,
+        (f"the canary group {TARGET} has no devices",),
+    )
 
 
 def test_health_policy_parsing():

@@ -5,10 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
-from lambdas.lifecycle.core import check_canary, device_view, group_view, model_lineage, promote, rollback
+from lambdas.lifecycle.core import (
+    PromotionResult,
+    check_canary,
+    device_view,
+    group_view,
+    model_lineage,
+    promote,
+    rollback,
+)
 from lambdas.lifecycle.errors import NotFoundError, PromotionRefusedError, RollbackRefusedError
 from lambdas.lifecycle.registry import ModelStatus, Stage
 from lambdas.publisher.errors import ModelNotFoundError, ModelValidationError
@@ -22,7 +31,6 @@ from tests.lambdas.lifecycle.helpers import (
     MODEL_COMPONENT,
     Plane,
     control_plane,
-    model_bytes,
     training_event,
     version_key,
 )
@@ -38,7 +46,7 @@ def plane() -> Iterator[Plane]:
         yield running
 
 
-def promote_now(plane: Plane, **kwargs: object) -> object:
+def promote_now(plane: Plane, **kwargs: Any) -> PromotionResult:
     s = plane.services()
     return promote(
         lifecycle=s.config,
@@ -47,7 +55,7 @@ def promote_now(plane: Plane, **kwargs: object) -> object:
         fleet=s.fleet,
         heartbeats=s.heartbeats,
         clock=s.clock,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 
@@ -57,8 +65,8 @@ def publish_and_promote(plane: Plane, job: str, version: str, component_version:
     assert outcome.deployment_id is not None
     plane.report(CANARY_THINGS, outcome.deployment_id, model_version=component_version)
     result = promote_now(plane)
-    assert getattr(result, "outcome") == "promoted"
-    return str(getattr(result, "deployment_id"))
+    assert result.outcome == "promoted"
+    return str(result.deployment_id)
 
 
 def test_publish_deploys_to_the_canary_with_rollback_abort_and_rate_and_records_lineage(plane: Plane):
@@ -82,7 +90,11 @@ def test_publish_deploys_to_the_canary_with_rollback_abort_and_rate_and_records_
     assert plane.deployment_count(FLEET) == 0  # nothing reaches the fleet before promotion
 
     model, deployments = model_lineage(plane.registry, V1)
-    assert (model.status, model.training_job, model.component_version) == (ModelStatus.CANARY, "job-1", "1.0.0")
+    assert (model.status, model.training_job, model.component_version) == (
+        ModelStatus.CANARY,
+        "job-1",
+        "1.0.0",
+    )
     assert model.model_uri == f"s3://edgeml-models/{version_key(V1)}"
     assert model.training_metrics["n_windows"] == 2000
     assert [(d.deployment_id, d.stage, d.target_arn) for d in deployments] == [
@@ -113,8 +125,9 @@ def test_gate_regression_against_production_is_rejected(plane: Plane):
     outcome = plane.train_and_publish("job-2", V2, fraction=0.05)
 
     assert outcome.outcome == "rejected"
-    assert f"regression: calibration.train_fraction_over_threshold = 0.05 vs 0.002 for production model {V1}" in (
-        outcome.model.reason
+    assert (
+        f"regression: calibration.train_fraction_over_threshold = 0.05 vs 0.002 for production model {V1}"
+        in (outcome.model.reason)
     )
     assert plane.latest_deployment(CANARY)["components"][MODEL_COMPONENT]["componentVersion"] == "1.0.0"
     assert plane.deployment_count(CANARY) == 1
@@ -192,7 +205,9 @@ def test_promote_refused_when_a_canary_device_reports_failed(plane: Plane):
     outcome = plane.train_and_publish("job-1", V1)
     assert outcome.deployment_id is not None
     plane.report(CANARY_THINGS[:1], outcome.deployment_id)
-    plane.report(CANARY_THINGS[1:], outcome.deployment_id, status="FAILED", reason="ARTIFACT_CHECKSUM_MISMATCH")
+    plane.report(
+        CANARY_THINGS[1:], outcome.deployment_id, status="FAILED", reason="ARTIFACT_CHECKSUM_MISMATCH"
+    )
 
     with pytest.raises(PromotionRefusedError, match="is failed") as caught:
         promote_now(plane)
@@ -201,7 +216,8 @@ def test_promote_refused_when_a_canary_device_reports_failed(plane: Plane):
     )
     assert plane.deployment_count(FLEET) == 0
     model = plane.registry.get_model(V1)
-    assert model is not None and model.status is ModelStatus.CANARY
+    assert model is not None
+    assert model.status is ModelStatus.CANARY
 
 
 @pytest.mark.parametrize("state", ["ERRORED", "BROKEN"])
@@ -235,7 +251,7 @@ def test_promote_deploys_the_canary_model_to_the_fleet_merging_its_deployment(pl
     result = promote_now(plane)
 
     fleet = plane.latest_deployment(FLEET)
-    assert getattr(result, "deployment_id") == fleet["deploymentId"]
+    assert result.deployment_id == fleet["deploymentId"]
     assert fleet["deploymentName"] == "fleet-baseline"
     assert fleet["components"]["aws.greengrass.Nucleus"] == {"componentVersion": "2.14.0"}
     assert fleet["components"][MODEL_COMPONENT]["componentVersion"] == "1.0.0"
@@ -255,7 +271,7 @@ def test_promote_deploys_the_canary_model_to_the_fleet_merging_its_deployment(pl
     assert [d.stage for d in deployments] == [Stage.FLEET, Stage.CANARY]
     # Promoting again is a no-op.
     again = promote_now(plane)
-    assert getattr(again, "outcome") == "already-promoted"
+    assert again.outcome == "already-promoted"
     assert plane.deployment_count(FLEET) == 2
 
 
@@ -264,7 +280,7 @@ def test_promote_dry_run_checks_health_and_deploys_nothing(plane: Plane):
     assert outcome.deployment_id is not None
     plane.report(CANARY_THINGS, outcome.deployment_id)
     result = promote_now(plane, dry_run=True)
-    assert getattr(result, "outcome") == "dry-run"
+    assert result.outcome == "dry-run"
     assert plane.deployment_count(FLEET) == 0
 
 
@@ -295,7 +311,11 @@ def test_fleet_rollback_redeploys_the_previous_model_to_every_fleet_device(plane
         reason="anomaly storm on fleet-02",
     )
 
-    assert (result.from_model_version, result.to_model_version, result.to_component_version) == (V2, V1, "1.0.0")
+    assert (result.from_model_version, result.to_model_version, result.to_component_version) == (
+        V2,
+        V1,
+        "1.0.0",
+    )
     fleet = plane.latest_deployment(FLEET)
     assert fleet["deploymentId"] == result.deployment_id
     assert fleet["components"][MODEL_COMPONENT]["componentVersion"] == "1.0.0"
@@ -314,11 +334,23 @@ def test_fleet_rollback_redeploys_the_previous_model_to_every_fleet_device(plane
 def test_rollback_to_an_explicit_version_and_refusals(plane: Plane):
     s = plane.services()
     with pytest.raises(RollbackRefusedError, match="no deployment to edgeml-fleet"):
-        rollback(lifecycle=s.config, target=s.config.fleet, registry=s.registry, deployments=s.deployments, clock=s.clock)
+        rollback(
+            lifecycle=s.config,
+            target=s.config.fleet,
+            registry=s.registry,
+            deployments=s.deployments,
+            clock=s.clock,
+        )
     publish_and_promote(plane, "job-1", V1, "1.0.0")
     with pytest.raises(RollbackRefusedError, match="no earlier model"):
-        rollback(lifecycle=s.config, target=s.config.fleet, registry=s.registry, deployments=s.deployments, clock=s.clock)
-    with pytest.raises(NotFoundError, match="no com.edgeml.AnomalyModel version 9.9.9"):
+        rollback(
+            lifecycle=s.config,
+            target=s.config.fleet,
+            registry=s.registry,
+            deployments=s.deployments,
+            clock=s.clock,
+        )
+    with pytest.raises(NotFoundError, match=r"no com\.edgeml\.AnomalyModel version 9\.9\.9"):
         rollback(
             lifecycle=s.config,
             target=s.config.fleet,
@@ -347,8 +379,10 @@ def test_what_runs_where_joins_devices_with_the_registry(plane: Plane):
 
     view = group_view(s.config.fleet, lifecycle=s.config, registry=s.registry, fleet=s.fleet)
 
-    assert view.deployment is not None and view.deployment.deployment_id == deployment_id
-    assert view.model is not None and (view.model.model_version, view.model.training_job) == (V1, "job-1")
+    assert view.deployment is not None
+    assert view.deployment.deployment_id == deployment_id
+    assert view.model is not None
+    assert (view.model.model_version, view.model.training_job) == (V1, "job-1")
     by_thing = {d.thing_name: d for d in view.devices}
     assert set(by_thing) == set(FLEET_THINGS)
     assert (by_thing["fleet-01"].model_version, by_thing["fleet-01"].training_job) == (V1, "job-1")
@@ -358,7 +392,11 @@ def test_what_runs_where_joins_devices_with_the_registry(plane: Plane):
     assert (effective.deployment_id, effective.status) == (deployment_id, "QUEUED")
 
     device = device_view("canary-01", lifecycle=s.config, registry=s.registry, fleet=s.fleet)
-    assert (device.model_component_version, device.model_version, device.training_job) == ("1.0.0", V1, "job-1")
+    assert (device.model_component_version, device.model_version, device.training_job) == (
+        "1.0.0",
+        V1,
+        "job-1",
+    )
     assert json.dumps(view.to_dict())
 
 
@@ -388,3 +426,46 @@ def test_scheduled_check_promotes_waits_and_rolls_back(plane: Plane):
     assert (rolled["action"], rolled["to_model_version"]) == ("rolled-back", V1)
     assert plane.latest_deployment(CANARY)["components"][MODEL_COMPONENT]["componentVersion"] == "1.0.0"
     assert plane.deployment_count(FLEET) == 1
+
+
+def test_promote_refused_when_the_canary_anomaly_rate_jumps_over_the_previous_model(plane: Plane):
+    from lambdas.ingest.adapters import DynamoEventStore
+    from lambdas.ingest.events import parse_message
+    from lambdas.ingest.table import EVENTS_TABLE_SCHEMA
+    from tests.lambdas.lifecycle.helpers import EVENTS_TABLE
+
+    plane.ddb.create_table(**EVENTS_TABLE_SCHEMA.create_table_kwargs(EVENTS_TABLE))
+    store = DynamoEventStore(EVENTS_TABLE, plane.ddb)
+    publish_and_promote(plane, "job-1", V1, "1.0.0")
+    outcome = plane.train_and_publish("job-2", V2)
+    assert outcome.deployment_id is not None
+    plane.report(CANARY_THINGS, outcome.deployment_id, model_version="1.0.1")
+    for thing in CANARY_THINGS:
+        # 0.5 % under the fleet's model, then 4 % once the canary runs the new one (bound: 3 x 0.5 % + 0.5 %).
+        for minute, model, windows, anomalies in ((0, V1, 0, 0), (1, V1, 1000, 5), (2, V2, 2000, 45)):
+            message = {
+                "schema": "edgeml.health/1",
+                "thing_name": thing,
+                "timestamp": f"2026-11-25T21:{minute:02d}:00Z",
+                "windows_scored": windows,
+                "anomalous_windows": anomalies,
+                "model_version": model,
+                "rejects": {},
+                "thing_from_topic": thing,
+            }
+            store.put_heartbeat(parse_message(message), received_at=0.0, expires_at=1)  # type: ignore[arg-type]
+    s = plane.services(heartbeats=True)
+
+    with pytest.raises(PromotionRefusedError, match="is failed") as caught:
+        promote(
+            lifecycle=s.config,
+            registry=s.registry,
+            deployments=s.deployments,
+            fleet=s.fleet,
+            heartbeats=s.heartbeats,
+            clock=s.clock,
+        )
+    assert caught.value.reasons[0] == (
+        "canary-01: anomaly rate 0.04 exceeds 0.02 (3 * the previous model's 0.005 + 0.005)"
+    )
+    assert plane.latest_deployment(FLEET)["components"][MODEL_COMPONENT]["componentVersion"] == "1.0.0"

@@ -1,0 +1,124 @@
+"""The platform team's commands: exit codes, JSON output, and real effects on the local control plane."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from lambdas.lifecycle.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
+from lambdas.lifecycle.services import Services
+from tests.lambdas.lifecycle.helpers import CANARY_THINGS, FLEET, MODEL_COMPONENT, Plane, control_plane
+
+REPO = Path(__file__).resolve().parents[3]
+V1 = "20261124T200000Z-00000001"
+
+
+@pytest.fixture
+def plane() -> Iterator[Plane]:
+    with control_plane() as running:
+        yield running
+
+
+def run(plane: Plane, *argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+
+    def services(_environ: Mapping[str, str]) -> Services:
+        return plane.services()
+
+    code = main(list(argv), environ={}, services=services, out=out)
+    return code, out.getvalue()
+
+
+def test_promote_refused_then_promoted_with_json_output(plane: Plane):
+    outcome = plane.train_and_publish("job-1", V1)
+    assert outcome.deployment_id is not None
+
+    code, text = run(plane, "--json", "promote")
+    assert code == EXIT_REFUSED
+    refused = json.loads(text)
+    assert "canary edgeml-canary is pending" in refused["refused"]
+    assert len(refused["reasons"]) == 6  # two devices, three reasons each
+
+    plane.report(CANARY_THINGS, outcome.deployment_id)
+    code, text = run(plane, "promote", "--json", "--model-version", V1)
+    assert code == EXIT_OK
+    promoted = json.loads(text)
+    assert promoted["outcome"] == "promoted"
+    assert promoted["deployment_id"] == plane.latest_deployment(FLEET)["deploymentId"]
+    assert promoted["health"]["state"] == "healthy"
+
+
+def test_status_what_runs_where_and_rollback_refusal(plane: Plane):
+    plane.train_and_publish("job-1", V1)
+
+    code, text = run(plane, "status", "--json")
+    assert code == EXIT_OK
+    status = json.loads(text)
+    assert status["canary"]["model"]["model_version"] == V1
+    assert status["fleet"]["deployment"] is None
+
+    code, text = run(plane, "status", "--model-version", V1)
+    assert code == EXIT_OK
+    assert "training_job: job-1" in text
+    assert "stage: canary" in text
+
+    code, text = run(plane, "what-runs-where", "--group", "canary", "--json")
+    assert code == EXIT_OK
+    view = json.loads(text)
+    assert [d["thing_name"] for d in view["devices"]] == list(CANARY_THINGS)
+    assert view["model"]["training_job"] == "job-1"
+
+    code, text = run(plane, "rollback", "--group", "canary")
+    assert code == EXIT_REFUSED
+    assert text.startswith("refused: no earlier model to roll back to")
+
+    code, text = run(plane, "status", "--model-version", "nope")
+    assert (code, text.strip()) == (EXIT_REFUSED, "refused: the registry has no model 'nope'")
+
+
+def test_rollback_command_restores_the_previous_version(plane: Plane):
+    first = plane.train_and_publish("job-1", V1)
+    second = plane.train_and_publish("job-2", "20261125T200000Z-00000002")
+    assert first.deployment_id
+    assert second.deployment_id
+    code, text = run(plane, "rollback", "--group", "canary", "--reason", "bad scores", "--json")
+    assert code == EXIT_OK
+    assert json.loads(text)["to_component_version"] == "1.0.0"
+    assert plane.latest_deployment(plane.lifecycle.canary.arn)["components"][MODEL_COMPONENT][
+        "componentVersion"
+    ] == ("1.0.0")
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as caught:
+        main(["promote", "--bogus"], environ={})
+    assert caught.value.code == EXIT_USAGE
+    with pytest.raises(SystemExit) as caught:
+        main(["what-runs-where"], environ={})
+    assert caught.value.code == EXIT_USAGE
+    assert "one of the arguments --group --thing is required" in capsys.readouterr().err
+
+
+def test_missing_configuration_exits_2(capsys: pytest.CaptureFixture[str]):
+    assert main(["status"], environ={}) == EXIT_USAGE
+    assert "CANARY_THING_GROUP_ARN (or TARGET_THING_GROUP_ARN) is required" in capsys.readouterr().err
+
+
+def test_module_entry_point_help():
+    done = subprocess.run(
+        [sys.executable, "-m", "lambdas.lifecycle", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    for command in ("status", "promote", "rollback", "what-runs-where"):
+        assert command in done.stdout
