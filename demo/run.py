@@ -87,6 +87,7 @@ class DemoSummary:
     anomalies_outside_windows: int
     samples_per_s: float
     devices: list[str]
+    device_status_in_cloud: dict[str, dict[str, Any]]
     report_path: str
     screenshot_path: str | None
 
@@ -255,6 +256,15 @@ def _wait(listener: CloudListener, what: str, condition: Any, timeout_s: float) 
         )
 
 
+def _cloud_view(gg: Any, thing: str) -> dict[str, Any]:
+    installed = gg.list_installed_components(coreDeviceThingName=thing)["installedComponents"]
+    effective = gg.list_effective_deployments(coreDeviceThingName=thing)["effectiveDeployments"]
+    return {
+        "components": {c["componentName"]: c["lifecycleState"] for c in installed},
+        "deployments": {d["deploymentId"]: d["coreDeviceExecutionStatus"] for d in effective},
+    }
+
+
 def run(cfg: DemoConfig) -> DemoSummary:  # noqa: PLR0915 - one linear story, kept in one place
     series_csv = cfg.corpus / "data" / cfg.series
     if not series_csv.is_file():
@@ -375,6 +385,8 @@ def run(cfg: DemoConfig) -> DemoSummary:  # noqa: PLR0915 - one linear story, ke
             )
         received = listener.snapshot()
         states = {r.thing_name: {n: c.state.value for n, c in r.components.items()} for r in runners}
+        # What the cloud knows about each device: the runners' status reports, read back through the API.
+        cloud_view = {thing: _cloud_view(gg, thing) for thing in things}
 
     anomalies = [m for m in received if m.topic.endswith("/anomalies")]
     events = [msg.json() for msg in anomalies]
@@ -428,6 +440,7 @@ def run(cfg: DemoConfig) -> DemoSummary:  # noqa: PLR0915 - one linear story, ke
         anomalies_outside_windows=outside,
         samples_per_s=round(samples_in / ingest_s, 1) if ingest_s > 0 else 0.0,
         devices=things,
+        device_status_in_cloud=cloud_view,
         report_path=str(report_path),
         screenshot_path=str(screenshot_path) if screenshot_path else None,
     )

@@ -104,6 +104,13 @@ def test_demo_ran_several_devices_through_the_published_recipe(demo_run: DemoRun
         config = json.loads((root / "config/com.edgeml.AnomalyDetector.json").read_text())
         assert config["sensorTopic"] == f"sensors/{thing}/#"
         assert config["model"]["version"] == "1.0.0"
+        # The device reported its deployment and component states; the cloud API returns them.
+        cloud = summary["device_status_in_cloud"][thing]
+        assert cloud["deployments"] == {summary["deployment_id"]: "SUCCEEDED"}
+        assert cloud["components"] == {
+            "com.edgeml.AnomalyDetector": "FINISHED",
+            "com.edgeml.AnomalyModel": "FINISHED",
+        }
         stats = json.loads((root / "logs/com.edgeml.AnomalyDetector.stdout").read_text().splitlines()[-1])
         assert stats["thing_name"] == thing
         assert stats["samples_in"] > 0

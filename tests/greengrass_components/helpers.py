@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from greengrass_components.anomaly_detector.errors import MessageError
-from greengrass_components.anomaly_detector.messages import MessageParser, Sample
+from greengrass_components.anomaly_detector.messages import MessageParser, Sample, SampleBlock
 from greengrass_components.anomaly_detector.model import LoadedModel
 from greengrass_components.anomaly_detector.sources import Inbound
 
@@ -63,7 +63,10 @@ class ListSource:
         if isinstance(item, Sample):
             return Inbound(10, (item,))
         try:
-            return Inbound(len(item), tuple(parser.parse(item)))
+            parsed = parser.parse(item)
+            if isinstance(parsed, SampleBlock):
+                return Inbound(len(item), blocks=(parsed,))
+            return Inbound(len(item), tuple(parsed))
         except MessageError as exc:
             return Inbound(len(item), error=exc)
 

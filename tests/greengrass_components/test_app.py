@@ -146,7 +146,9 @@ def test_health_heartbeat_is_published_on_interval(model_path: Path) -> None:
     assert health[0]["spool"]["policy"] == "drop_oldest"
     assert health[-1]["distribution"]["windows"] >= 1
     assert health[-1]["distribution"]["inputs"]["value"]["min"] >= 49.0
-    assert sum(health[-1]["distribution"]["score_histogram"]["counts"]) == health[-1]["distribution"]["windows"]
+    assert (
+        sum(health[-1]["distribution"]["score_histogram"]["counts"]) == health[-1]["distribution"]["windows"]
+    )
 
 
 class OneUpdate:

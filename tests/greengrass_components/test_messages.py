@@ -20,12 +20,14 @@ def test_batch_message_and_iso_timestamps() -> None:
         '{"timestamp": "2013-12-02 21:20:00", "values": {"temp": 3, "vib": 4}}]}'
     )
     samples = PARSER.parse(payload)
+    assert isinstance(samples, list)
     assert [s.timestamp for s in samples] == [1386018900.0, 1386019200.0]  # naive ISO is UTC
     assert [s.values for s in samples] == [(1.0, 2.0), (3.0, 4.0)]
 
 
 def test_stream_falls_back_to_topic_stream() -> None:
     samples = PARSER.parse(b'{"timestamp": 1, "values": {"temp": 1, "vib": 2}}', default_stream="from-topic")
+    assert isinstance(samples, list)
     assert samples[0].stream == "from-topic"
 
 

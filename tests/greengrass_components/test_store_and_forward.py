@@ -100,7 +100,9 @@ def wait_until(predicate: object, timeout_s: float) -> bool:
     return False
 
 
-def test_broker_outage_loses_nothing_and_keeps_per_stream_order(tmp_path: Path, broker: ManagedProcess) -> None:
+def test_broker_outage_loses_nothing_and_keeps_per_stream_order(
+    tmp_path: Path, broker: ManagedProcess
+) -> None:
     listener = CloudListener(broker.port)
     spool = Spool(tmp_path / "spool.db")
     settings = MqttSettings(port=broker.port, publish_timeout_s=2, reconnect_min_s=1, reconnect_max_s=1)
@@ -110,7 +112,9 @@ def test_broker_outage_loses_nothing_and_keeps_per_stream_order(tmp_path: Path, 
 
     def put(event_id: str, stream: str) -> None:
         payload = json.dumps({"event_id": event_id, "stream": stream}).encode()
-        spool.put(event_id=event_id, stream=stream, topic="edge/gw/anomalies", payload=payload, created_at=0.0)
+        spool.put(
+            event_id=event_id, stream=stream, topic="edge/gw/anomalies", payload=payload, created_at=0.0
+        )
         forwarder.notify()
 
     try:
@@ -150,10 +154,12 @@ def write_csv(path: Path, spikes: tuple[int, ...], n: int = 120) -> None:
     path.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
 
 
-def component(model: Path, csv: Path, spool: Path, port: int, log: Path, speed: float) -> subprocess.Popen[bytes]:
+def component(
+    model: Path, *, csv: Path, spool: Path, port: int, log: Path, speed: float
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "AWS_IOT_THING_NAME"}}
     with log.open("ab") as err:
-        return subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        return subprocess.Popen(
             [
                 sys.executable, "-m", "anomaly_detector", "--thing-name", "gw-kill", "--model", str(model),
                 "--source", "file", "--file", str(csv), "--stream", "pump", "--speed", str(speed),
@@ -169,12 +175,14 @@ def spooled_ids(log: Path) -> set[str]:
     return {str(e["event_id"]) for e in lines if e.get("message") == "anomaly event"}
 
 
-def test_kill_9_during_an_outage_loses_no_event(tmp_path: Path, model_path: Path, broker: ManagedProcess) -> None:
+def test_kill_9_during_an_outage_loses_no_event(
+    tmp_path: Path, model_path: Path, broker: ManagedProcess
+) -> None:
     listener = CloudListener(broker.port)
     csv, spool, log = tmp_path / "data.csv", tmp_path / "spool.db", tmp_path / "component.log"
     write_csv(csv, spikes=(25, 70, 90, 110))
     # 5-minute rows at 12,000x: 40 rows/s, the whole file in about 3 s.
-    proc = component(model_path, csv, spool, broker.port, log, speed=12_000)
+    proc = component(model_path, csv=csv, spool=spool, port=broker.port, log=log, speed=12_000)
     try:
         assert wait_until(lambda: len(listener.ids()) == 1, 20), log.read_text()[-2000:]
         broker.stop()  # outage from the first event on
@@ -192,7 +200,7 @@ def test_kill_9_during_an_outage_loses_no_event(tmp_path: Path, model_path: Path
     broker.start()
     empty = tmp_path / "empty.csv"
     empty.write_text("timestamp,value\n")
-    restarted = component(model_path, empty, spool, broker.port, log, speed=0)
+    restarted = component(model_path, csv=empty, spool=spool, port=broker.port, log=log, speed=0)
     assert restarted.wait(timeout=60) == 0, log.read_text()[-2000:]
     try:
         assert listener.wait_for_ids(made, 20) == made

@@ -34,10 +34,10 @@ def test_streams_have_their_own_rings() -> None:
 def test_late_and_repeated_timestamps_are_refused_with_their_kind() -> None:
     store = WindowStore(2, ["a"])
     store.ring("s", 10.0).append((1.0,), 10.0)
-    with pytest.raises(MessageError, match="stream 's': 5.0 is before 10.0") as late:
+    with pytest.raises(MessageError, match=r"stream 's': 5\.0 is before 10\.0") as late:
         store.ring("s", 5.0)
     assert late.value.kind == "out_of_order"
-    with pytest.raises(MessageError, match="already has a sample at 10.0") as repeated:
+    with pytest.raises(MessageError, match=r"already has a sample at 10\.0") as repeated:
         store.ring("s", 10.0)
     assert repeated.value.kind == "duplicate_timestamp"
 
