@@ -418,7 +418,9 @@ def run(cfg: DemoConfig) -> DemoSummary:  # noqa: PLR0915 - one linear story, ke
     )
     screenshot_path: Path | None = work / "report.png"
     try:
-        screenshot(report_path, work / "report.png")
+        # Tall enough for every chart and the tables below them (bandwidth, anomalies, lineage).
+        height = 640 * len(things) + 24 * forwarded + 1000
+        screenshot(report_path, work / "report.png", window=(1400, height))
     except BrowserError as exc:
         # The HTML report is the product; the PNG is a convenience that needs the Debian chromium package.
         LOG.warning("no report screenshot: %s", exc)

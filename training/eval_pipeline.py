@@ -124,7 +124,7 @@ def run_file(job: FileJob) -> FileOutcome:
     )
     first = meta.window_length - 1
     scores = np.zeros(n_rows)
-    scores[first:] = postprocess_scores(raw[first:], config, meta.threshold)
+    scores[first:] = postprocess_scores(raw[first:], config, meta.threshold, series.values[first:])
     raw_decisions = raw > meta.threshold
     raw_decisions[:first] = False
     return FileOutcome(
@@ -197,11 +197,23 @@ def _drain(flushed: object) -> list[Decision]:
 
 
 def postprocess_scores(
-    raw: Sequence[float] | npt.NDArray[np.float64], config: PostprocessConfig, threshold: float
+    raw: Sequence[float] | npt.NDArray[np.float64],
+    config: PostprocessConfig,
+    threshold: float,
+    values: npt.NDArray[np.float64] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """The edge's post-processing of one stream's raw scores, in order."""
+    """The edge's post-processing of one stream's raw scores, in order.
+
+    ``values[i]`` is the newest sample of raw score ``i``'s window (what ``Decision.window[-1]`` holds
+    on the device), for the value-based checks; None runs the raw-score path only.
+    """
     state = StreamPostprocessor(config, threshold)
-    return np.array([state.update(float(r)) for r in raw], dtype=np.float64)
+    if values is None:
+        return np.array([state.update(float(r)) for r in raw], dtype=np.float64)
+    if len(values) != len(raw):
+        raise EvaluationError(f"{len(values)} value rows for {len(raw)} raw scores")
+    rows = np.asarray(values, dtype=np.float64).tolist()
+    return np.array([state.update(float(r), row) for r, row in zip(raw, rows, strict=True)], dtype=np.float64)
 
 
 def _write_leading_rows(source: Path, target: Path, rows: int) -> None:

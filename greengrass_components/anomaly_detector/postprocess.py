@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Final
 
@@ -38,6 +38,7 @@ from .errors import ModelError
 
 METADATA_KEY: Final = "edge_postprocess"
 METHODS: Final = ("likelihood", "ratio")
+COMBINES: Final = ("max", "union")
 _LOG10: Final = math.log(10.0)
 _SQRT2: Final = math.sqrt(2.0)
 # Beyond this z, erfc underflows in float64; the asymptotic tail expansion is exact to < 1e-3 there.
@@ -57,24 +58,50 @@ class PostprocessConfig:
     suppress_rows: int = 0
     suppress_factor: float = 1.0
     decision_level: float = 0.5
+    # Checks on the stream's own values (used only when update() is given the newest sample; 0/() = off).
+    spatial_tolerance: float = 0.0
+    level_windows: tuple[int, ...] = ()
+    variance_window: int = 0
+    seasonal_lag: int = 0
+    reference_window: int = 288
+    combine: str = "max"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ModelError(f"edge_postprocess method must be one of {list(METHODS)}, got {self.method!r}")
-        for name in ("short_window", "long_window"):
+        if self.combine not in COMBINES:
+            raise ModelError(f"edge_postprocess combine must be one of {list(COMBINES)}, got {self.combine!r}")
+        for name in ("short_window", "long_window", "reference_window"):
             if getattr(self, name) < 1:
                 raise ModelError(f"edge_postprocess {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup", "suppress_rows"):
+        for name in ("warmup", "suppress_rows", "variance_window", "seasonal_lag"):
             if getattr(self, name) < 0:
                 raise ModelError(f"edge_postprocess {name} must be >= 0, got {getattr(self, name)}")
+        for k in self.level_windows:
+            if not 1 <= k < self.reference_window:
+                raise ModelError(
+                    f"edge_postprocess level_windows must be in [1, reference_window), got {k}"
+                )
+        if self.variance_window == 1 or self.variance_window >= max(self.reference_window, 2):
+            raise ModelError(
+                "edge_postprocess variance_window must be 0 (off) or in [2, reference_window), "
+                f"got {self.variance_window}"
+            )
         if not (self.min_std > 0 and self.half_log10 > 0):
             raise ModelError("edge_postprocess min_std and half_log10 must be > 0")
+        if not self.spatial_tolerance >= 0.0:
+            raise ModelError(f"edge_postprocess spatial_tolerance must be >= 0, got {self.spatial_tolerance}")
         if not 0.0 <= self.suppress_factor <= 1.0:
             raise ModelError(
                 f"edge_postprocess suppress_factor must be in [0, 1], got {self.suppress_factor}"
             )
         if not 0.0 < self.decision_level <= 1.0:
             raise ModelError(f"edge_postprocess decision_level must be in (0, 1], got {self.decision_level}")
+
+    @property
+    def uses_values(self) -> bool:
+        """Whether any check needs the newest sample's values (``update(raw, values)``)."""
+        return bool(self.spatial_tolerance or self.level_windows or self.variance_window or self.seasonal_lag)
 
     @classmethod
     def from_json(cls, text: str) -> PostprocessConfig:
@@ -95,6 +122,10 @@ class PostprocessConfig:
             expected = type(getattr(defaults, name))
             # JSON has one number type: an integral float setting may arrive as an int.
             value = float(given) if expected is float and type(given) is int else given
+            if expected is tuple:
+                if not (isinstance(given, list) and all(type(k) is int for k in given)):
+                    raise ModelError(f"{METADATA_KEY} {name} must be a list of int, got {given!r}")
+                value = tuple(given)
             if type(value) is not expected:
                 raise ModelError(
                     f"{METADATA_KEY} {name} must be {expected.__name__}, got {type(value).__name__}"
@@ -125,58 +156,208 @@ def _asymptotic(z: float) -> float:
     return (0.5 * z * z + math.log(z * math.sqrt(2.0 * math.pi))) / _LOG10
 
 
-class StreamPostprocessor:
-    """The state of one stream. ``update`` takes raw scores in time order and returns ``[0, 1]`` scores."""
+class _Tail:
+    """HTM's anomaly likelihood of one statistic: its short moving average against its own recent history.
 
-    def __init__(self, config: PostprocessConfig, threshold: float) -> None:
-        self.config = config
-        self.threshold = threshold
-        self._short: deque[float] = deque(maxlen=config.short_window)
+    ``update`` returns ``-log10`` of the Gaussian tail probability of the current average, measured
+    against the mean/std of the averages of the previous ``long_window`` rows (the current one excluded),
+    then remembers the average. Two-sided tails score surprising drops as well as rises.
+    """
+
+    def __init__(self, short_window: int, long_window: int, min_std: float, min_history: int) -> None:
+        self._short: deque[float] = deque(maxlen=short_window)
         self._short_sum = 0.0
         self._long: deque[float] = deque()
+        self._long_window = long_window
         self._long_sum = 0.0
         self._long_sq = 0.0
-        self._suppress_left = 0
-        self.seen = 0
+        self._min_std = min_std
+        self._min_history = max(min_history, 2)
 
-    def update(self, raw: float) -> float:
-        cfg = self.config
-        value = math.log1p(max(raw, 0.0)) if cfg.log_scores else raw
+    def update(self, value: float, *, two_sided: bool = False) -> float:
         if len(self._short) == self._short.maxlen:
             self._short_sum -= self._short[0]
         self._short.append(value)
         self._short_sum += value
         average = self._short_sum / len(self._short)
-        self.seen += 1
-
-        if cfg.method == "ratio":
-            score = _ratio(average, math.log1p(self.threshold) if cfg.log_scores else self.threshold)
-        else:
-            score = self._likelihood(average)
-            self._remember(average)
-        if self.seen <= cfg.warmup:
-            return 0.0
-        return self._suppress(score)
-
-    def _likelihood(self, average: float) -> float:
+        tail = 0.0
         n = len(self._long)
-        if n < 2:
-            return 0.0
-        mean = self._long_sum / n
-        variance = max(self._long_sq / n - mean * mean, 0.0)
-        std = max(math.sqrt(variance), self.config.min_std)
-        z = (average - mean) / std
-        tail = log10_tail(z) if z > 0 else 0.0
-        return tail / (tail + self.config.half_log10)
-
-    def _remember(self, average: float) -> None:
+        if n >= self._min_history:
+            mean = self._long_sum / n
+            std = max(math.sqrt(max(self._long_sq / n - mean * mean, 0.0)), self._min_std)
+            z = (average - mean) / std
+            if two_sided:
+                z = abs(z)
+            tail = log10_tail(z) if z > 0 else 0.0
         self._long.append(average)
         self._long_sum += average
         self._long_sq += average * average
-        if len(self._long) > self.config.long_window:
+        if n + 1 > self._long_window:
             old = self._long.popleft()
             self._long_sum -= old
             self._long_sq -= old * old
+        return tail
+
+
+class _Moments:
+    """Mean and standard deviation of the last ``length`` values, O(1) per value.
+
+    Values are shifted by the first one seen (large raw values, e.g. bytes, would otherwise lose the
+    variance to cancellation) and the running sums are recomputed exactly every ``length`` values so
+    that rounding does not accumulate over a long stream.
+    """
+
+    def __init__(self, length: int) -> None:
+        self._values: deque[float] = deque(maxlen=length)
+        self._shift: float | None = None
+        self._sum = 0.0
+        self._sq = 0.0
+        self._since_exact = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self._values) == self._values.maxlen
+
+    def add(self, value: float) -> None:
+        if self._shift is None:
+            self._shift = value
+        x = value - self._shift
+        if self.full:
+            old = self._values[0]
+            self._sum -= old
+            self._sq -= old * old
+        self._values.append(x)
+        self._since_exact += 1
+        if self._since_exact >= len(self._values):
+            self._sum = math.fsum(self._values)
+            self._sq = math.fsum(v * v for v in self._values)
+            self._since_exact = 0
+        else:
+            self._sum += x
+            self._sq += x * x
+
+    def mean(self) -> float:
+        return self._sum / len(self._values) + (self._shift or 0.0)
+
+    def std(self) -> float:
+        n = len(self._values)
+        mean = self._sum / n
+        return math.sqrt(max(self._sq / n - mean * mean, 0.0))
+
+
+class _ChannelChecks:
+    """The value-based statistics of one channel, each with its own likelihood (see the module doc)."""
+
+    def __init__(self, config: PostprocessConfig) -> None:
+        cfg = config
+        self.config = config
+        self.low = math.inf
+        self.high = -math.inf
+        self._reference = _Moments(cfg.reference_window)
+        self._levels = [_Moments(k) for k in cfg.level_windows]
+        self._variance = _Moments(cfg.variance_window) if cfg.variance_window else None
+        self._lagged: deque[float] = deque(maxlen=cfg.seasonal_lag + 1)
+        count = len(self._levels) + (self._variance is not None) + (cfg.seasonal_lag > 0)
+        self._tails = [
+            _Tail(cfg.short_window, cfg.long_window, cfg.min_std, cfg.warmup) for _ in range(count)
+        ]
+
+    def spatial(self, value: float) -> bool:
+        """True when ``value`` leaves the range seen so far by more than the tolerance; then learns it."""
+        outside = False
+        if self.high > self.low:
+            margin = self.config.spatial_tolerance * (self.high - self.low)
+            outside = value > self.high + margin or value < self.low - margin
+        self.low = min(self.low, value)
+        self.high = max(self.high, value)
+        return outside
+
+    def update(self, value: float) -> float:
+        """The largest ``-log10`` tail probability among this channel's statistics."""
+        cfg = self.config
+        self._reference.add(value)
+        for moments in self._levels:
+            moments.add(value)
+        if self._variance is not None:
+            self._variance.add(value)
+        if cfg.seasonal_lag:
+            self._lagged.append(value)
+        if not self._reference.full:
+            return 0.0
+        ref_mean = self._reference.mean()
+        ref_std = self._reference.std()
+        # Relative floor: a perfectly flat reference makes any change infinitely surprising otherwise.
+        unit = max(ref_std, 1e-9 * (abs(ref_mean) + 1.0))
+        best = 0.0
+        tails = iter(self._tails)
+        for moments in self._levels:
+            best = max(best, next(tails).update(abs(moments.mean() - ref_mean) / unit))
+        if self._variance is not None:
+            ratio = (self._variance.std() + 0.01 * unit) / (ref_std + 0.01 * unit)
+            best = max(best, next(tails).update(math.log(ratio), two_sided=True))
+        if cfg.seasonal_lag and len(self._lagged) == self._lagged.maxlen:
+            best = max(best, next(tails).update(abs(value - self._lagged[0]) / unit))
+        return best
+
+
+class StreamPostprocessor:
+    """The state of one stream. ``update`` takes raw scores in time order and returns ``[0, 1]`` scores.
+
+    ``values`` (optional) is the newest sample, one value per channel: the window's last row. The
+    value-based checks (spatial range, level, variance and seasonal likelihoods) run only when given.
+    """
+
+    def __init__(self, config: PostprocessConfig, threshold: float) -> None:
+        self.config = config
+        self.threshold = threshold
+        self._raw_tail = _Tail(config.short_window, config.long_window, config.min_std, 2)
+        self._short: deque[float] = deque(maxlen=config.short_window)
+        self._short_sum = 0.0
+        self._channels: list[_ChannelChecks] = []
+        self._suppress_left = 0
+        self.seen = 0
+
+    def update(self, raw: float, values: Sequence[float] | None = None) -> float:
+        cfg = self.config
+        value = math.log1p(max(raw, 0.0)) if cfg.log_scores else raw
+        self.seen += 1
+        if cfg.method == "ratio":
+            if len(self._short) == self._short.maxlen:
+                self._short_sum -= self._short[0]
+            self._short.append(value)
+            self._short_sum += value
+            average = self._short_sum / len(self._short)
+            score = _ratio(average, math.log1p(self.threshold) if cfg.log_scores else self.threshold)
+        else:
+            score = self._from_tail(self._raw_tail.update(value))
+        spatial = False
+        if values is not None and cfg.uses_values:
+            score, spatial = self._value_checks(score, values)
+        if self.seen <= cfg.warmup:
+            return 0.0
+        if spatial:
+            score = 1.0
+        return self._suppress(score)
+
+    def _from_tail(self, tail: float) -> float:
+        return tail / (tail + self.config.half_log10)
+
+    def _value_checks(self, score: float, values: Sequence[float]) -> tuple[float, bool]:
+        cfg = self.config
+        if not self._channels:
+            self._channels = [_ChannelChecks(cfg) for _ in values]
+        elif len(values) != len(self._channels):
+            raise ValueError(f"expected {len(self._channels)} values, got {len(values)}")
+        spatial = False
+        for checks, value in zip(self._channels, values, strict=True):
+            x = float(value)
+            if cfg.spatial_tolerance > 0 and checks.spatial(x):
+                spatial = True
+            tail = checks.update(x)
+            if tail > 0.0:
+                other = self._from_tail(tail)
+                score = max(score, other) if cfg.combine == "max" else 1.0 - (1.0 - score) * (1.0 - other)
+        return score, spatial
 
     def _suppress(self, score: float) -> float:
         cfg = self.config
@@ -202,11 +383,12 @@ class Postprocessor:
         self.threshold = threshold
         self._streams: dict[str, StreamPostprocessor] = {}
 
-    def update(self, stream: str, raw: float) -> float:
+    def update(self, stream: str, raw: float, values: Sequence[float] | None = None) -> float:
+        """``values``: the newest sample of the stream (``Decision.window[-1]``), for the value checks."""
         state = self._streams.get(stream)
         if state is None:
             state = self._streams[stream] = StreamPostprocessor(self.config, self.threshold)
-        return state.update(raw)
+        return state.update(raw, values)
 
     def is_anomaly(self, score: float) -> bool:
         return score >= self.config.decision_level

@@ -135,6 +135,7 @@ def test_demo_writes_a_report_that_chromium_renders(demo_run: DemoRun) -> None:
     assert int(dom.find("tr", "total")[0]["data-anomaly-bytes"]) == summary["bytes_forwarded"]
     assert summary["model_version"] in "".join(dom.text)
     image = decode(Path(summary["screenshot_path"]).read_bytes())
+    assert image.height > 2000  # the whole page, tables included
     distinct, counts = colour_counts(image)
     assert distinct > 50
     assert all(n > 20 for n in counts.values()), counts
