@@ -21,6 +21,7 @@ from cdk_nag import AwsSolutionsChecks
 from infra.config import PlatformConfig, read_cdk_json_context, select_environment
 from infra.stacks.fleet_stack import FleetStack
 from infra.stacks.ingest_stack import IngestStack
+from infra.stacks.lifecycle_stack import LifecycleStack
 from infra.stacks.model_store_stack import ModelStoreStack
 from infra.stacks.monitoring_stack import MonitoringStack
 from infra.stacks.publisher_stack import PublisherStack
@@ -41,6 +42,7 @@ class Platform:
     fleet: FleetStack
     publisher: PublisherStack
     ingest: IngestStack
+    lifecycle: LifecycleStack
     monitoring: MonitoringStack
 
 
@@ -65,12 +67,28 @@ def build(*, context: Mapping[str, Any] | None = None, outdir: str | None = None
         code_directory=str(LAMBDAS_DIRECTORY),
     )
     ingest = IngestStack(app, f"{prefix}Ingest", config=config, code_directory=str(LAMBDAS_DIRECTORY))
+    lifecycle = LifecycleStack(
+        app,
+        f"{prefix}Lifecycle",
+        config=config,
+        model_store=model_store.model_store,
+        fleet=fleet.fleet,
+        lineage=model_store.lineage,
+        events_table=ingest.ingest.table,
+        events_key=ingest.ingest.key,
+        code_directory=str(LAMBDAS_DIRECTORY),
+    )
     monitoring = MonitoringStack(
-        app, f"{prefix}Monitoring", config=config, publisher=publisher.publisher, ingest=ingest.ingest
+        app,
+        f"{prefix}Monitoring",
+        config=config,
+        publisher=publisher.publisher,
+        ingest=ingest.ingest,
+        lifecycle=lifecycle.lifecycle,
     )
 
     Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
-    return Platform(app, config, model_store, training, fleet, publisher, ingest, monitoring)
+    return Platform(app, config, model_store, training, fleet, publisher, ingest, lifecycle, monitoring)
 
 
 def _context_of(app: App, keys: Mapping[str, Any]) -> dict[str, Any]:

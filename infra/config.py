@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
+
+from lambdas.lifecycle.errors import ConfigError as LifecycleConfigError
+from lambdas.lifecycle.gate import GatePolicy
+from lambdas.lifecycle.health import HealthPolicy
 
 ENV_CONTEXT_KEY = "env"
 ENVIRONMENTS_CONTEXT_KEY = "environments"
@@ -30,6 +34,8 @@ _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # The retention periods CloudWatch Logs accepts.
 LOG_RETENTION_DAYS = frozenset({1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653})
+# The lifecycle check's interval bounds Lambda's maximum event age (6 h), see infra/parts/lifecycle.py.
+MAX_LIFECYCLE_SCHEDULE_MINUTES = 360
 
 
 _E = TypeVar("_E", bound=Enum)
@@ -73,6 +79,12 @@ class PlatformConfig:
     heartbeat_ttl_days: int
     archive_expiration_days: int
     drift_anomaly_rate_threshold: float
+    # The scheduled model-lifecycle check (lambdas/lifecycle/handler.py).
+    auto_rollback: bool
+    lifecycle_schedule_minutes: int
+    # Canonical JSON for GATE_POLICY / HEALTH_POLICY; None keeps the code's defaults.
+    gate_policy_json: str | None = None
+    health_policy_json: str | None = None
 
     @property
     def auto_delete_objects(self) -> bool:
@@ -121,6 +133,15 @@ class PlatformConfig:
             raise ConfigError(
                 f"{where}.driftAnomalyRateThreshold must be a fraction in (0, 1), got {drift_threshold!r}"
             )
+        auto_rollback = raw.get("autoRollback")
+        if not isinstance(auto_rollback, bool):
+            raise ConfigError(f"{where}.autoRollback must be true or false, got {auto_rollback!r}")
+        schedule_minutes = _positive_int(raw, "lifecycleScheduleMinutes", where)
+        if schedule_minutes > MAX_LIFECYCLE_SCHEDULE_MINUTES:
+            raise ConfigError(
+                f"{where}.lifecycleScheduleMinutes={schedule_minutes} exceeds "
+                f"{MAX_LIFECYCLE_SCHEDULE_MINUTES} (Lambda keeps an event at most 6 hours)"
+            )
         email = raw.get("alertEmail")
         if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):
             raise ConfigError(f"{where}.alertEmail={email!r} is not an e-mail address (or null)")
@@ -142,6 +163,10 @@ class PlatformConfig:
             heartbeat_ttl_days=_positive_int(raw, "heartbeatTtlDays", where),
             archive_expiration_days=_positive_int(raw, "archiveExpirationDays", where),
             drift_anomaly_rate_threshold=float(drift_threshold),
+            auto_rollback=auto_rollback,
+            lifecycle_schedule_minutes=schedule_minutes,
+            gate_policy_json=_policy_json(raw, "gatePolicy", where, GatePolicy.parse),
+            health_policy_json=_policy_json(raw, "healthPolicy", where, HealthPolicy.parse),
         )
 
 
@@ -182,6 +207,22 @@ def _positive_int(raw: Mapping[str, Any], key: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{where}.{key} must be a positive integer, got {value!r}")
     return value
+
+
+def _policy_json(raw: Mapping[str, Any], key: str, where: str, parse: Callable[[str], object]) -> str | None:
+    """An optional policy object as the JSON the lifecycle reads, checked by the lifecycle's own parser
+    so a bad policy stops synth instead of every scheduled run."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}.{key} must be an object (or null), got {value!r}")
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    try:
+        parse(text)
+    except LifecycleConfigError as exc:
+        raise ConfigError(f"{where}.{key}: {exc}") from None
+    return text
 
 
 def _enum(kind: type[_E], raw: Mapping[str, Any], key: str, where: str) -> _E:

@@ -62,6 +62,12 @@ NAB_POSTPROCESS: Final[Mapping[str, object]] = {
     "suppress_level": 0.5,
     "suppress_rows": 400,
     "suppress_factor": 0.0,
+    # Checks on the stream's values: HTM's spatial range check and a seasonal (one day of 5-minute rows)
+    # difference likelihood, against a two-day reference spread.
+    "spatial_tolerance": 0.05,
+    "seasonal_lag": 288,
+    "value_short_window": 72,
+    "reference_window": 576,
 }
 NAB_HYPERPARAMETERS: Final[Mapping[str, str]] = {
     "window_length": "32",
@@ -70,13 +76,14 @@ NAB_HYPERPARAMETERS: Final[Mapping[str, str]] = {
 # Chosen on the shared SKAB corpus (docs/detection.md).
 SKAB_POSTPROCESS: Final[Mapping[str, object]] = {
     "method": "ratio",
-    "short_window": 20,
+    "short_window": 18,
     "warmup": 0,
     "log_scores": False,
+    "hold_rows": 18,
 }
 SKAB_HYPERPARAMETERS: Final[Mapping[str, str]] = {
     "window_length": "32",
-    "threshold_margin": "2.0",
+    "threshold_margin": "2.15",
     "edge_postprocess": json.dumps(SKAB_POSTPROCESS),
 }
 

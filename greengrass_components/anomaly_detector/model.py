@@ -20,6 +20,8 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from .errors import ModelError
+from .postprocess import METADATA_KEY as POSTPROCESS_KEY
+from .postprocess import PostprocessConfig
 
 CONTRACT_VERSION = "1"
 INPUT_NAME = "window"
@@ -199,6 +201,9 @@ class ModelLoader:
             raise ModelError(f"onnxruntime cannot load model {path}: {exc}") from exc
         props = dict(session.get_modelmeta().custom_metadata_map)
         meta = parse_metadata(props)
+        if POSTPROCESS_KEY in props:
+            # Refused here, at load, so a bad value never replaces a running model (ModelError says why).
+            PostprocessConfig.from_json(props[POSTPROCESS_KEY])
         _check_signature(session, meta)
         model = LoadedModel(
             session=session,

@@ -64,31 +64,32 @@ class PostprocessConfig:
     variance_window: int = 0
     seasonal_lag: int = 0
     reference_window: int = 288
+    value_short_window: int = 10
     combine: str = "max"
+    # > 0: the raw-score likelihood counts only when the short average exceeds this multiple of the
+    # highest short average of the last long_window rows (recurring bursts are the stream's normal).
+    novelty_ratio: float = 0.0
+    # After an alarm, keep the output at >= decision_level for this many rows (segment-labelled data).
+    hold_rows: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ModelError(f"edge_postprocess method must be one of {list(METHODS)}, got {self.method!r}")
         if self.combine not in COMBINES:
-            raise ModelError(f"edge_postprocess combine must be one of {list(COMBINES)}, got {self.combine!r}")
-        for name in ("short_window", "long_window", "reference_window"):
+            raise ModelError(
+                f"edge_postprocess combine must be one of {list(COMBINES)}, got {self.combine!r}"
+            )
+        for name in ("short_window", "long_window", "reference_window", "value_short_window"):
             if getattr(self, name) < 1:
                 raise ModelError(f"edge_postprocess {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup", "suppress_rows", "variance_window", "seasonal_lag"):
+        for name in ("warmup", "suppress_rows", "variance_window", "seasonal_lag", "hold_rows"):
             if getattr(self, name) < 0:
                 raise ModelError(f"edge_postprocess {name} must be >= 0, got {getattr(self, name)}")
-        for k in self.level_windows:
-            if not 1 <= k < self.reference_window:
-                raise ModelError(
-                    f"edge_postprocess level_windows must be in [1, reference_window), got {k}"
-                )
-        if self.variance_window == 1 or self.variance_window >= max(self.reference_window, 2):
-            raise ModelError(
-                "edge_postprocess variance_window must be 0 (off) or in [2, reference_window), "
-                f"got {self.variance_window}"
-            )
+        self._check_value_settings()
         if not (self.min_std > 0 and self.half_log10 > 0):
             raise ModelError("edge_postprocess min_std and half_log10 must be > 0")
+        if not self.novelty_ratio >= 0.0:
+            raise ModelError(f"edge_postprocess novelty_ratio must be >= 0, got {self.novelty_ratio}")
         if not self.spatial_tolerance >= 0.0:
             raise ModelError(f"edge_postprocess spatial_tolerance must be >= 0, got {self.spatial_tolerance}")
         if not 0.0 <= self.suppress_factor <= 1.0:
@@ -97,6 +98,16 @@ class PostprocessConfig:
             )
         if not 0.0 < self.decision_level <= 1.0:
             raise ModelError(f"edge_postprocess decision_level must be in (0, 1], got {self.decision_level}")
+
+    def _check_value_settings(self) -> None:
+        for k in self.level_windows:
+            if not 1 <= k < self.reference_window:
+                raise ModelError(f"edge_postprocess level_windows must be in [1, reference_window), got {k}")
+        if self.variance_window == 1 or self.variance_window >= max(self.reference_window, 2):
+            raise ModelError(
+                "edge_postprocess variance_window must be 0 (off) or in [2, reference_window), "
+                f"got {self.variance_window}"
+            )
 
     @property
     def uses_values(self) -> bool:
@@ -164,7 +175,9 @@ class _Tail:
     then remembers the average. Two-sided tails score surprising drops as well as rises.
     """
 
-    def __init__(self, short_window: int, long_window: int, min_std: float, min_history: int) -> None:
+    def __init__(
+        self, short_window: int, long_window: int, min_std: float, min_history: int, novelty: float = 0.0
+    ) -> None:
         self._short: deque[float] = deque(maxlen=short_window)
         self._short_sum = 0.0
         self._long: deque[float] = deque()
@@ -173,6 +186,10 @@ class _Tail:
         self._long_sq = 0.0
         self._min_std = min_std
         self._min_history = max(min_history, 2)
+        self._novelty = novelty
+        # (index, average), averages strictly decreasing: the front is the history's maximum.
+        self._peaks: deque[tuple[int, float]] = deque()
+        self._index = 0
 
     def update(self, value: float, *, two_sided: bool = False) -> float:
         if len(self._short) == self._short.maxlen:
@@ -189,6 +206,9 @@ class _Tail:
             if two_sided:
                 z = abs(z)
             tail = log10_tail(z) if z > 0 else 0.0
+            if self._novelty and average <= self._novelty * self._peaks[0][1]:
+                tail = 0.0  # no higher than what this stream already did recently: a known pattern
+        self._remember_peak(average)
         self._long.append(average)
         self._long_sum += average
         self._long_sq += average * average
@@ -197,6 +217,17 @@ class _Tail:
             self._long_sum -= old
             self._long_sq -= old * old
         return tail
+
+    def _remember_peak(self, average: float) -> None:
+        if not self._novelty:
+            return
+        while self._peaks and self._peaks[-1][1] <= average:
+            self._peaks.pop()
+        self._peaks.append((self._index, average))
+        # The history holds the last long_window averages, i.e. indices > index - long_window.
+        while self._peaks[0][0] <= self._index - self._long_window:
+            self._peaks.popleft()
+        self._index += 1
 
 
 class _Moments:
@@ -259,7 +290,7 @@ class _ChannelChecks:
         self._lagged: deque[float] = deque(maxlen=cfg.seasonal_lag + 1)
         count = len(self._levels) + (self._variance is not None) + (cfg.seasonal_lag > 0)
         self._tails = [
-            _Tail(cfg.short_window, cfg.long_window, cfg.min_std, cfg.warmup) for _ in range(count)
+            _Tail(cfg.value_short_window, cfg.long_window, cfg.min_std, cfg.warmup) for _ in range(count)
         ]
 
     def spatial(self, value: float) -> bool:
@@ -310,11 +341,14 @@ class StreamPostprocessor:
     def __init__(self, config: PostprocessConfig, threshold: float) -> None:
         self.config = config
         self.threshold = threshold
-        self._raw_tail = _Tail(config.short_window, config.long_window, config.min_std, 2)
+        self._raw_tail = _Tail(
+            config.short_window, config.long_window, config.min_std, 2, config.novelty_ratio
+        )
         self._short: deque[float] = deque(maxlen=config.short_window)
         self._short_sum = 0.0
         self._channels: list[_ChannelChecks] = []
         self._suppress_left = 0
+        self._hold_left = 0
         self.seen = 0
 
     def update(self, raw: float, values: Sequence[float] | None = None) -> float:
@@ -337,7 +371,7 @@ class StreamPostprocessor:
             return 0.0
         if spatial:
             score = 1.0
-        return self._suppress(score)
+        return self._hold(self._suppress(score))
 
     def _from_tail(self, tail: float) -> float:
         return tail / (tail + self.config.half_log10)
@@ -358,6 +392,16 @@ class StreamPostprocessor:
                 other = self._from_tail(tail)
                 score = max(score, other) if cfg.combine == "max" else 1.0 - (1.0 - score) * (1.0 - other)
         return score, spatial
+
+    def _hold(self, score: float) -> float:
+        cfg = self.config
+        if score >= cfg.decision_level:
+            self._hold_left = cfg.hold_rows
+            return score
+        if self._hold_left > 0:
+            self._hold_left -= 1
+            return cfg.decision_level
+        return score
 
     def _suppress(self, score: float) -> float:
         cfg = self.config

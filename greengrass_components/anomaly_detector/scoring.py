@@ -4,12 +4,14 @@ Full windows are copied into one preallocated batch array and scored with ONE ``
 micro-batch, never one per sample. A score is causal: the window ends at the sample that completed it.
 :class:`BatchPolicy` decides when a batch is due: its target size follows the arrival rate (about
 ``latency_budget_s`` worth of windows), and ``max_wait_s`` bounds how long any window waits.
+:class:`DecisionRule` turns a batch's raw scores into decisions: ``score > threshold`` (vectorised), or,
+when the model carries ``edge_postprocess`` metadata, the online post-processing of ``postprocess.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -19,6 +21,7 @@ from numpy.typing import NDArray
 from .errors import MessageError
 from .messages import DUPLICATE_TIMESTAMP, OUT_OF_ORDER, Sample, SampleBlock
 from .model import ModelMetadata
+from .postprocess import METADATA_KEY, PostprocessConfig, Postprocessor
 from .windowing import WindowStore
 
 
@@ -38,6 +41,58 @@ class Decision:
     is_anomaly: bool
     model_version: str
     window: NDArray[np.float32]  # [window_length, n_channels], oldest -> newest
+    post_score: float | None = None  # post-processed score in [0, 1]; None when the model has no post-processing
+    decision_level: float | None = None  # ``is_anomaly`` is ``post_score >= decision_level`` then
+
+    @property
+    def deciding_score(self) -> float:
+        """The score the decision was made on (events keep the window where it peaks)."""
+        return self.score if self.post_score is None else self.post_score
+
+
+class DecisionRule:
+    """Raw scores of a batch -> anomaly flags (and post-processed scores), in batch order.
+
+    Without post-processing a window is anomalous when ``score > threshold`` (strictly, per the contract),
+    one vectorised comparison per batch. With a :class:`PostprocessConfig`, every window is fed in batch
+    order (which is time order within a stream) to one per-stream :class:`Postprocessor`, normal windows
+    included, so each post-processed score depends on that stream's past only, as in the evaluation.
+    One rule per model: a model swap starts a new one (its statistics are in the old model's units).
+    """
+
+    def __init__(self, threshold: float, postprocess: PostprocessConfig | None = None) -> None:
+        self.threshold = threshold
+        self.postprocess = postprocess
+        self._post = Postprocessor(postprocess, threshold) if postprocess is not None else None
+
+    @classmethod
+    def for_model(cls, model: ScoringModel) -> DecisionRule:
+        """The model's own rule: post-processing only when its metadata has ``edge_postprocess``."""
+        extra: Mapping[str, str] = getattr(model, "extra_metadata", {})
+        config = PostprocessConfig.from_metadata(extra) if METADATA_KEY in extra else None
+        return cls(model.metadata.threshold, config)
+
+    @property
+    def decision_level(self) -> float | None:
+        return None if self.postprocess is None else self.postprocess.decision_level
+
+    def decide(
+        self, streams: list[str], scores: NDArray[np.float32], windows: NDArray[np.float32]
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float64] | None]:
+        if self._post is None:
+            return scores > self.threshold, None
+        post = self._post
+        n = len(streams)
+        out = np.empty(n, dtype=np.float64)
+        flags = np.empty(n, dtype=np.bool_)
+        raw = scores.tolist()
+        # The value checks read each window's newest sample; skip building those rows when unused.
+        newest = windows[:, -1, :].tolist() if post.config.uses_values else None
+        for i, stream in enumerate(streams):
+            score = post.update(stream, raw[i], newest[i] if newest is not None else None)
+            out[i] = score
+            flags[i] = post.is_anomaly(score)
+        return flags, out
 
 
 @dataclass(frozen=True)
@@ -51,11 +106,16 @@ class ScoredBatch:
     arrived_at: list[float]
     threshold: float
     model_version: str
+    flags: NDArray[np.bool_] | None = None  # the rule's decisions; None: ``scores > threshold``
+    post_scores: NDArray[np.float64] | None = None
+    decision_level: float | None = None
 
     def __len__(self) -> int:
         return len(self.streams)
 
     def anomalous(self) -> NDArray[np.bool_]:
+        if self.flags is not None:
+            return self.flags
         # Strictly greater, per the contract: a score equal to the threshold is normal.
         return self.scores > self.threshold
 
@@ -66,9 +126,11 @@ class ScoredBatch:
             timestamp=self.timestamps[index],
             score=score,
             threshold=self.threshold,
-            is_anomaly=score > self.threshold,
+            is_anomaly=bool(self.flags[index]) if self.flags is not None else score > self.threshold,
             model_version=self.model_version,
             window=self.windows[index].copy(),
+            post_score=None if self.post_scores is None else float(self.post_scores[index]),
+            decision_level=self.decision_level,
         )
 
     def decisions(self) -> list[Decision]:
@@ -141,6 +203,7 @@ class ScoringEngine:
         self.batch_size = batch_size
         self._max_streams = max_streams
         self._model = model
+        self.rule = DecisionRule.for_model(model)
         self._reset_windows()
         self.windows_scored = 0
         self.batches_run = 0
@@ -241,6 +304,7 @@ class ScoringEngine:
         if scores.shape != (n,):
             raise ValueError(f"model returned {scores.shape} scores for a batch of {n}")
         meta = self._model.metadata
+        flags, post_scores = self.rule.decide(self._streams, scores, windows)
         batch = ScoredBatch(
             streams=self._streams,
             timestamps=self._timestamps,
@@ -249,6 +313,9 @@ class ScoringEngine:
             arrived_at=self._arrived,
             threshold=meta.threshold,
             model_version=meta.model_version,
+            flags=flags,
+            post_scores=post_scores,
+            decision_level=self.rule.decision_level,
         )
         self._n = 0
         self._streams, self._timestamps, self._arrived = [], [], []
@@ -278,17 +345,11 @@ class ScoringEngine:
         batch = self.flush()
         if batch is not None:
             # The result views the buffer, which a reset would replace: detach it.
-            batch = ScoredBatch(
-                batch.streams,
-                batch.timestamps,
-                batch.scores,
-                batch.windows.copy(),
-                batch.arrived_at,
-                batch.threshold,
-                batch.model_version,
-            )
+            batch = replace(batch, windows=batch.windows.copy())
         old, new = self._model.metadata, model.metadata
         self._model = model
+        # Post-processing state is per model: its statistics are of the old model's scores.
+        self.rule = DecisionRule.for_model(model)
         if (old.window_length, old.channels) != (new.window_length, new.channels):
             self._reset_windows()
         return batch

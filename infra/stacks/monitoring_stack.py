@@ -1,17 +1,19 @@
-"""Deployable component: alarms on the publisher and the ingest path, the drift alarm, and the topic
-they notify."""
+"""Deployable component: alarms on the publisher, the model-lifecycle check and the ingest path, the drift
+alarm, and the topic they notify."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import CfnOutput, Duration, Stack
 from constructs import Construct
 
 from infra.config import PlatformConfig
 from infra.parts.drift import DriftAlarm
 from infra.parts.ingest import ANOMALY_RATE_METRIC, AnomalyIngest
 from infra.parts.ingest_alarms import IngestAlarms
+from infra.parts.lifecycle import ModelLifecycle
+from infra.parts.lifecycle_alarms import LifecycleAlarms
 from infra.parts.monitoring import Monitoring
 from infra.parts.publisher import Publisher
 from infra.stacks.common import removal_policy
@@ -26,6 +28,7 @@ class MonitoringStack(Stack):
         config: PlatformConfig,
         publisher: Publisher,
         ingest: AnomalyIngest,
+        lifecycle: ModelLifecycle,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id_, **kwargs)
@@ -44,6 +47,14 @@ class MonitoringStack(Stack):
             function=ingest.function,
             failure_queue=ingest.failure_queue,
             rule_error_queue=ingest.rule_error_queue,
+            notify=self.monitoring.topic,
+        )
+        self.lifecycle_alarms = LifecycleAlarms(
+            self,
+            "LifecycleAlarms",
+            function=lifecycle.function,
+            dead_letter_queue=lifecycle.dead_letter_queue,
+            schedule_interval=Duration.minutes(config.lifecycle_schedule_minutes),
             notify=self.monitoring.topic,
         )
         self.drift = DriftAlarm(

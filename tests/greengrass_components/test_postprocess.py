@@ -125,3 +125,141 @@ def test_bad_metadata_is_refused_with_a_reason(text, message):
     with pytest.raises(ModelError) as err:
         PostprocessConfig.from_json(text)
     assert str(err.value).startswith(message)
+
+
+def run_with_values(config: PostprocessConfig, raw: np.ndarray, values: np.ndarray) -> np.ndarray:
+    state = StreamPostprocessor(config, 3.0)
+    return np.array(
+        [
+            state.update(float(r), [float(v) for v in np.atleast_1d(row)])
+            for r, row in zip(raw, values, strict=True)
+        ]
+    )
+
+
+def daily(n: int, period: int = 48, seed: int = 0) -> np.ndarray:
+    t = np.arange(n)
+    return 10 * np.sin(2 * np.pi * t / period) + np.random.default_rng(seed).normal(0, 0.5, n)
+
+
+def test_spatial_check_scores_one_when_a_value_leaves_the_range_seen_so_far():
+    config = PostprocessConfig(short_window=5, long_window=200, warmup=20, spatial_tolerance=0.05)
+    values = daily(300)
+    values[250] = 10.0 + 0.2 * (values[:250].max() - values[:250].min())  # 20 % above the range
+    scores = run_with_values(config, noisy(300), values)
+    assert scores[250] == 1.0
+    assert scores[60:250].max() < 1.0  # after the first cycle has spanned the range
+
+
+def test_spatial_check_tolerates_a_value_just_past_the_range():
+    config = PostprocessConfig(short_window=5, long_window=200, warmup=20, spatial_tolerance=0.05)
+    values = daily(300)
+    span = values[:250].max() - values[:250].min()
+    values[250] = values[:250].max() + 0.04 * span
+    assert run_with_values(config, noisy(300), values)[250] < 1.0
+
+
+def test_value_checks_need_the_values_and_are_off_by_default():
+    raw = noisy(300)
+    config = PostprocessConfig(short_window=5, long_window=200, warmup=20, spatial_tolerance=0.05)
+    values = np.full(300, 1.0)
+    values[200] = 1e6
+    without = run(config, raw)
+    np.testing.assert_array_equal(
+        without,
+        run_with_values(PostprocessConfig(**{**config.__dict__, "spatial_tolerance": 0.0}), raw, values),
+    )
+    assert not PostprocessConfig().uses_values
+    assert config.uses_values
+
+
+def test_seasonal_likelihood_flags_a_missing_daily_cycle_the_raw_score_does_not_see():
+    period = 48
+    values = daily(20 * period)
+    values[15 * period : 16 * period] = np.random.default_rng(3).normal(0, 0.5, period)  # the cycle stops
+    raw = noisy(values.size)
+    config = PostprocessConfig(
+        short_window=5,
+        long_window=2000,
+        warmup=3 * period,
+        log_scores=False,
+        min_std=0.1,
+        seasonal_lag=period,
+        value_short_window=12,
+        reference_window=2 * period,
+    )
+    scores = run_with_values(config, raw, values)
+    plain = run(PostprocessConfig(**{**config.__dict__, "seasonal_lag": 0}), raw)
+    assert scores[15 * period : 16 * period].max() > 0.5
+    assert scores[3 * period : 15 * period].max() < 0.5
+    assert plain[15 * period : 16 * period].max() < 0.5
+
+
+def test_value_checks_are_causal_and_per_channel():
+    config = PostprocessConfig(
+        short_window=5,
+        long_window=300,
+        warmup=30,
+        spatial_tolerance=0.05,
+        seasonal_lag=24,
+        value_short_window=6,
+        reference_window=48,
+        level_windows=(6,),
+        variance_window=8,
+    )
+    values = np.column_stack([daily(400, period=24), daily(400, period=24, seed=1) * 1e6])
+    altered = values.copy()
+    altered[250:, 1] += 5e7
+    raw = noisy(400)
+    first, second = run_with_values(config, raw, values), run_with_values(config, raw, altered)
+    np.testing.assert_array_equal(first[:250], second[:250])
+    assert second[250] == 1.0
+    assert first[250] < 1.0
+
+
+def test_value_checks_refuse_a_sample_with_another_channel_count():
+    state = StreamPostprocessor(PostprocessConfig(spatial_tolerance=0.05), 3.0)
+    state.update(1.0, [1.0, 2.0])
+    with pytest.raises(ValueError, match="expected 2 values, got 1"):
+        state.update(1.0, [1.0])
+
+
+def test_moments_stay_exact_for_large_offsets_over_a_long_stream():
+    from greengrass_components.anomaly_detector.postprocess import _Moments
+
+    moments = _Moments(50)
+    data = 1e9 + np.random.default_rng(4).normal(0, 1.0, 5000)
+    for x in data:
+        moments.add(float(x))
+    assert moments.mean() == pytest.approx(data[-50:].mean(), rel=1e-12)
+    assert moments.std() == pytest.approx(data[-50:].std(), rel=1e-6)
+
+
+def test_hold_keeps_the_alarm_up_for_hold_rows_after_the_last_alarm():
+    config = PostprocessConfig(method="ratio", short_window=1, warmup=0, log_scores=False, hold_rows=2)
+    scores = run(config, np.array([9.0, 0.0, 0.0, 0.0, 9.0, 0.0]))
+    assert scores.tolist() == [0.75, 0.5, 0.5, 0.0, 0.75, 0.5]
+
+
+def test_postprocessor_passes_the_newest_values_to_the_stream():
+    config = PostprocessConfig(short_window=3, long_window=100, warmup=5, spatial_tolerance=0.05)
+    shared = Postprocessor(config, threshold=3.0)
+    outputs = [shared.update("a", 1.0, [float(v)]) for v in (0, 1, 0, 1, 0, 1, 0, 50)]
+    assert outputs[-1] == 1.0
+
+
+def test_value_check_settings_round_trip_and_refuse_bad_lists():
+    config = PostprocessConfig(level_windows=(12, 48), seasonal_lag=288, reference_window=576, hold_rows=3)
+    assert PostprocessConfig.from_metadata({METADATA_KEY: config.to_json()}) == config
+    with pytest.raises(ModelError, match=r"level_windows must be a list of int, got \['12'\]"):
+        PostprocessConfig.from_json('{"level_windows": ["12"]}')
+    with pytest.raises(ModelError, match=r"level_windows must be in \[1, reference_window\), got 300"):
+        PostprocessConfig(level_windows=(300,))
+    with pytest.raises(
+        ModelError, match="variance_window must be 0 \\(off\\) or in \\[2, reference_window\\)"
+    ):
+        PostprocessConfig(variance_window=1)
+    with pytest.raises(ModelError, match="combine must be one of \\['max', 'union'\\]"):
+        PostprocessConfig(combine="sum")
+    with pytest.raises(ModelError, match=r"spatial_tolerance must be >= 0, got -0\.1"):
+        PostprocessConfig(spatial_tolerance=-0.1)

@@ -16,6 +16,8 @@ from infra.config import (
     read_cdk_json_context,
     select_environment,
 )
+from lambdas.lifecycle.gate import GatePolicy
+from lambdas.lifecycle.health import HealthPolicy
 
 CDK_JSON = Path(__file__).resolve().parents[2] / "cdk.json"
 
@@ -38,6 +40,8 @@ def _dev() -> dict[str, Any]:
         "heartbeatTtlDays": 7,
         "archiveExpirationDays": 30,
         "driftAnomalyRateThreshold": 0.05,
+        "autoRollback": True,
+        "lifecycleScheduleMinutes": 10,
     }
 
 
@@ -91,6 +95,37 @@ def test_cdk_json_prod_keeps_more_and_runs_wider_than_dev() -> None:
     assert prod.heartbeat_ttl_days > dev.heartbeat_ttl_days
 
 
+def test_lifecycle_settings_are_read() -> None:
+    config = PlatformConfig.from_context("dev", _dev())
+    assert config.auto_rollback is True
+    assert config.lifecycle_schedule_minutes == 10
+    # No policy in the context: the lifecycle's own defaults apply (the variables stay unset).
+    assert config.gate_policy_json is None
+    assert config.health_policy_json is None
+
+
+def test_cdk_json_rolls_back_automatically_in_dev_only() -> None:
+    context = read_cdk_json_context(CDK_JSON)
+    assert select_environment({**context, "env": "dev"}).auto_rollback is True
+    assert select_environment({**context, "env": "prod"}).auto_rollback is False
+    assert select_environment({**context, "env": "prod"}).lifecycle_schedule_minutes == 5
+
+
+def test_policies_become_canonical_json_the_lifecycle_parses() -> None:
+    config = PlatformConfig.from_context(
+        "dev",
+        {
+            **_dev(),
+            "gatePolicy": {"regression": None, "floors": {"n_windows": {"min": 500}}},
+            "healthPolicy": {"min_windows": 50, "max_rate_ratio": 2.0},
+        },
+    )
+    assert config.gate_policy_json == '{"floors":{"n_windows":{"min":500}},"regression":null}'
+    assert config.health_policy_json == '{"max_rate_ratio":2.0,"min_windows":50}'
+    assert GatePolicy.parse(config.gate_policy_json).floors[0].minimum == 500
+    assert HealthPolicy.parse(config.health_policy_json).min_windows == 50
+
+
 def test_config_is_frozen() -> None:
     config = PlatformConfig.from_context("dev", _dev())
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -139,6 +174,25 @@ def test_missing_environments_is_an_error() -> None:
             "driftAnomalyRateThreshold",
             True,
             r"driftAnomalyRateThreshold must be a fraction in \(0, 1\), got True",
+        ),
+        ("autoRollback", "true", r"autoRollback must be true or false, got 'true'"),
+        ("autoRollback", None, r"autoRollback must be true or false, got None"),
+        ("lifecycleScheduleMinutes", 0, r"lifecycleScheduleMinutes must be a positive integer, got 0"),
+        (
+            "lifecycleScheduleMinutes",
+            361,
+            r"lifecycleScheduleMinutes=361 exceeds 360 \(Lambda keeps an event at most 6 hours\)",
+        ),
+        ("gatePolicy", "strict", r"gatePolicy must be an object \(or null\), got 'strict'"),
+        (
+            "gatePolicy",
+            {"floor": {}},
+            r"gatePolicy: gate policy must be an object with only \"floors\" and \"regression\"",
+        ),
+        (
+            "healthPolicy",
+            {"min_windows": -1},
+            r"healthPolicy: health policy min_windows must be >= 0, got -1",
         ),
     ],
 )

@@ -18,7 +18,7 @@ from tests.infra.conftest import Synthesized
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE = re.compile(r"AwsSolutions-[A-Z]+[0-9]+")
-STACK_SUFFIXES = ("ModelStore", "Training", "Fleet", "Publisher", "Ingest", "Monitoring")
+STACK_SUFFIXES = ("ModelStore", "Training", "Fleet", "Publisher", "Ingest", "Lifecycle", "Monitoring")
 
 
 def _aws_solutions_findings(report: dict[str, Any]) -> list[str]:

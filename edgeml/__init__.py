@@ -1,0 +1,1 @@
+"""``edgeml``: one command line for the platform's common jobs (see ``edgeml.cli``)."""

@@ -1,0 +1,304 @@
+"""The jobs behind the ``edgeml`` commands: thin calls into the parts that own the work.
+
+Nothing here re-implements a part: training goes through ``training.launch``, evaluation through
+``training.evaluate``, model publishing through the publisher Lambda's cores (``publish_model`` /
+``publish_gated``), component publishing through ``greengrass_components.publish``, and replay through the
+edge component's own runtime (``anomaly_detector.app.build_runtime``). Each job returns a JSON-ready dict.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import boto3
+
+from edgeml.errors import RefusedError, UsageError
+from edgeml.progress import ProgressMode, file_bar, polled_bar
+from greengrass_components.anomaly_detector.app import build_runtime
+from greengrass_components.anomaly_detector.config import parse_config
+from greengrass_components.publish import publish_component
+from lambdas.lifecycle.adapters import DynamoRegistry
+from lambdas.lifecycle.config import ENV_LINEAGE_TABLE, LifecycleConfig
+from lambdas.lifecycle.config import load_config as load_lifecycle_config
+from lambdas.lifecycle.core import publish_gated
+from lambdas.lifecycle.registry import Registry
+from lambdas.publisher.adapters import GreengrassComponents, GreengrassDeployments, S3ModelStore
+from lambdas.publisher.config import DEFAULT_MAX_MODEL_BYTES, PublisherConfig
+from lambdas.publisher.config import load_config as load_publisher_config
+from lambdas.publisher.core import ComponentRegistry, DeploymentService, ModelStore, publish_model
+from lambdas.publisher.errors import ArtifactConflictError
+from lambdas.publisher.events import S3_OBJECT_CREATED, S3_SOURCE, model_key, parse_event
+from lambdas.publisher.validation import validate_model
+from training.evaluate import (
+    NAB_HYPERPARAMETERS,
+    SKAB_HYPERPARAMETERS,
+    evaluate_nab,
+    evaluate_skab,
+    format_nab,
+    format_skab,
+    hyperparameter_argv,
+)
+from training.launch import launch_cloud, resolve_training_image, run_local
+from training.launch_config import HyperparameterValue, LaunchConfig
+
+DEFAULT_MODEL_NAME: Final = "anomaly-detector"  # training.train's default model_name
+COMPONENT_DIR: Final = Path(__file__).resolve().parents[1] / "greengrass_components" / "anomaly_detector"
+EVALUATE_LOGGER: Final = "training.evaluate"
+
+
+# --- train -----------------------------------------------------------------------------------------
+
+
+def train_local(
+    *, data_dir: Path, model_dir: Path, output_dir: Path | None, hyperparameters: Mapping[str, str]
+) -> dict[str, object]:
+    """train.py in this process, exactly as ``python -m training.launch local`` runs it."""
+    model_path = run_local(
+        LaunchConfig(hyperparameters=dict(hyperparameters)),
+        data_dir=data_dir,
+        model_dir=model_dir,
+        output_dir=output_dir,
+    )
+    return {"model_path": str(model_path)}
+
+
+@dataclass(frozen=True)
+class SageMakerJob:
+    bucket: str
+    dataset: str
+    role_arn: str
+    region: str
+    instance_type: str
+    instance_count: int
+    image: str | None
+    max_runtime_seconds: int
+    job_name_prefix: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    hyperparameters: Mapping[str, HyperparameterValue] = field(default_factory=dict)
+
+
+def train_sagemaker(
+    job: SageMakerJob, *, validate_role: bool = True, boto_session: boto3.Session | None = None
+) -> dict[str, object]:
+    """Create the SageMaker training job (no waiting), as ``python -m training.launch cloud`` does."""
+    cfg = LaunchConfig.for_model_store(
+        bucket=job.bucket,
+        dataset=job.dataset,
+        role_arn=job.role_arn,
+        region=job.region,
+        instance_type=job.instance_type,
+        instance_count=job.instance_count,
+        training_image=job.image,
+        max_runtime_seconds=job.max_runtime_seconds,
+        job_name_prefix=job.job_name_prefix,
+        tags=dict(job.tags),
+        hyperparameters=dict(job.hyperparameters),
+    )
+    name = launch_cloud(cfg, boto_session=boto_session, validate_role=validate_role)
+    return {
+        "training_job_name": name,
+        "region": cfg.region,
+        "training_image": resolve_training_image(cfg),
+        "train_s3_uri": cfg.train_s3_uri,
+        "output_s3_uri": cfg.output_s3_uri,
+    }
+
+
+# --- evaluate --------------------------------------------------------------------------------------
+
+
+def evaluate(
+    benchmark: str, *, corpus: Path, out: Path, workers: int, overrides: Sequence[str], progress: ProgressMode
+) -> tuple[dict[str, object], str]:
+    """The corpus summary (also written to ``out/summary.json``) and its one-paragraph text form."""
+    runners: dict[str, tuple[Mapping[str, str], Callable[..., dict[str, object]], Callable[..., str]]] = {
+        "nab": (NAB_HYPERPARAMETERS, evaluate_nab, format_nab),
+        "skab": (SKAB_HYPERPARAMETERS, evaluate_skab, format_skab),
+    }
+    defaults, run, render = runners[benchmark]
+    hyperparameters = hyperparameter_argv(defaults, overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    with file_bar(progress, logger=EVALUATE_LOGGER, desc=f"evaluate {benchmark}"):
+        summary = run(corpus, out, hyperparameters=hyperparameters, workers=workers)
+    return summary, render(summary)
+
+
+# --- publish and deploy ----------------------------------------------------------------------------
+
+
+def publish_model_file(
+    path: Path, *, model_name: str, bucket: str, store: ModelStore, max_bytes: int = DEFAULT_MAX_MODEL_BYTES
+) -> dict[str, object]:
+    """Validate a local ``model.onnx`` and write it once to ``models/<name>/<model_version>/model.onnx``.
+
+    The model's own metadata names its version, so the key and the model cannot disagree. An existing
+    key with the same bytes is success (re-runs are safe); with other bytes it is refused.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
+    info = validate_model(data, max_bytes=max_bytes)
+    key = model_key(model_name, info.model_version)
+    created = store.put_if_absent(bucket, key, data)
+    if not created and store.read(bucket, key, max_bytes=max_bytes) != data:
+        raise ArtifactConflictError(
+            f"s3://{bucket}/{key} already holds a different model; model versions must be unique"
+        )
+    return {
+        "model_uri": f"s3://{bucket}/{key}",
+        "model_version": info.model_version,
+        "model_sha256": info.sha256,
+        "created": created,
+    }
+
+
+def publish_code_component(
+    *, bucket: str, version: str, component_dir: Path, build_dir: Path, s3: Any = None, greengrass: Any = None
+) -> dict[str, object]:
+    """Build, upload once and register the inference component's code (``greengrass_components.publish``)."""
+    published = publish_component(
+        s3=s3 if s3 is not None else boto3.client("s3"),
+        greengrass=greengrass if greengrass is not None else boto3.client("greengrassv2"),
+        bucket=bucket,
+        component_dir=component_dir,
+        version=version,
+        build_dir=build_dir,
+    )
+    return {
+        "component_name": published.name,
+        "component_version": published.version,
+        "component_arn": published.arn,
+        "artifact_uri": published.artifact_uri,
+        "artifact_sha256": published.artifact_sha256,
+        "created": published.created,
+    }
+
+
+@dataclass(frozen=True)
+class PublisherParts:
+    """What the publisher Lambda's handler wires from its environment, for a run in this process."""
+
+    config: PublisherConfig
+    store: ModelStore
+    components: ComponentRegistry
+    deployments: DeploymentService
+    lifecycle: LifecycleConfig | None = None
+    registry: Registry | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> PublisherParts:
+        # Same rule as the Lambda: LINEAGE_TABLE set means the gated lifecycle publish to the canary.
+        lifecycle = load_lifecycle_config(environ) if environ.get(ENV_LINEAGE_TABLE) else None
+        return cls(
+            config=load_publisher_config(environ),
+            store=S3ModelStore(),
+            components=GreengrassComponents(),
+            deployments=GreengrassDeployments(),
+            lifecycle=lifecycle,
+            registry=DynamoRegistry(lifecycle.lineage_table) if lifecycle is not None else None,
+        )
+
+
+def object_created_event(uri: str) -> dict[str, object]:
+    """The EventBridge ``Object Created`` event S3 sends for ``uri`` (what triggers the Lambda)."""
+    bucket, sep, key = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not sep or not bucket or not key:
+        raise UsageError(f"expected s3://BUCKET/KEY, got {uri!r}")
+    return {
+        "version": "0",
+        "source": S3_SOURCE,
+        "detail-type": S3_OBJECT_CREATED,
+        "detail": {"bucket": {"name": bucket}, "object": {"key": key}},
+    }
+
+
+def deploy(uri: str, parts: PublisherParts) -> dict[str, object]:
+    """Publish the model at ``uri`` as the publisher Lambda would on its upload event.
+
+    With the lifecycle configured: the gate, a deployment to the canary group and the lineage record
+    (a gate rejection raises :class:`RefusedError`). Without it: a deployment to the target group.
+    """
+    results: list[dict[str, object]] = []
+    for request in parse_event(object_created_event(uri), model_bucket=parts.config.model_bucket):
+        if parts.lifecycle is None or parts.registry is None:
+            result = publish_model(
+                request,
+                config=parts.config,
+                store=parts.store,
+                components=parts.components,
+                deployments=parts.deployments,
+            )
+            results.append({"outcome": "published", "publish": result.to_dict()})
+            continue
+        outcome = publish_gated(
+            request,
+            publisher=parts.config,
+            lifecycle=parts.lifecycle,
+            store=parts.store,
+            components=parts.components,
+            deployments=parts.deployments,
+            registry=parts.registry,
+            clock=parts.clock,
+        )
+        if outcome.outcome == "rejected":
+            raise RefusedError(
+                f"the gate rejected model {outcome.model.model_version}: {outcome.model.reason}"
+            )
+        results.append(outcome.to_dict())
+    (only,) = results  # one URI, one request
+    return only
+
+
+# --- replay ----------------------------------------------------------------------------------------
+
+
+def count_rows(path: Path) -> int | None:
+    """Data rows of a CSV (non-blank lines after the header), for the progress bar; None if unreadable."""
+    try:
+        with path.open("rb") as handle:
+            return max(sum(1 for line in handle if line.strip()) - 1, 0)
+    except OSError:
+        return None  # the component's own source reports the error
+
+
+def replay(
+    path: Path,
+    *,
+    model: Path,
+    stream: str,
+    thing_name: str,
+    speed: float,
+    model_sha256: str | None,
+    log_level: str,
+    progress: ProgressMode,
+) -> dict[str, object]:
+    """Score a CSV with the edge component's runtime (file source, in-memory transport); its run summary."""
+    argv = [
+        "--thing-name", thing_name,
+        "--model", str(model),
+        "--source", "file",
+        "--file", str(path),
+        "--stream", stream,
+        "--speed", repr(speed),
+        "--transport", "memory",
+        "--health-interval-s", "0",
+        "--log-level", log_level,
+    ]  # fmt: skip
+    if model_sha256 is not None:
+        argv += ["--model-sha256", model_sha256]
+    config = parse_config(argv, env=dict(os.environ))
+    with build_runtime(config) as runtime:
+        app = runtime.app
+        with polled_bar(
+            progress, total=count_rows(path), unit="row", desc="replay", read=lambda: app.stats.samples_in
+        ):
+            stats = app.run()
+        summary: dict[str, object] = stats.summary(app.elapsed_s())
+    return {"file": str(path), "stream": stream, "thing_name": thing_name, **summary}
