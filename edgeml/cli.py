@@ -361,12 +361,14 @@ def _configure_logging(level: int) -> None:
 
 
 def _edgeml_logger() -> logging.Logger:
-    # The training package's JSON formatter, on the CLI's own logger too: one log format on stderr.
+    # The training package's JSON formatter on the CLI's own logger too: one log format on stderr.
+    # Replaced on every run, so the handler writes to the current sys.stderr.
     logger = logging.getLogger("edgeml")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
-        logger.addHandler(handler)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     return logger
 

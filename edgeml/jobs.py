@@ -21,6 +21,7 @@ from edgeml.errors import RefusedError, UsageError
 from edgeml.progress import ProgressMode, file_bar, polled_bar
 from greengrass_components.anomaly_detector.app import build_runtime
 from greengrass_components.anomaly_detector.config import parse_config
+from greengrass_components.anomaly_detector.logs import configure_logging as configure_component_logging
 from greengrass_components.publish import publish_component
 from lambdas.lifecycle.adapters import DynamoRegistry
 from lambdas.lifecycle.config import ENV_LINEAGE_TABLE, LifecycleConfig
@@ -293,6 +294,7 @@ def replay(
     ]  # fmt: skip
     if model_sha256 is not None:
         argv += ["--model-sha256", model_sha256]
+    configure_component_logging(log_level)
     config = parse_config(argv, env=dict(os.environ))
     with build_runtime(config) as runtime:
         app = runtime.app

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 
 from .config import ComponentConfig
 from .errors import MessageError, SpoolError
@@ -28,6 +27,7 @@ from .local_config import ENV_LOCAL_CONFIG_FILE, FileConfigIpc
 from .logs import RateLimitedLog, get_logger
 from .messages import MessageParser
 from .model import LoadedModel, ModelLoader
+from .postprocess import METADATA_KEY as POSTPROCESS_KEY
 from .scoring import BatchPolicy, ScoredBatch, ScoringEngine
 from .sources import FileReplaySource, Inbound, IpcSource, MqttSource, Source
 from .spool import IN_MEMORY, Spool, SpooledEvent
@@ -149,6 +149,7 @@ class DetectorApp:
                 extra={"spool_depth": self._spool.depth},
             )
         self.stats.publish_failures = self._forwarder.send_failures
+        self.stats.input_dropped = self._input_dropped()
 
     def _reject(self, error: MessageError) -> None:
         self.stats.reject(error.kind)
@@ -192,17 +193,22 @@ class DetectorApp:
         self.latency.add_many(now - np.asarray(batch.arrived_at))
         self.distributions.add(batch.scores, batch.windows[:, -1, :], batch.threshold)
         anomalous = batch.anomalous()
-        n_anomalous = int(np.count_nonzero(anomalous))
-        self.stats.anomalous_windows += n_anomalous
-        open_streams = self._events.open_streams
-        if n_anomalous == 0 and not open_streams:
+        hits = np.flatnonzero(anomalous)
+        self.stats.anomalous_windows += int(hits.size)
+        events = self._events
+        open_streams = events.open_streams
+        if hits.size == 0 and not open_streams:
             return
-        # Only streams with an event open (or opening now) need their normal decisions: those close it.
-        relevant = set(open_streams) | {batch.streams[i] for i in np.flatnonzero(anomalous)}
+        # Only anomalous windows and, per stream with an open event, its next normal window (which closes
+        # it) reach the event builder: no per-window object for the normal bulk of a batch.
+        start = 0 if open_streams else int(hits[0])
+        flags = anomalous[start:].tolist()
+        streams = batch.streams
         channels = self._engine.metadata.channels
-        for index, stream in enumerate(batch.streams):
-            if stream in relevant:
-                self._spool_events(self._events.offer(batch.decision(index), channels, now))
+        for offset, flag in enumerate(flags):
+            index = start + offset
+            if flag or events.is_open(streams[index]):
+                self._spool_events(events.offer(batch.decision(index), channels, now))
 
     def _spool_events(self, events: list[AnomalyEvent]) -> None:
         for event in events:
@@ -269,7 +275,14 @@ class DetectorApp:
             self.distributions = Distributions(model.metadata.channels)
         self.stats.model_version = model.metadata.model_version
         self.stats.model_swaps += 1
-        log.info("model swapped", extra={"from": old_version, "to": model.metadata.model_version})
+        log.info(
+            "model swapped",
+            extra={
+                "from": old_version,
+                "to": model.metadata.model_version,
+                "edge_postprocess": model.extra_metadata.get(POSTPROCESS_KEY),
+            },
+        )
 
     def health(self, now: float) -> dict[str, Any]:
         """The heartbeat body (and reset of the per-period counters)."""
@@ -311,6 +324,8 @@ class DetectorApp:
                 "dropped": self.stats.spool_dropped,
             },
             "rejects": dict(self.stats.rejects),
+            # Messages the network thread could not queue because the loop was behind (lost input).
+            "input_dropped": self._input_dropped(),
             "distribution": self.distributions.summary(),
         }
         self._period = _Period(
@@ -321,6 +336,10 @@ class DetectorApp:
         )
         self.distributions.reset()
         return body
+
+    def _input_dropped(self) -> int:
+        dropped = getattr(self._source, "dropped", 0)
+        return dropped if isinstance(dropped, int) else 0
 
     def _publish_health(self, now: float) -> None:
         body = self.health(now)
@@ -349,6 +368,9 @@ def _connect_ipc() -> Any:
     local_config = os.environ.get(ENV_LOCAL_CONFIG_FILE)
     if local_config:
         return FileConfigIpc(Path(local_config))
+    # Imported here: the SDK (awscrt) costs ~20 MB of RSS that a component without IPC does not need.
+    from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2  # noqa: PLC0415
+
     return GreengrassCoreIPCClientV2()
 
 
@@ -400,6 +422,8 @@ def build_runtime(
                 "window_length": model.metadata.window_length,
                 "channels": list(model.metadata.channels),
                 "threshold": model.metadata.threshold,
+                # Decisions are post-processed when the model says so (contracts §1), else score > threshold.
+                "edge_postprocess": model.extra_metadata.get(POSTPROCESS_KEY),
             },
         )
 
@@ -436,11 +460,14 @@ def build_runtime(
         stack.callback(source.close)
 
         engine = ScoringEngine(model, batch_size=config.batch_size, max_streams=config.max_streams)
+        forwarder = Forwarder(spool, transport)
+        if isinstance(transport, MqttTransport):
+            transport.on_connected = forwarder.retry_now
         app = DetectorApp(
             engine=engine,
             source=source,
             spool=spool,
-            forwarder=Forwarder(spool, transport),
+            forwarder=forwarder,
             events=EventBuilder(
                 thing_name=config.thing_name,
                 burst=config.event_burst,

@@ -3,7 +3,9 @@
 Per stream, an event *opens* at the first anomalous decision and *closes* at the next normal decision,
 after ``max_event_windows`` anomalous windows (so a long anomaly still reports periodically), when the
 stream goes quiet for ``idle_close_s`` (wall clock), or at shutdown. A closed event carries its start and
-end, the peak score, and the peak window's raw values (bounded: one window).
+end, the peak score, and the peak window's raw values (bounded: one window). The peak is the window with
+the highest *deciding* score: the post-processed score when the model post-processes (then the event
+carries both that ``post_score`` and the window's raw ``score``), else the raw score.
 
 Alert storms are limited per stream with a token bucket in *sample* time (``burst`` events, refilled at
 ``rate_per_hour``), so a replay at any speed makes the same decisions as the live stream. An event closed
@@ -52,10 +54,18 @@ class AnomalyEvent:
     values: list[list[float]]
     suppressed: int
     windows: int = 1
+    # Post-processed score of the peak window and the level it is compared to (None: raw decisions).
+    post_score: float | None = None
+    decision_level: float | None = None
     schema: str = SCHEMA
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        body = asdict(self)
+        # Only a post-processing model has these: a raw-threshold model's events stay as they were.
+        for key in ("post_score", "decision_level"):
+            if body[key] is None:
+                del body[key]
+        return body
 
     def to_json_bytes(self) -> bytes:
         # Compact separators: every byte counts on a cellular uplink.
@@ -68,8 +78,10 @@ class _Open:
     end: float
     peak_ts: float
     peak_score: float
+    peak_post_score: float | None
     peak_window: NDArray[np.float32]
     threshold: float
+    decision_level: float | None
     model_version: str
     windows: int
     touched_at: float  # wall clock (monotonic) of the last update, for the idle rule
@@ -119,6 +131,9 @@ class EventBuilder:
     def open_streams(self) -> tuple[str, ...]:
         return tuple(self._open)
 
+    def is_open(self, stream: str) -> bool:
+        return stream in self._open
+
     def offer(self, decision: Decision, channels: tuple[str, ...], now: float = 0.0) -> list[AnomalyEvent]:
         """Feed one decision (any order across streams, time order within a stream); returns closed events."""
         current = self._open.get(decision.stream)
@@ -132,8 +147,10 @@ class EventBuilder:
                 end=decision.timestamp,
                 peak_ts=decision.timestamp,
                 peak_score=decision.score,
+                peak_post_score=decision.post_score,
                 peak_window=decision.window,
                 threshold=decision.threshold,
+                decision_level=decision.decision_level,
                 model_version=decision.model_version,
                 windows=1,
                 touched_at=now,
@@ -142,8 +159,10 @@ class EventBuilder:
             current.end = decision.timestamp
             current.windows += 1
             current.touched_at = now
-            if decision.score > current.peak_score:
+            peak = current.peak_score if current.peak_post_score is None else current.peak_post_score
+            if decision.deciding_score > peak:
                 current.peak_ts, current.peak_score = decision.timestamp, decision.score
+                current.peak_post_score = decision.post_score
                 current.peak_window = decision.window
         if self._open[decision.stream].windows >= self._max_event_windows:
             return self._close(decision.stream, channels)
@@ -198,5 +217,7 @@ class EventBuilder:
                 values=[[float(str(v)) for v in row] for row in event.peak_window],
                 suppressed=self._held_back.pop(stream, 0),
                 windows=event.windows,
+                post_score=event.peak_post_score,
+                decision_level=event.decision_level,
             )
         ]

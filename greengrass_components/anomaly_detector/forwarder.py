@@ -39,6 +39,7 @@ class Forwarder:
         self.on_sent = on_sent
         self._clock = clock
         self._wake = threading.Event()
+        self._retry = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sent = 0
@@ -55,6 +56,10 @@ class Forwarder:
     def notify(self) -> None:
         """A new event is in the spool: send it now rather than at the next idle poll."""
         self._wake.set()
+
+    def retry_now(self) -> None:
+        """The transport (re)connected: end the current backoff wait and send the spool now."""
+        self._retry.set()
 
     def offer_health(self, topic: str, payload: bytes) -> None:
         """Heartbeats are sent after pending events, best effort: a newer one replaces an unsent one."""
@@ -123,8 +128,11 @@ class Forwarder:
                 delay = self._retry_initial_s
                 self._wake.wait(self._idle_poll_s)
                 self._wake.clear()
+            # Wait out the backoff unless the transport says it is back (or we are stopping).
+            elif self._retry.wait(delay):
+                self._retry.clear()
+                delay = self._retry_initial_s
             else:
-                self._stop.wait(delay)
                 delay = min(delay * 2, self._retry_max_s)
 
     def drain(self, timeout_s: float) -> bool:
@@ -142,5 +150,6 @@ class Forwarder:
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
+        self._retry.set()
         if self._thread is not None:
             self._thread.join(timeout=10)

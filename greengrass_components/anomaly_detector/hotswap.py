@@ -17,14 +17,15 @@ import queue
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
-
-from awsiot.greengrasscoreipc.model import ConfigurationValidityReport, ConfigurationValidityStatus
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import ModelRef
 from .errors import ConfigError, ModelError
 from .logs import get_logger
 from .model import LoadedModel, ModelLoader
+
+if TYPE_CHECKING:
+    from awsiot.greengrasscoreipc.model import ConfigurationValidityReport
 
 log = get_logger("hotswap")
 MODEL_KEY = "model"
@@ -202,6 +203,12 @@ class ModelWatcher:
         configuration = getattr(inner, "configuration", None) or {}
         deployment_id = getattr(inner, "deployment_id", None)
         reason = self.validate(configuration)
+        # Imported only here: the SDK (awscrt) costs RSS that a component without IPC does not need.
+        from awsiot.greengrasscoreipc.model import (  # noqa: PLC0415
+            ConfigurationValidityReport,
+            ConfigurationValidityStatus,
+        )
+
         status = (
             ConfigurationValidityStatus.ACCEPTED if reason is None else ConfigurationValidityStatus.REJECTED
         )

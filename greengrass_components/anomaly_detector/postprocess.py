@@ -17,11 +17,32 @@ methods map raw scores to ``[0, 1]`` using only the scores seen so far (never la
     threshold ``t``: ``m / (m + t)``, so ``0.5`` is exactly the calibrated threshold. For long anomalous
     segments (SKAB), where smoothing pays and the training-set threshold is the right reference.
 
+Checks on the stream's own values (only when ``update`` is given the newest sample, one value per
+channel, e.g. ``Decision.window[-1]``; each off by default), combined with the score above by ``max``
+(or ``union``: ``1 - prod(1 - s)``):
+
+``spatial_tolerance`` (NAB's HTM detector)
+    The newest value against the min/max of every value the stream has shown; outside that range by more
+    than ``spatial_tolerance`` times its width, the score is 1.
+``seasonal_lag``
+    ``|x_t - x_{t-lag}|`` in units of the std of the last ``reference_window`` values: a missing or
+    changed daily cycle, which a short forecasting window cannot see.
+``level_windows`` / ``variance_window``
+    ``|mean of the last k values - reference mean|`` per ``k``, and the log ratio of the last
+    ``variance_window`` values' std to the reference std (two-sided: flat lines and bursts of noise).
+
+Each value statistic goes through the same likelihood as the raw score (its own ``value_short_window``
+average against its own history), per channel, so units never matter.
+
 Then, optionally, repeated alarms are damped: after a score ``>= suppress_level`` every score of the next
 ``suppress_rows`` rows is multiplied by ``suppress_factor``. One alarm per event is what an operator
 (and NAB, which counts only the first detection in a window and charges every false one) wants.
 
-A stream outputs ``0`` until it has seen ``warmup`` raw scores. The parameters travel in the model's
+For segment-labelled data (SKAB) the opposite helps: ``hold_rows`` keeps the output at ``decision_level``
+for that many rows after the last alarm, bridging short gaps inside one anomalous segment.
+
+A stream outputs ``0`` until it has seen ``warmup`` raw scores. Every step is causal and O(1) amortised
+per sample and channel, in plain Python. The parameters travel in the model's
 ``edge_postprocess`` metadata (docs/contracts.md §1), so the device needs no side configuration.
 """
 
@@ -66,9 +87,6 @@ class PostprocessConfig:
     reference_window: int = 288
     value_short_window: int = 10
     combine: str = "max"
-    # > 0: the raw-score likelihood counts only when the short average exceeds this multiple of the
-    # highest short average of the last long_window rows (recurring bursts are the stream's normal).
-    novelty_ratio: float = 0.0
     # After an alarm, keep the output at >= decision_level for this many rows (segment-labelled data).
     hold_rows: int = 0
 
@@ -88,8 +106,6 @@ class PostprocessConfig:
         self._check_value_settings()
         if not (self.min_std > 0 and self.half_log10 > 0):
             raise ModelError("edge_postprocess min_std and half_log10 must be > 0")
-        if not self.novelty_ratio >= 0.0:
-            raise ModelError(f"edge_postprocess novelty_ratio must be >= 0, got {self.novelty_ratio}")
         if not self.spatial_tolerance >= 0.0:
             raise ModelError(f"edge_postprocess spatial_tolerance must be >= 0, got {self.spatial_tolerance}")
         if not 0.0 <= self.suppress_factor <= 1.0:
@@ -175,9 +191,7 @@ class _Tail:
     then remembers the average. Two-sided tails score surprising drops as well as rises.
     """
 
-    def __init__(
-        self, short_window: int, long_window: int, min_std: float, min_history: int, novelty: float = 0.0
-    ) -> None:
+    def __init__(self, short_window: int, long_window: int, min_std: float, min_history: int) -> None:
         self._short: deque[float] = deque(maxlen=short_window)
         self._short_sum = 0.0
         self._long: deque[float] = deque()
@@ -186,10 +200,6 @@ class _Tail:
         self._long_sq = 0.0
         self._min_std = min_std
         self._min_history = max(min_history, 2)
-        self._novelty = novelty
-        # (index, average), averages strictly decreasing: the front is the history's maximum.
-        self._peaks: deque[tuple[int, float]] = deque()
-        self._index = 0
 
     def update(self, value: float, *, two_sided: bool = False) -> float:
         if len(self._short) == self._short.maxlen:
@@ -206,9 +216,6 @@ class _Tail:
             if two_sided:
                 z = abs(z)
             tail = log10_tail(z) if z > 0 else 0.0
-            if self._novelty and average <= self._novelty * self._peaks[0][1]:
-                tail = 0.0  # no higher than what this stream already did recently: a known pattern
-        self._remember_peak(average)
         self._long.append(average)
         self._long_sum += average
         self._long_sq += average * average
@@ -217,17 +224,6 @@ class _Tail:
             self._long_sum -= old
             self._long_sq -= old * old
         return tail
-
-    def _remember_peak(self, average: float) -> None:
-        if not self._novelty:
-            return
-        while self._peaks and self._peaks[-1][1] <= average:
-            self._peaks.pop()
-        self._peaks.append((self._index, average))
-        # The history holds the last long_window averages, i.e. indices > index - long_window.
-        while self._peaks[0][0] <= self._index - self._long_window:
-            self._peaks.popleft()
-        self._index += 1
 
 
 class _Moments:
@@ -341,9 +337,7 @@ class StreamPostprocessor:
     def __init__(self, config: PostprocessConfig, threshold: float) -> None:
         self.config = config
         self.threshold = threshold
-        self._raw_tail = _Tail(
-            config.short_window, config.long_window, config.min_std, 2, config.novelty_ratio
-        )
+        self._raw_tail = _Tail(config.short_window, config.long_window, config.min_std, 2)
         self._short: deque[float] = deque(maxlen=config.short_window)
         self._short_sum = 0.0
         self._channels: list[_ChannelChecks] = []
@@ -353,6 +347,10 @@ class StreamPostprocessor:
 
     def update(self, raw: float, values: Sequence[float] | None = None) -> float:
         cfg = self.config
+        checks_values = values is not None and cfg.uses_values
+        if checks_values and self._channels and len(values or ()) != len(self._channels):
+            # Refused before any state changes, so the stream carries on as if the call never happened.
+            raise ValueError(f"expected {len(self._channels)} values, got {len(values or ())}")
         value = math.log1p(max(raw, 0.0)) if cfg.log_scores else raw
         self.seen += 1
         if cfg.method == "ratio":
@@ -365,7 +363,7 @@ class StreamPostprocessor:
         else:
             score = self._from_tail(self._raw_tail.update(value))
         spatial = False
-        if values is not None and cfg.uses_values:
+        if checks_values and values is not None:
             score, spatial = self._value_checks(score, values)
         if self.seen <= cfg.warmup:
             return 0.0
@@ -380,8 +378,6 @@ class StreamPostprocessor:
         cfg = self.config
         if not self._channels:
             self._channels = [_ChannelChecks(cfg) for _ in values]
-        elif len(values) != len(self._channels):
-            raise ValueError(f"expected {len(self._channels)} values, got {len(values)}")
         spatial = False
         for checks, value in zip(self._channels, values, strict=True):
             x = float(value)

@@ -41,7 +41,9 @@ class Decision:
     is_anomaly: bool
     model_version: str
     window: NDArray[np.float32]  # [window_length, n_channels], oldest -> newest
-    post_score: float | None = None  # post-processed score in [0, 1]; None when the model has no post-processing
+    post_score: float | None = (
+        None  # post-processed score in [0, 1]; None when the model has no post-processing
+    )
     decision_level: float | None = None  # ``is_anomaly`` is ``post_score >= decision_level`` then
 
     @property

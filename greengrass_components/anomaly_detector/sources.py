@@ -15,14 +15,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-import paho.mqtt.client as mqtt
-
-from .errors import MessageError, SourceError
+from .errors import MessageError, SourceError, TransportError
 from .logs import get_logger
 from .messages import BAD_SHAPE, BAD_VALUE, OVERSIZED, MessageParser, Sample, SampleBlock, parse_timestamp
-from .transport import MqttSettings, connect_and_wait, new_paho_client
+from .transport import MqttSettings, connect_in_background, new_paho_client
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
 
 log = get_logger("sources")
 
@@ -122,6 +123,11 @@ class FileReplaySource:
     @property
     def finished(self) -> bool:
         return self._finished
+
+    @property
+    def dropped(self) -> int:
+        """A file is read at the loop's pace: nothing is ever dropped."""
+        return 0
 
     def _columns_for(self, channels: tuple[str, ...]) -> dict[str, int]:
         data_columns = [i for i in range(len(self._header)) if i != self._ts_index]
@@ -235,7 +241,11 @@ class _QueueSource:
 
 
 class MqttSource(_QueueSource):
-    """Subscribes (QoS 1) to sensor topics such as ``sensors/#`` on a local MQTT broker."""
+    """Subscribes (QoS 1) to sensor topics such as ``sensors/#`` on a local MQTT broker.
+
+    A broker that is not up yet when the component starts is waited for in the background (it often
+    starts after us at boot); the subscription is made on every (re)connect.
+    """
 
     def __init__(
         self,
@@ -246,15 +256,18 @@ class MqttSource(_QueueSource):
         client: mqtt.Client | None = None,
     ) -> None:
         super().__init__(max_queue)
-        self._client = client if client is not None else new_paho_client(settings)
+        try:
+            self._client = client if client is not None else new_paho_client(settings)
+        except TransportError as exc:
+            raise SourceError(f"MQTT source cannot start: {exc}") from exc
         self._client.on_message = self._on_message
 
         def subscribe(c: mqtt.Client) -> None:
             c.subscribe(topic, qos=1)
 
         try:
-            connect_and_wait(self._client, settings, on_connected=subscribe)
-        except Exception as exc:  # TransportError or OSError: the source cannot start
+            connect_in_background(self._client, settings, on_connected=subscribe)
+        except (OSError, ValueError) as exc:  # e.g. an unreadable TLS file: the source cannot start
             raise SourceError(f"MQTT source cannot start: {exc}") from exc
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:

@@ -137,6 +137,7 @@ class RunStats:
     out_of_order: int = 0
     model_swaps: int = 0
     models_rejected: int = 0
+    input_dropped: int = 0
     rejects: dict[str, int] = field(default_factory=dict)
     anomaly_timestamps: list[str] = field(default_factory=list)
 
@@ -162,6 +163,7 @@ class RunStats:
             "model_version": self.model_version,
             "model_swaps": self.model_swaps,
             "models_rejected": self.models_rejected,
+            "input_dropped": self.input_dropped,
             "elapsed_s": round(elapsed_s, 6),
             "samples_per_s": round(self.samples_in / elapsed_s, 3) if elapsed_s > 0 else None,
             "anomaly_timestamps": list(self.anomaly_timestamps),

@@ -1,4 +1,8 @@
-"""The ``Transport`` port (device -> cloud publish, QoS 1) and its adapters: Greengrass IPC, MQTT, memory."""
+"""The ``Transport`` port (device -> cloud publish, QoS 1) and its adapters: Greengrass IPC, MQTT, memory.
+
+paho and the Greengrass SDK are imported only by the adapter that uses them: each costs several MB of RSS
+on a device that runs the other.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,18 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import paho.mqtt.client as mqtt
-from awsiot.greengrasscoreipc.model import QOS
-from paho.mqtt.enums import CallbackAPIVersion
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import TransportError
 from .logs import get_logger
 
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
 log = get_logger("transport")
+
+# ``awsiot.greengrasscoreipc.model.QOS.AT_LEAST_ONCE``, without importing the SDK for one constant.
+QOS_AT_LEAST_ONCE = "1"
 
 
 class Transport(Protocol):
@@ -45,7 +51,7 @@ class IpcTransport:
 
     def publish(self, topic: str, payload: bytes) -> None:
         try:
-            self._ipc.publish_to_iot_core(topic_name=topic, qos=QOS.AT_LEAST_ONCE, payload=payload)
+            self._ipc.publish_to_iot_core(topic_name=topic, qos=QOS_AT_LEAST_ONCE, payload=payload)
         # The SDK raises its own error family plus awscrt/concurrent.futures errors; all mean "not sent".
         except Exception as exc:
             raise TransportError(f"PublishToIoTCore on {topic!r} failed: {exc}") from exc
@@ -77,18 +83,24 @@ class MqttSettings:
 
 def new_paho_client(settings: MqttSettings) -> mqtt.Client:
     """A paho 2.x client (callback API v2, MQTT 3.1.1: every broker and IoT Core speak it)."""
+    import paho.mqtt.client as mqtt  # noqa: PLC0415 - see the module docstring
+    from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=settings.client_id,
         protocol=mqtt.MQTTv311,
     )
     if settings.tls is not None:
-        client.tls_set(
-            ca_certs=str(settings.tls.ca_file),
-            certfile=str(settings.tls.cert_file) if settings.tls.cert_file else None,
-            keyfile=str(settings.tls.key_file) if settings.tls.key_file else None,
-            tls_version=ssl.PROTOCOL_TLS_CLIENT,
-        )
+        try:
+            client.tls_set(
+                ca_certs=str(settings.tls.ca_file),
+                certfile=str(settings.tls.cert_file) if settings.tls.cert_file else None,
+                keyfile=str(settings.tls.key_file) if settings.tls.key_file else None,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: unreadable or mismatched files
+            raise TransportError(f"MQTT TLS settings unusable: {exc}") from exc
     client.reconnect_delay_set(
         min_delay=max(1, round(settings.reconnect_min_s)), max_delay=max(1, round(settings.reconnect_max_s))
     )
@@ -130,18 +142,89 @@ def connect_and_wait(
         )
 
 
+def connect_in_background(
+    client: mqtt.Client,
+    settings: MqttSettings,
+    on_connected: Callable[[mqtt.Client], None] | None = None,
+) -> bool:
+    """Start connecting and keep retrying in paho's thread; True if connected within the first attempt.
+
+    A broker that is down (or refuses us) when the component starts is not fatal: the first attempt's
+    outcome is awaited (at most ``connect_timeout_s``), then paho retries with backoff for as long as the
+    client lives, and ``on_connected`` runs on every successful (re)connect.
+    """
+    connected = threading.Event()
+    attempted = threading.Event()
+    result: dict[str, str] = {}
+
+    def on_connect(c: mqtt.Client, _u: object, _f: object, reason_code: Any, _p: object) -> None:
+        result["reason"] = str(reason_code)
+        attempted.set()
+        if not reason_code.is_failure:
+            if on_connected is not None:
+                on_connected(c)
+            connected.set()
+
+    def on_connect_fail(_c: mqtt.Client, _u: object) -> None:
+        result["reason"] = "connection failed"
+        attempted.set()
+
+    def on_disconnect(_c: mqtt.Client, _u: object, _f: object, reason_code: Any, _p: object) -> None:
+        # E.g. a TLS broker dropping a client without a certificate right after the handshake.
+        result.setdefault("reason", f"disconnected: {reason_code}")
+        attempted.set()
+
+    client.on_connect = on_connect
+    client.on_connect_fail = on_connect_fail
+    client.on_disconnect = on_disconnect
+    client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
+    client.loop_start()
+    attempted.wait(settings.connect_timeout_s)
+    if connected.is_set():
+        return True
+    log.warning(
+        "MQTT broker not reachable yet; retrying in the background",
+        extra={"host": settings.host, "port": settings.port, "reason": result.get("reason", "no CONNACK")},
+    )
+    return False
+
+
 class MqttTransport:
     """Publishes with QoS 1 to an MQTT broker (local mosquitto, or IoT Core with TLS client certs).
 
     ``publish`` waits for the PUBACK, so a return means the broker has the message. While the connection
     is down it fails at once instead of queueing inside paho: the durable spool is the only queue, so an
     outage does not pile up stale copies in memory.
+
+    A broker that is down at start is not fatal (``require_connection=False``, the default): the
+    component starts in spool-only mode, paho keeps reconnecting, and ``on_connected`` (the forwarder's
+    ``retry_now``) runs on each (re)connect so the spool drains at once instead of after a backoff.
     """
 
-    def __init__(self, settings: MqttSettings, client: mqtt.Client | None = None) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client: mqtt.Client | None = None,
+        *,
+        require_connection: bool = False,
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
         self._settings = settings
         self._client = client if client is not None else new_paho_client(settings)
-        connect_and_wait(self._client, settings)
+        self.on_connected = on_connected
+        if require_connection:
+            connect_and_wait(self._client, settings, on_connected=self._connected)
+        else:
+            connect_in_background(self._client, settings, on_connected=self._connected)
+
+    def _connected(self, _client: mqtt.Client) -> None:
+        log.info("MQTT connected", extra={"host": self._settings.host, "port": self._settings.port})
+        if self.on_connected is not None:
+            self.on_connected()
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._client.is_connected())
 
     def publish(self, topic: str, payload: bytes) -> None:
         if not self._client.is_connected():

@@ -23,6 +23,8 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.parts.common import encrypted_queue
+
 # Heartbeats arrive every few minutes per device; 15-minute averages over the fleet smooth single devices.
 DRIFT_PERIOD = Duration.minutes(15)
 # One hour above the threshold: a short burst of real anomalies is an incident, not drift.
@@ -72,18 +74,12 @@ class DriftAlarm(Construct):
         self.alarm.add_alarm_action(action)
         self.alarm.add_ok_action(action)
 
-        self.retrain_dead_letter_queue = sqs.Queue(
-            self,
-            "RetrainDeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=RETRAIN_QUEUE_RETENTION,
+        self.retrain_dead_letter_queue = encrypted_queue(
+            self, "RetrainDeadLetterQueue", retention_period=RETRAIN_QUEUE_RETENTION
         )
-        self.retrain_queue = sqs.Queue(
+        self.retrain_queue = encrypted_queue(
             self,
             "RetrainQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
             retention_period=RETRAIN_QUEUE_RETENTION,
             dead_letter_queue=sqs.DeadLetterQueue(
                 queue=self.retrain_dead_letter_queue, max_receive_count=RETRAIN_MAX_RECEIVES

@@ -23,11 +23,8 @@ from __future__ import annotations
 
 from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
-from aws_cdk import aws_kms as kms
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -37,6 +34,15 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import nag
+from infra.parts.common import (
+    AsyncInvoke,
+    access_logs_bucket,
+    container_function,
+    encrypted_queue,
+    encrypted_table,
+    function_identity,
+    rotating_key,
+)
 from lambdas.ingest.config import (
     ENV_ALERT_TOPIC_ARN,
     ENV_ALERT_WINDOW_S,
@@ -69,9 +75,6 @@ MAX_EVENT_AGE = Duration.hours(6)
 # S3 refuses Standard-IA transitions earlier than 30 days.
 ARCHIVE_INFREQUENT_ACCESS_AFTER_DAYS = 30
 ARCHIVE_GLACIER_AFTER_DAYS = 90
-QUEUE_RETENTION = Duration.days(14)
-# Keep the asset hash (and so the image) stable across machines: caches are not code.
-ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache", "**/.mypy_cache"]
 
 
 def rule_sql(topic_filter: str) -> str:
@@ -137,11 +140,10 @@ class AnomalyIngest(Construct):
         super().__init__(scope, id_)
         self.metric_namespace = drift_metric_namespace(name_prefix)
         # One key for the ingest data at rest: events table, archive and alert topic.
-        self.key = kms.Key(
+        self.key = rotating_key(
             self,
             "Key",
             description=f"{name_prefix} anomaly ingest: events table, raw-event archive, alert topic",
-            enable_key_rotation=True,
             removal_policy=removal_policy,
         )
         self.table = self._events_table(removal_policy)
@@ -164,30 +166,21 @@ class AnomalyIngest(Construct):
         self.rule_error_queue = self._queue(
             "RuleErrorQueue", "It is the dead-letter sink itself: the IoT rules' error action delivers here."
         )
-        self.log_group = logs.LogGroup(
-            self, "LogGroup", retention=log_retention, removal_policy=removal_policy
-        )
-        # Our own role: no AWSLambdaBasicExecutionRole; the grants below are exactly what the code calls.
-        self.role = iam.Role(
+        identity = function_identity(
             self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"{name_prefix}: anomaly ingest (store events, archive, alert)",
+            log_retention=log_retention,
+            removal_policy=removal_policy,
         )
-        self.log_group.grant_write(self.role)
+        self.log_group, self.role = identity.log_group, identity.role
+        # The grants are exactly what the code calls.
         self._grant_ingest(self.role)
 
-        self.function = lambda_.DockerImageFunction(
+        self.function = container_function(
             self,
-            "Function",
-            code=lambda_.DockerImageCode.from_image_asset(
-                code_directory,
-                file="ingest/Dockerfile",
-                platform=ecr_assets.Platform.LINUX_AMD64,
-                exclude=ASSET_EXCLUDES,
-            ),
-            architecture=lambda_.Architecture.X86_64,
-            role=self.role,
+            identity=identity,
+            code_directory=code_directory,
+            dockerfile="ingest/Dockerfile",
             environment={
                 ENV_EVENTS_TABLE: self.table.table_name,
                 ENV_ARCHIVE_BUCKET: self.archive_bucket.bucket_name,
@@ -200,13 +193,14 @@ class AnomalyIngest(Construct):
             timeout=INGEST_TIMEOUT,
             # Bounded: a fleet-wide burst queues in Lambda's async queue (up to MAX_EVENT_AGE) instead of
             # exhausting the account's concurrency or the table's write capacity.
-            reserved_concurrent_executions=reserved_concurrency,
-            retry_attempts=RETRY_ATTEMPTS,
-            max_event_age=MAX_EVENT_AGE,
-            # A destination record carries the request payload *and* the error, which a DLQ message lacks.
-            on_failure=destinations.SqsDestination(self.failure_queue),
-            tracing=lambda_.Tracing.ACTIVE,
-            log_group=self.log_group,
+            reserved_concurrency=reserved_concurrency,
+            invoke=AsyncInvoke(
+                retry_attempts=RETRY_ATTEMPTS,
+                max_event_age=MAX_EVENT_AGE,
+                # A destination record carries the request payload *and* the error, which a DLQ message
+                # lacks.
+                on_failure=destinations.SqsDestination(self.failure_queue),
+            ),
         )
 
         # What IoT Core does on our behalf: error-action deliveries and the drift metric.
@@ -294,20 +288,14 @@ class AnomalyIngest(Construct):
 
     def _events_table(self, removal_policy: RemovalPolicy) -> dynamodb.Table:
         schema = EVENTS_TABLE_SCHEMA
-        table = dynamodb.Table(
+        table = encrypted_table(
             self,
             "EventsTable",
-            partition_key=dynamodb.Attribute(name=schema.partition_key, type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name=schema.sort_key, type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-            encryption_key=self.key,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
+            schema=schema,
+            key=self.key,
+            removal_policy=removal_policy,
             # Heartbeats and alert counters carry an expiry; anomaly events do not and are kept.
             time_to_live_attribute=schema.ttl_attribute,
-            removal_policy=removal_policy,
         )
         table.add_global_secondary_index(
             index_name=schema.stream_index_name,
@@ -328,23 +316,8 @@ class AnomalyIngest(Construct):
         removal_policy: RemovalPolicy,
         auto_delete_objects: bool,
     ) -> tuple[s3.Bucket, s3.Bucket]:
-        # S3 server access logging can only deliver to SSE-S3 buckets, hence S3_MANAGED here.
-        access_logs = s3.Bucket(
-            self,
-            "ArchiveAccessLogs",
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            removal_policy=removal_policy,
-            auto_delete_objects=auto_delete_objects,
-            lifecycle_rules=[
-                s3.LifecycleRule(
-                    id="expire-access-logs",
-                    expiration=Duration.days(365),
-                    abort_incomplete_multipart_upload_after=Duration.days(1),
-                )
-            ],
+        access_logs = access_logs_bucket(
+            self, "ArchiveAccessLogs", removal_policy=removal_policy, auto_delete_objects=auto_delete_objects
         )
         archive = s3.Bucket(
             self,
@@ -374,13 +347,7 @@ class AnomalyIngest(Construct):
         return access_logs, archive
 
     def _queue(self, id_: str, why_no_dead_letter_queue: str) -> sqs.Queue:
-        queue = sqs.Queue(
-            self,
-            id_,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=QUEUE_RETENTION,
-        )
+        queue = encrypted_queue(self, id_)
         # cdk-nag only recognises SQS redrive targets as dead-letter queues, not Lambda or IoT sinks.
         nag.acknowledge(queue, "AwsSolutions-SQS3", why_no_dead_letter_queue)
         return queue

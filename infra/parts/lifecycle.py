@@ -13,18 +13,14 @@ and events EventBridge cannot deliver, go to one dead-letter queue. Permissions 
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
-from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra.parts.publisher import ASSET_EXCLUDES
+from infra.parts.common import AsyncInvoke, container_function, encrypted_queue, function_identity
+from infra.parts.publisher import PUBLISHER_DOCKERFILE
 
-PUBLISHER_DOCKERFILE = "publisher/Dockerfile"
 LIFECYCLE_HANDLER = "lambdas.lifecycle.handler.handler"
 # Promotion and rollback read the registry, then deploy: two concurrent runs could both deploy.
 RESERVED_CONCURRENCY = 1
@@ -52,47 +48,28 @@ class ModelLifecycle(Construct):
         removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, id_)
-        self.dead_letter_queue = sqs.Queue(
+        self.dead_letter_queue = encrypted_queue(self, "DeadLetterQueue")
+        identity = function_identity(
             self,
-            "DeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-        self.log_group = logs.LogGroup(
-            self, "LogGroup", retention=log_retention, removal_policy=removal_policy
-        )
-        # Our own role: no AWSLambdaBasicExecutionRole, the stack adds exactly what the function calls.
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="Model lifecycle: promote a healthy canary to the fleet, roll back a failed one",
+            log_retention=log_retention,
+            removal_policy=removal_policy,
         )
-        self.log_group.grant_write(self.role)
-
-        self.function = lambda_.DockerImageFunction(
+        self.log_group, self.role = identity.log_group, identity.role
+        self.function = container_function(
             self,
-            "Function",
-            code=lambda_.DockerImageCode.from_image_asset(
-                code_directory,
-                file=PUBLISHER_DOCKERFILE,
-                platform=ecr_assets.Platform.LINUX_AMD64,
-                exclude=ASSET_EXCLUDES,
-                cmd=[LIFECYCLE_HANDLER],
-            ),
-            architecture=lambda_.Architecture.X86_64,
-            role=self.role,
+            identity=identity,
+            code_directory=code_directory,
+            dockerfile=PUBLISHER_DOCKERFILE,
+            cmd=[LIFECYCLE_HANDLER],
             environment=environment,
             memory_size=LIFECYCLE_MEMORY_MB,
             timeout=LIFECYCLE_TIMEOUT,
-            reserved_concurrent_executions=RESERVED_CONCURRENCY,
-            dead_letter_queue=self.dead_letter_queue,
+            reserved_concurrency=RESERVED_CONCURRENCY,
             # The next scheduled run is the retry; see the module docstring.
-            retry_attempts=0,
-            max_event_age=schedule_interval,
-            tracing=lambda_.Tracing.ACTIVE,
-            log_group=self.log_group,
+            invoke=AsyncInvoke(
+                retry_attempts=0, max_event_age=schedule_interval, dead_letter_queue=self.dead_letter_queue
+            ),
         )
 
         self.schedule_rule = events.Rule(

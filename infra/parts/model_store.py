@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from aws_cdk import Aws, Duration, RemovalPolicy, Stack
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra import nag
+from infra.parts.common import access_logs_bucket, rotating_key
 
 # docs/contracts.md §2: the three top-level prefixes of the model store.
 DATASETS_PREFIX = "datasets/"
@@ -45,31 +45,14 @@ class ModelStore(Construct):
         super().__init__(scope, id_)
         self.bucket_name = model_store_bucket_name(name_prefix)
 
-        self.key = kms.Key(
+        self.key = rotating_key(
             self,
             "Key",
             description=f"{name_prefix} model store: datasets, models, component artifacts",
-            enable_key_rotation=True,
             removal_policy=removal_policy,
         )
-
-        # S3 server access logging can only deliver to SSE-S3 buckets, hence S3_MANAGED here.
-        self.access_logs_bucket = s3.Bucket(
-            self,
-            "AccessLogs",
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            removal_policy=removal_policy,
-            auto_delete_objects=auto_delete_objects,
-            lifecycle_rules=[
-                s3.LifecycleRule(
-                    id="expire-access-logs",
-                    expiration=Duration.days(365),
-                    abort_incomplete_multipart_upload_after=Duration.days(1),
-                )
-            ],
+        self.access_logs_bucket = access_logs_bucket(
+            self, "AccessLogs", removal_policy=removal_policy, auto_delete_objects=auto_delete_objects
         )
         self.bucket = s3.Bucket(
             self,

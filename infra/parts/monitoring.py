@@ -6,12 +6,13 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
+
+from infra.parts.common import rotating_key
 
 
 class Monitoring(Construct):
@@ -29,12 +30,8 @@ class Monitoring(Construct):
         removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, id_)
-        self.key = kms.Key(
-            self,
-            "AlarmTopicKey",
-            description=f"{name_prefix} alarm topic",
-            enable_key_rotation=True,
-            removal_policy=removal_policy,
+        self.key = rotating_key(
+            self, "AlarmTopicKey", description=f"{name_prefix} alarm topic", removal_policy=removal_policy
         )
         # CloudWatch publishes alarm notifications itself, so it must be able to use the topic's key
         # (the AWS-managed aws/sns key would refuse it).

@@ -7,15 +7,12 @@ folder, docker runs at deploy time. Permissions are added by the stack, which kn
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
-from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.parts.common import AsyncInvoke, container_function, encrypted_queue, function_identity
 from infra.parts.model_store import MODELS_PREFIX
 
 MODEL_FILE_NAME = "model.onnx"
@@ -25,8 +22,8 @@ MODEL_KEY_WILDCARD = f"{MODELS_PREFIX}*/{MODEL_FILE_NAME}"
 PUBLISHER_TIMEOUT = Duration.minutes(5)
 # onnxruntime + numpy + a probe inference on a small model.
 PUBLISHER_MEMORY_MB = 1024
-# Keep the asset hash (and so the image) stable across machines: caches and tests are not code.
-ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache", "**/.mypy_cache"]
+# Relative to the code directory (lambdas/); the lifecycle function runs the same image.
+PUBLISHER_DOCKERFILE = "publisher/Dockerfile"
 
 
 class Publisher(Construct):
@@ -46,46 +43,27 @@ class Publisher(Construct):
         removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, id_)
-        self.dead_letter_queue = sqs.Queue(
+        self.dead_letter_queue = encrypted_queue(self, "DeadLetterQueue")
+        identity = function_identity(
             self,
-            "DeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-        self.log_group = logs.LogGroup(
-            self, "LogGroup", retention=log_retention, removal_policy=removal_policy
-        )
-        # Our own role: no AWSLambdaBasicExecutionRole, the stack adds exactly what the function calls.
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="Model publisher: validate model, create Greengrass component version, deploy",
+            log_retention=log_retention,
+            removal_policy=removal_policy,
         )
-        self.log_group.grant_write(self.role)
-
-        self.function = lambda_.DockerImageFunction(
+        self.log_group, self.role = identity.log_group, identity.role
+        self.function = container_function(
             self,
-            "Function",
-            code=lambda_.DockerImageCode.from_image_asset(
-                code_directory,
-                file="publisher/Dockerfile",
-                platform=ecr_assets.Platform.LINUX_AMD64,
-                exclude=ASSET_EXCLUDES,
-            ),
-            architecture=lambda_.Architecture.X86_64,
-            role=self.role,
+            identity=identity,
+            code_directory=code_directory,
+            dockerfile=PUBLISHER_DOCKERFILE,
             environment=environment,
             memory_size=PUBLISHER_MEMORY_MB,
             timeout=PUBLISHER_TIMEOUT,
-            reserved_concurrent_executions=reserved_concurrency,
-            dead_letter_queue=self.dead_letter_queue,
+            reserved_concurrency=reserved_concurrency,
             # EventBridge invokes asynchronously; failed events land in the DLQ after these retries.
-            retry_attempts=2,
-            max_event_age=Duration.hours(6),
-            tracing=lambda_.Tracing.ACTIVE,
-            log_group=self.log_group,
+            invoke=AsyncInvoke(
+                retry_attempts=2, max_event_age=Duration.hours(6), dead_letter_queue=self.dead_letter_queue
+            ),
         )
 
         self.s3_rule = events.Rule(

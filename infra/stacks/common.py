@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 
+from infra import nag
 from infra.config import PlatformConfig, Removal
 
 # CloudWatch Logs accepts only these periods; infra.config.LOG_RETENTION_DAYS validates against the keys.
@@ -35,3 +37,14 @@ def removal_policy(config: PlatformConfig) -> RemovalPolicy:
 
 def log_retention(config: PlatformConfig) -> logs.RetentionDays:
     return _RETENTION[config.log_retention_days]
+
+
+def acknowledge_lambda_defaults(role: iam.IRole) -> None:
+    """Lambda's own defaults on a function role: X-Ray segments and ECR auth take no resource ARN."""
+    default_policy = role.node.try_find_child("DefaultPolicy")
+    if default_policy is not None:
+        nag.acknowledge(
+            default_policy,
+            nag.wildcard_resource(role, "*"),
+            "X-Ray writes and ecr:GetAuthorizationToken take only '*' (CDK adds them: tracing, image).",
+        )

@@ -7,10 +7,9 @@ from typing import Any
 from aws_cdk import CfnOutput, Duration, Stack
 from constructs import Construct
 
-from infra import nag
 from infra.config import PlatformConfig
 from infra.parts.ingest import AnomalyIngest
-from infra.stacks.common import log_retention, removal_policy
+from infra.stacks.common import acknowledge_lambda_defaults, log_retention, removal_policy
 
 
 class IngestStack(Stack):
@@ -34,14 +33,7 @@ class IngestStack(Stack):
             removal_policy=removal_policy(config),
             auto_delete_objects=config.auto_delete_objects,
         )
-        # Lambda's own defaults on the function role: X-Ray segments and ECR auth take no resource ARN.
-        default_policy = self.ingest.role.node.try_find_child("DefaultPolicy")
-        if default_policy is not None:
-            nag.acknowledge(
-                default_policy,
-                nag.wildcard_resource(self, "*"),
-                "X-Ray writes and ecr:GetAuthorizationToken take only '*' (CDK adds them: tracing, image).",
-            )
+        acknowledge_lambda_defaults(self.ingest.role)
 
         CfnOutput(self, "IngestFunctionName", value=self.ingest.function.function_name)
         CfnOutput(self, "EventsTableName", value=self.ingest.table.table_name)

@@ -27,7 +27,7 @@ from infra.parts.fleet import Fleet, iot_arn
 from infra.parts.lifecycle import ModelLifecycle
 from infra.parts.lineage import LineageRegistry
 from infra.parts.model_store import ModelStore
-from infra.stacks.common import log_retention, removal_policy
+from infra.stacks.common import acknowledge_lambda_defaults, log_retention, removal_policy
 from infra.stacks.publisher_stack import greengrass_arn
 from lambdas.lifecycle.config import (
     ENV_AUTO_ROLLBACK,
@@ -175,14 +175,7 @@ class LifecycleStack(Stack):
         ):
             nag.acknowledge(policy, nag.wildcard_resource(self, resource), reason)
 
-        # Lambda's own defaults on the function role: X-Ray segments and ECR auth take no resource ARN.
-        default_policy = self.lifecycle.role.node.try_find_child("DefaultPolicy")
-        if default_policy is not None:
-            nag.acknowledge(
-                default_policy,
-                nag.wildcard_resource(self, "*"),
-                "X-Ray writes and ecr:GetAuthorizationToken take only '*' (CDK adds them: tracing, image).",
-            )
+        acknowledge_lambda_defaults(self.lifecycle.role)
 
         CfnOutput(self, "LifecycleFunctionName", value=self.lifecycle.function.function_name)
         CfnOutput(self, "LifecycleDeadLetterQueueUrl", value=self.lifecycle.dead_letter_queue.queue_url)

@@ -23,7 +23,7 @@ from infra.parts.fleet import Fleet, iot_arn
 from infra.parts.lineage import LineageRegistry
 from infra.parts.model_store import MODELS_PREFIX, ModelStore
 from infra.parts.publisher import Publisher
-from infra.stacks.common import log_retention, removal_policy
+from infra.stacks.common import acknowledge_lambda_defaults, log_retention, removal_policy
 
 # Environment variable names read by lambdas/publisher/config.py.
 ENV_MODEL_BUCKET = "MODEL_BUCKET"
@@ -169,14 +169,7 @@ class PublisherStack(Stack):
         ):
             nag.acknowledge(policy, nag.wildcard_resource(self, resource), reason)
 
-        # Lambda's own defaults on the function role: X-Ray segments and ECR auth take no resource ARN.
-        default_policy = self.publisher.role.node.try_find_child("DefaultPolicy")
-        if default_policy is not None:
-            nag.acknowledge(
-                default_policy,
-                nag.wildcard_resource(self, "*"),
-                "X-Ray writes and ecr:GetAuthorizationToken take only '*' (CDK adds them: tracing, image).",
-            )
+        acknowledge_lambda_defaults(self.publisher.role)
 
         CfnOutput(self, "PublisherFunctionName", value=self.publisher.function.function_name)
         CfnOutput(self, "PublisherDeadLetterQueueUrl", value=self.publisher.dead_letter_queue.queue_url)

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
-import boto3
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
+from lambdas.common.aws import ServiceAdapter, error_code
 from lambdas.ingest.core import Alert, AlertSlot, Progress
 from lambdas.ingest.errors import IngestError, IngestRetryableError
 from lambdas.ingest.events import AnomalyEvent, Heartbeat
@@ -58,10 +58,6 @@ RETRYABLE_CANCELLATION_CODES: Final = frozenset(
 )
 
 
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 @contextmanager
 def retryable_errors(operation: str) -> Iterator[None]:
     """Turn transient ``ClientError``s into ``IngestRetryableError``; let every other error through."""
@@ -83,18 +79,14 @@ def _n(value: float) -> dict[str, str]:
     return {"N": str(value) if isinstance(value, int) else repr(value)}
 
 
-class DynamoEventStore:
+class DynamoEventStore(ServiceAdapter):
     """Events, markers, heartbeats and alert counters in one table (layout in ``lambdas.ingest.table``)."""
 
-    def __init__(self, table_name: str, client: BaseClient | None = None) -> None:
-        self._table_name = table_name
-        self._client = client
+    service_name = "dynamodb"
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = boto3.client("dynamodb")
-        return self._client
+    def __init__(self, table_name: str, client: BaseClient | None = None) -> None:
+        super().__init__(client)
+        self._table_name = table_name
 
     def put_new_event(self, event: AnomalyEvent, *, received_at: float) -> bool:
         sort_key = event_sk(event.timestamp, event.event_id)
@@ -274,18 +266,14 @@ class DynamoEventStore:
             self.client.put_item(TableName=self._table_name, Item=item)
 
 
-class S3Archive:
+class S3Archive(ServiceAdapter):
     """Raw event JSON in S3, each key written once."""
 
-    def __init__(self, bucket: str, client: BaseClient | None = None) -> None:
-        self._bucket = bucket
-        self._client = client
+    service_name = "s3"
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = boto3.client("s3")
-        return self._client
+    def __init__(self, bucket: str, client: BaseClient | None = None) -> None:
+        super().__init__(client)
+        self._bucket = bucket
 
     def put(self, key: str, body: bytes) -> bool:
         try:
@@ -300,18 +288,14 @@ class S3Archive:
         return True
 
 
-class SnsAlerts:
+class SnsAlerts(ServiceAdapter):
     """Alerts to one SNS topic; message attributes let subscribers filter by device or stream."""
 
-    def __init__(self, topic_arn: str, client: BaseClient | None = None) -> None:
-        self._topic_arn = topic_arn
-        self._client = client
+    service_name = "sns"
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = boto3.client("sns")
-        return self._client
+    def __init__(self, topic_arn: str, client: BaseClient | None = None) -> None:
+        super().__init__(client)
+        self._topic_arn = topic_arn
 
     def publish(self, alert: Alert) -> str:
         with retryable_errors("publishing the alert"):

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import boto3
 from botocore.client import BaseClient
 
+from lambdas.common.aws import ServiceAdapter, query_items
 from lambdas.ingest.table import (
     PARTITION_KEY,
     SORT_KEY,
@@ -66,16 +66,12 @@ class StoredEvent:
         )
 
 
-class EventQueries:
-    def __init__(self, table_name: str, client: BaseClient | None = None) -> None:
-        self._table_name = table_name
-        self._client = client
+class EventQueries(ServiceAdapter):
+    service_name = "dynamodb"
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = boto3.client("dynamodb")
-        return self._client
+    def __init__(self, table_name: str, client: BaseClient | None = None) -> None:
+        super().__init__(client)
+        self._table_name = table_name
 
     def events_for_device(self, thing: str, start: datetime, end: datetime) -> list[StoredEvent]:
         """Events of ``thing`` whose timestamp lies in ``[start, end]`` (aware datetimes), oldest first."""
@@ -109,10 +105,8 @@ class EventQueries:
         )
 
     def _query(self, **kwargs: Any) -> Iterator[StoredEvent]:
-        paginator = self.client.get_paginator("query")
-        for page in paginator.paginate(TableName=self._table_name, ScanIndexForward=True, **kwargs):
-            for item in page.get("Items", []):
-                yield StoredEvent.from_item(item)
+        items = query_items(self.client, TableName=self._table_name, ScanIndexForward=True, **kwargs)
+        return (StoredEvent.from_item(item) for item in items)
 
 
 def _range(start: datetime, end: datetime) -> tuple[str, str]:

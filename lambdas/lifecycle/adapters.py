@@ -15,6 +15,9 @@ import boto3
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
+from lambdas.common.aws import THROTTLING_CODES, ServiceAdapter, is_throttling, query_items
+from lambdas.common.aws import error_code as _code
+from lambdas.common.aws import error_message as _message
 from lambdas.ingest.table import HEARTBEAT_SK_PREFIX, device_pk
 from lambdas.ingest.table import PARTITION_KEY as EVENTS_PK
 from lambdas.ingest.table import SORT_KEY as EVENTS_SK
@@ -48,17 +51,8 @@ from lambdas.lifecycle.registry import (
     model_pk,
     target_pk,
 )
-from lambdas.publisher.adapters import THROTTLING_CODES
 from lambdas.publisher.config import ThingGroupArn
 from lambdas.publisher.errors import GreengrassError
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _message(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Message", exc))
 
 
 @contextmanager
@@ -66,23 +60,19 @@ def _aws_call(doing: str, error: type[Exception]) -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        if _code(exc) in THROTTLING_CODES:
+        if is_throttling(exc):
             raise RetryableError(f"{doing}: {_code(exc)}: {_message(exc)}") from exc
         raise error(f"{doing}: {_code(exc)}: {_message(exc)}") from exc
 
 
-class DynamoRegistry:
+class DynamoRegistry(ServiceAdapter):
     """The lineage registry in one DynamoDB table (``registry.LINEAGE_TABLE_SCHEMA``)."""
 
-    def __init__(self, table_name: str, client: BaseClient | None = None) -> None:
-        self._table = table_name
-        self._client = client
+    service_name = "dynamodb"
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = boto3.client("dynamodb")
-        return self._client
+    def __init__(self, table_name: str, client: BaseClient | None = None) -> None:
+        super().__init__(client)
+        self._table = table_name
 
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         with _aws_call(f"reading {pk} from {self._table}", RegistryError):
@@ -115,17 +105,9 @@ class DynamoRegistry:
             "ScanIndexForward": False,
             "ConsistentRead": True,
         }
-        records: list[DeploymentRecord] = []
         with _aws_call(f"querying {pk} in {self._table}", RegistryError):
-            while True:
-                if limit is not None:
-                    kwargs["Limit"] = limit - len(records)
-                page = self.client.query(**kwargs)
-                records.extend(deployment_from_item(item) for item in page.get("Items", []))
-                last = page.get("LastEvaluatedKey")
-                if not last or (limit is not None and len(records) >= limit):
-                    return records
-                kwargs["ExclusiveStartKey"] = last
+            items = query_items(self.client, limit=limit, **kwargs)
+        return [deployment_from_item(item) for item in items]
 
     def deployments_for_target(self, target_arn: str, *, limit: int = 50) -> list[DeploymentRecord]:
         return self._deployments(target_pk(target_arn), limit)
@@ -254,7 +236,7 @@ class GreengrassFleet:
         except ClientError as exc:
             if _code(exc) == "ResourceNotFoundException":
                 return DeviceReport(thing_name=thing_name, registered=False)
-            if _code(exc) in THROTTLING_CODES:
+            if is_throttling(exc):
                 raise RetryableError(
                     f"reading the status of {thing_name}: {_code(exc)}: {_message(exc)}"
                 ) from exc
@@ -292,19 +274,15 @@ class GreengrassFleet:
         return tuple(items)
 
 
-class EventsTableHeartbeats:
+class EventsTableHeartbeats(ServiceAdapter):
     """A device's recent heartbeats from the ingest table (``lambdas.ingest.table`` layout)."""
 
-    def __init__(self, table_name: str, client: BaseClient | None = None, *, limit: int = 200) -> None:
-        self._table = table_name
-        self._client = client
-        self._limit = limit
+    service_name = "dynamodb"
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = boto3.client("dynamodb")
-        return self._client
+    def __init__(self, table_name: str, client: BaseClient | None = None, *, limit: int = 200) -> None:
+        super().__init__(client)
+        self._table = table_name
+        self._limit = limit
 
     def recent(self, thing_name: str) -> list[HeartbeatSample]:
         with _aws_call(f"reading heartbeats of {thing_name}", RegistryError):

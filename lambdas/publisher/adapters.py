@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import boto3
-from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
+from lambdas.common.aws import ServiceAdapter, is_throttling
+from lambdas.common.aws import error_code as _error_code
+from lambdas.common.aws import error_message as _error_message
 from lambdas.publisher.core import (
     ComponentDeployment,
     ComponentStatus,
@@ -31,49 +32,16 @@ from lambdas.publisher.errors import (
 from lambdas.publisher.versioning import SemVer
 
 
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _error_message(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Message", exc))
-
-
-# Error codes AWS uses for "slow down": botocore has already retried these with backoff by the time they
-# reach us, so they surface as RetryableError and the Lambda's own retries take over.
-THROTTLING_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "ProvisionedThroughputExceededException",
-        "SlowDown",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "InternalServerException",
-        "ServiceUnavailable",
-    }
-)
-
-
 def raise_if_retryable(exc: ClientError, doing: str) -> None:
     """Re-raise a throttling or transient service error as ``RetryableError``; otherwise return."""
-    if _error_code(exc) in THROTTLING_CODES:
+    if is_throttling(exc):
         raise RetryableError(f"{doing}: {_error_code(exc)}: {_error_message(exc)}") from exc
 
 
-class S3ModelStore:
+class S3ModelStore(ServiceAdapter):
     """Reads models from and writes version-addressed models to S3."""
 
-    def __init__(self, client: BaseClient | None = None) -> None:
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = boto3.client("s3")
-        return self._client
+    service_name = "s3"
 
     def read(self, bucket: str, key: str, *, max_bytes: int) -> bytes:
         try:
@@ -110,17 +78,10 @@ class S3ModelStore:
         return True
 
 
-class GreengrassComponents:
+class GreengrassComponents(ServiceAdapter):
     """Component versions in Greengrass v2."""
 
-    def __init__(self, client: BaseClient | None = None) -> None:
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = boto3.client("greengrassv2")
-        return self._client
+    service_name = "greengrassv2"
 
     def list_versions(self, component_arn: str) -> list[ComponentVersionRef]:
         refs: list[ComponentVersionRef] = []
@@ -177,17 +138,10 @@ class GreengrassComponents:
         )
 
 
-class GreengrassDeployments:
+class GreengrassDeployments(ServiceAdapter):
     """Deployments in Greengrass v2: read the target's latest, create its next revision."""
 
-    def __init__(self, client: BaseClient | None = None) -> None:
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = boto3.client("greengrassv2")
-        return self._client
+    service_name = "greengrassv2"
 
     def latest_for_target(self, target_arn: str) -> Deployment | None:
         try:

@@ -222,6 +222,7 @@ def test_value_checks_refuse_a_sample_with_another_channel_count():
     state.update(1.0, [1.0, 2.0])
     with pytest.raises(ValueError, match="expected 2 values, got 1"):
         state.update(1.0, [1.0])
+    assert state.seen == 1
 
 
 def test_moments_stay_exact_for_large_offsets_over_a_long_stream():

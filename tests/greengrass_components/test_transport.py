@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import queue
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -8,7 +9,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from greengrass_components.anomaly_detector.errors import TransportError
-from greengrass_components.anomaly_detector.transport import IpcTransport, MqttSettings, MqttTransport
+from greengrass_components.anomaly_detector.transport import (
+    IpcTransport,
+    MqttSettings,
+    MqttTransport,
+    TlsSettings,
+)
 
 from .conftest import free_port
 
@@ -62,10 +68,27 @@ def test_mqtt_transport_delivers_to_a_real_broker(mosquitto: int) -> None:
         sub.loop_stop()
 
 
-def test_mqtt_transport_fails_clearly_when_broker_is_down() -> None:
+def test_mqtt_transport_that_requires_the_broker_fails_clearly_when_it_is_down() -> None:
     port = free_port()  # nothing listens here
     with pytest.raises(TransportError, match=f"cannot connect to MQTT broker 127.0.0.1:{port}"):
-        MqttTransport(MqttSettings(port=port, connect_timeout_s=1))
+        MqttTransport(MqttSettings(port=port, connect_timeout_s=1), require_connection=True)
+
+
+def test_mqtt_transport_starts_without_a_broker_and_refuses_publishes_until_connected() -> None:
+    port = free_port()  # nothing listens here
+    transport = MqttTransport(MqttSettings(port=port, connect_timeout_s=1))
+    try:
+        assert transport.connected is False
+        with pytest.raises(TransportError, match="failed: not connected to the broker"):
+            transport.publish("edge/gw/anomalies", b"{}")
+    finally:
+        transport.close()
+
+
+def test_unreadable_tls_files_are_a_transport_error(tmp_path: Path) -> None:
+    settings = MqttSettings(tls=TlsSettings(ca_file=tmp_path / "missing-ca.pem"))
+    with pytest.raises(TransportError, match="MQTT TLS settings unusable"):
+        MqttTransport(settings)
 
 
 def test_mqtt_publish_after_disconnect_raises(mosquitto: int) -> None:

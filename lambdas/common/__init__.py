@@ -1,0 +1,1 @@
+"""Helpers more than one Lambda function uses; every image that runs them COPYs this folder."""

@@ -1,0 +1,140 @@
+"""Each Lambda image COPYs every ``lambdas/`` module its handlers import, directly or through others.
+
+An image that misses one fails only at deploy time, on the first invocation (ImportModuleError); here it
+fails on every test run. The images and their handlers: the ingest image runs ``lambdas.ingest.handler``;
+the publisher image runs ``lambdas.publisher.handler`` and, with its command overridden by
+``infra/parts/lifecycle.py``, ``lambdas.lifecycle.handler``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from infra.parts.lifecycle import LIFECYCLE_HANDLER
+from infra.parts.publisher import PUBLISHER_DOCKERFILE
+
+LAMBDAS = Path(__file__).resolve().parents[2] / "lambdas"
+PACKAGE = "lambdas"
+COPY = re.compile(r"^COPY\s+(?P<arguments>.+)$", re.MULTILINE)
+CMD = re.compile(r'^CMD \["(?P<handler>[\w.]+)"\]$', re.MULTILINE)
+
+
+def copied_files(dockerfile: str) -> set[str]:
+    """Paths (relative to ``lambdas/``, the build context) of the files the Dockerfile's COPYs bring in."""
+    files: set[str] = set()
+    for match in COPY.finditer(dockerfile):
+        *sources, _destination = match["arguments"].split()
+        for source in sources:
+            path = LAMBDAS / source
+            if source.endswith("/"):
+                files.update(f.relative_to(LAMBDAS).as_posix() for f in path.rglob("*.py"))
+            else:
+                files.add(source)
+    return files
+
+
+def module_file(module: str) -> str | None:
+    """``lambdas.a.b`` as the file that defines it, relative to ``lambdas/``; None for other packages."""
+    parts = module.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    relative = PurePosixPath(*parts[1:]) if len(parts) > 1 else PurePosixPath()
+    if (LAMBDAS / relative / "__init__.py").is_file():
+        return str(relative / "__init__.py")
+    if (LAMBDAS / relative.with_suffix(".py")).is_file():
+        return str(relative.with_suffix(".py"))
+    raise AssertionError(f"{module} is imported but is not a file under lambdas/")
+
+
+def imported_modules(file: str) -> set[str]:
+    """The ``lambdas.*`` modules ``file`` imports (anywhere in it), with every package above them."""
+    tree = ast.parse((LAMBDAS / file).read_text(encoding="utf-8"))
+    modules: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
+            modules.add(node.module)
+            # `from lambdas.common import aws` imports a submodule, not a name.
+            modules.update(
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if (LAMBDAS.parent / node.module.replace(".", "/") / f"{alias.name}.py").is_file()
+            )
+    with_parents: set[str] = set()
+    for module in modules:
+        parts = module.split(".")
+        with_parents.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    return {m for m in with_parents if m.split(".")[0] == PACKAGE}
+
+
+def required_files(handler: str) -> set[str]:
+    """Every file under ``lambdas/`` that importing the handler's module loads."""
+    module = handler.rsplit(".", 1)[0]
+    pending = {module, *(".".join(module.split(".")[: i + 1]) for i in range(module.count(".")))}
+    files: set[str] = set()
+    while pending:
+        file = module_file(pending.pop())
+        if file is None or file in files:
+            continue
+        files.add(file)
+        pending |= imported_modules(file)
+    return files
+
+
+def _dockerfile(relative: str) -> str:
+    return (LAMBDAS / relative).read_text(encoding="utf-8")
+
+
+def _cmd(dockerfile: str) -> str:
+    match = CMD.search(dockerfile)
+    assert match is not None, "the Dockerfile has no CMD"
+    return match["handler"]
+
+
+IMAGES = {
+    "ingest/Dockerfile": [_cmd(_dockerfile("ingest/Dockerfile"))],
+    PUBLISHER_DOCKERFILE: [_cmd(_dockerfile(PUBLISHER_DOCKERFILE)), LIFECYCLE_HANDLER],
+}
+
+
+@pytest.mark.parametrize(("dockerfile", "handlers"), list(IMAGES.items()))
+def test_image_copies_every_module_its_handlers_import(dockerfile: str, handlers: list[str]) -> None:
+    copied = copied_files(_dockerfile(dockerfile))
+    for handler in handlers:
+        missing = required_files(handler) - copied
+        assert not missing, f"{dockerfile} lacks {sorted(missing)}, which {handler} imports"
+
+
+def test_every_function_dockerfile_is_checked() -> None:
+    assert {str(p.relative_to(LAMBDAS)) for p in LAMBDAS.glob("*/Dockerfile")} == set(IMAGES)
+    assert IMAGES["ingest/Dockerfile"] == ["lambdas.ingest.handler.handler"]
+    assert IMAGES[PUBLISHER_DOCKERFILE] == [
+        "lambdas.publisher.handler.handler",
+        "lambdas.lifecycle.handler.handler",
+    ]
+
+
+def test_the_shared_helpers_are_imported_through_the_images() -> None:
+    """The walk follows imports across packages: both images reach lambdas/common."""
+    assert "common/aws.py" in required_files("lambdas.ingest.handler.handler")
+    assert "common/aws.py" in required_files(LIFECYCLE_HANDLER)
+    assert {"ingest/__init__.py", "ingest/table.py"} <= required_files(LIFECYCLE_HANDLER)
+
+
+def test_a_missing_copy_is_reported() -> None:
+    """The check itself: drop the COPY of lambdas/common and the ingest image is found lacking it."""
+    without_common = "\n".join(
+        line for line in _dockerfile("ingest/Dockerfile").splitlines() if not line.startswith("COPY common/")
+    )
+    missing = required_files("lambdas.ingest.handler.handler") - copied_files(without_common)
+    assert missing == {"common/__init__.py", "common/aws.py"}
+
+
+def test_copy_lines_are_read_with_multiple_sources() -> None:
+    files = copied_files("COPY ingest/__init__.py ingest/table.py ${LAMBDA_TASK_ROOT}/lambdas/ingest/\n")
+    assert files == {"ingest/__init__.py", "ingest/table.py"}
