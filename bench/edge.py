@@ -1,10 +1,15 @@
 """``python -m bench.edge``: measure the edge component on one NAB series and one trained model.
 
-Everything is measured in one run, on the same model and data, pinned to one core:
-- ``raw_ort_samples_per_s``: ONNX Runtime alone on pre-built batches of windows (the ceiling);
-- ``naive_samples_per_s``: the naive component, one ``json.loads`` + one ``session.run`` per sample;
+Everything is measured on the same model and data, pinned to one core, and the whole set is measured
+twice (``RUNS``) so that the run-to-run noise is on record next to the numbers:
+- ``raw_ort_samples_per_s``: ONNX Runtime alone on pre-built batches of windows (the limit): the better
+  of batches of 256 and of ``BLOCK`` windows, ``session.run`` and nothing else;
+- ``naive_samples_per_s``: the naive component, one ``json.loads`` + a window built per sample + one
+  ``session.run`` per sample (the way simple samples do it);
 - ``edge_samples_per_s``: the component's whole path (parse, window, infer, decide, spool), in process,
-  on columnar batch messages; ``edge_single_message_samples_per_s`` is the same with one sample per message;
+  on columnar batch messages; ``edge_single_message_samples_per_s`` is the same with one sample per
+  message; ``edge_postprocess_samples_per_s`` is the columnar path with a model that carries the NAB
+  ``edge_postprocess`` settings (per-window online post-processing in Python);
 - ``latency_p50_ms`` / ``latency_p99_ms``: arrival to decision with single-sample messages at 1,000/s;
 - ``streams``: the most concurrent streams (1 sample/s each) whose decisions stay within 10 ms p99;
 - ``rss_mb``: peak RSS of the real ``python -m anomaly_detector`` process replaying the whole series.
@@ -19,7 +24,6 @@ import json
 import os
 import platform
 import queue
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,6 +46,8 @@ from greengrass_components.anomaly_detector.scoring import BatchPolicy, ScoringE
 from greengrass_components.anomaly_detector.sources import Inbound, _parse
 from greengrass_components.anomaly_detector.spool import Spool
 from greengrass_components.anomaly_detector.transport import InMemoryTransport
+from training.eval_pipeline import strictly_increasing
+from training.evaluate import NAB_POSTPROCESS
 
 REPO = Path(__file__).resolve().parents[1]
 SERIES = (
@@ -55,7 +61,8 @@ SERIES = (
 )
 TRAIN_FRACTION = 0.15
 BLOCK = 512  # samples per columnar batch message
-REPEAT = 8
+REPEAT = 16
+RUNS = 2
 LATENCY_TARGET_MS = 10.0
 TARGETS = {"edge_vs_raw": 0.5, "edge_vs_naive": 20.0, "latency_p99_ms": 5.0, "rss_mb": 150.0, "streams": 1000}
 
@@ -71,19 +78,22 @@ def load_series() -> tuple[list[str], np.ndarray, np.ndarray]:
         rows = list(csv.reader(fh))[1:]
     stamps = [r[0] for r in rows]
     epoch = np.array([datetime.fromisoformat(s).replace(tzinfo=UTC).timestamp() for s in stamps])
+    # The series steps back 55 minutes once (2014-01-07 02:55 -> 02:00); the component rightly refuses a
+    # block that goes back in time, so re-stamp the way the evaluation (and a gateway) does.
+    epoch = strictly_increasing(epoch)
     return stamps, epoch, np.array([float(r[1]) for r in rows], dtype=np.float32)
 
 
-def train(work: Path) -> Path:
+def train(work: Path, name: str = "model", extra: tuple[str, ...] = ()) -> Path:
     from training.train import main as train_main  # noqa: PLC0415 - training is only needed here
 
     lines = SERIES.read_text().splitlines()
     n = int((len(lines) - 1) * TRAIN_FRACTION)
-    (work / "train").mkdir()
+    (work / "train").mkdir(exist_ok=True)
     (work / "train" / "slice.csv").write_text("\n".join(lines[: n + 1]) + "\n")
-    if train_main(["--train", str(work / "train"), "--model_dir", str(work / "model")]) != 0:
+    if train_main(["--train", str(work / "train"), "--model_dir", str(work / name), *extra]) != 0:
         raise RuntimeError("training failed")
-    return work / "model" / "model.onnx"
+    return work / name / "model.onnx"
 
 
 def timed(fn: Callable[[], int], min_s: float = 1.5) -> float:
@@ -96,19 +106,23 @@ def timed(fn: Callable[[], int], min_s: float = 1.5) -> float:
 
 
 def bench_raw_ort(model: LoadedModel, values: np.ndarray) -> float:
+    """The better of batches of 256 and of BLOCK windows: the limit for any component on this model."""
     w = model.metadata.window_length
     windows = np.lib.stride_tricks.sliding_window_view(values, w)[:, :, None].astype(np.float32)
-    batches = [np.ascontiguousarray(windows[i : i + 256]) for i in range(0, len(windows) - 256, 256)]
     session = model.session
-    index = [0]
+    best = 0.0
+    for size in (256, BLOCK):
+        batches = [np.ascontiguousarray(windows[i : i + size]) for i in range(0, len(windows) - size, size)]
+        index = [0]
 
-    def run() -> int:
-        batch = batches[index[0] % len(batches)]
-        index[0] += 1
-        session.run(["score"], {"window": batch})
-        return len(batch)
+        def run(batches: list[np.ndarray] = batches, index: list[int] = index) -> int:
+            batch = batches[index[0] % len(batches)]
+            index[0] += 1
+            session.run(["score"], {"window": batch})
+            return len(batch)
 
-    return timed(run)
+        best = max(best, timed(run))
+    return best
 
 
 def bench_naive(model: LoadedModel, messages: list[bytes]) -> float:
@@ -248,20 +262,83 @@ def paced_run(
     return app.latency.percentiles_ms()
 
 
+# Runs the component as ITS child and prints that child's peak RSS (KiB). Why a wrapper: a child forked
+# straight from this (large) bench process starts with the bench's memory high-water mark, which Linux
+# keeps across exec, so ru_maxrss of such a child reports the bench's size, not the component's.
+_RSS_WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "done = subprocess.run(sys.argv[1:], capture_output=True, text=True, check=False)\n"
+    "sys.stderr.write(done.stderr)\n"
+    "sys.stdout.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) + '\\n' + done.stdout)\n"
+    "sys.exit(done.returncode)\n"
+)
+
+
 def component_rss_mb(model_path: Path, work: Path) -> tuple[float, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     done = subprocess.run(
-        [sys.executable, "-m", "anomaly_detector", "--thing-name", "bench", "--model", str(model_path),
+        [sys.executable, "-c", _RSS_WRAPPER,
+         sys.executable, "-m", "anomaly_detector", "--thing-name", "bench", "--model", str(model_path),
          "--source", "file", "--file", str(SERIES), "--stream", "machine_temperature",
          "--transport", "memory", "--spool", str(work / "rss.db"), "--health-interval-s", "0"],
         cwd=REPO / "greengrass_components", capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"component failed: {done.stderr[-2000:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    summary = json.loads(done.stdout)
-    # ru_maxrss of children is the largest child so far; the component is the biggest child we start.
-    return max(after, before) / 1024.0, float(summary["samples_per_s"])
+    max_rss_kib, summary_line = done.stdout.split("\n", 1)
+    summary = json.loads(summary_line)
+    return int(max_rss_kib) / 1024.0, float(summary["samples_per_s"])
+
+
+def measure(
+    *,
+    model: LoadedModel,
+    post_model: LoadedModel,
+    model_path: Path,
+    work: Path,
+    tag: str,
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """One full set of measurements (every number of the table)."""
+    epoch, values, singles, blocks = data["epoch"], data["values"], data["singles"], data["blocks"]
+    n = len(values)
+    raw = bench_raw_ort(model, data["one_values"])
+    naive = bench_naive(model, singles)
+    edge, events = bench_edge(model, blocks, work, f"edge-{tag}", n)
+    edge_post, post_events = bench_edge(post_model, blocks, work, f"edge-post-{tag}", n)
+    edge_single, _ = bench_edge(model, singles, work, f"edge-single-{tag}", n)
+    latency = paced_run(
+        model, work, f"latency-{tag}", streams=1, rate=1000.0, duration_s=3.0, epoch=epoch, values=values
+    )
+    stream_results: dict[str, float | None] = {}
+    best = 0
+    for count in (250, 500, 1000, 2000, 4000, 8000):
+        p99 = paced_run(
+            model, work, f"streams-{count}-{tag}", streams=count, rate=float(count), duration_s=3.0,
+            epoch=epoch, values=values,
+        )["p99"]  # fmt: skip
+        stream_results[str(count)] = p99
+        if p99 is None or p99 > LATENCY_TARGET_MS:
+            break
+        best = count
+    rss_mb, cli_rate = component_rss_mb(model_path, work)
+    return {
+        "edge_samples_per_s": round(edge),
+        "edge_postprocess_samples_per_s": round(edge_post),
+        "edge_single_message_samples_per_s": round(edge_single),
+        "raw_ort_samples_per_s": round(raw),
+        "naive_samples_per_s": round(naive),
+        "latency_p50_ms": latency["p50"],
+        "latency_p99_ms": latency["p99"],
+        "rss_mb": round(rss_mb, 1),
+        "streams": best,
+        "streams_p99_ms": stream_results,
+        "cli_file_replay_samples_per_s": round(cli_rate),
+        "edge_vs_raw": round(edge / raw, 3),
+        "edge_vs_naive": round(edge / naive, 1),
+        "raw_vs_naive": round(raw / naive, 1),
+        "events_spooled": events,
+        "events_spooled_postprocess": post_events,
+    }
 
 
 def main() -> int:
@@ -271,6 +348,8 @@ def main() -> int:
         work = Path(tmp)
         model_path = train(work)
         model = load_model(model_path)
+        post_path = train(work, "model-post", ("--edge_postprocess", json.dumps(NAB_POSTPROCESS)))
+        post_model = load_model(post_path)
         _stamps, one_epoch, one_values = load_series()
         # The series replayed REPEAT times back to back (later copies shifted in time) so fixed costs
         # (threads, final drain) do not dominate the throughput numbers.
@@ -291,43 +370,25 @@ def main() -> int:
             ).encode()
             for i in range(0, n, BLOCK)
         ]  # fmt: skip
-        raw = bench_raw_ort(model, one_values)
-        naive = bench_naive(model, singles)
-        edge, events = bench_edge(model, blocks, work, "edge", n)
-        edge_single, _ = bench_edge(model, singles, work, "edge-single", n)
-        latency = paced_run(
-            model, work, "latency", streams=1, rate=1000.0, duration_s=3.0, epoch=epoch, values=values
-        )
-        stream_results: dict[int, float | None] = {}
-        best = 0
-        for count in (250, 500, 1000, 2000, 4000, 8000):
-            p99 = paced_run(
-                model, work, f"streams-{count}", streams=count, rate=float(count), duration_s=3.0,
-                epoch=epoch, values=values,
-            )["p99"]  # fmt: skip
-            stream_results[count] = p99
-            if p99 is None or p99 > LATENCY_TARGET_MS:
-                break
-            best = count
-        rss_mb, cli_rate = component_rss_mb(model_path, work)
+        data = {
+            "epoch": epoch,
+            "values": values,
+            "singles": singles,
+            "blocks": blocks,
+            "one_values": one_values,
+        }
+        runs = [
+            measure(
+                model=model, post_model=post_model, model_path=model_path, work=work, tag=str(k), data=data
+            )
+            for k in range(RUNS)
+        ]
     results = {
-        "edge_samples_per_s": round(edge),
-        "edge_single_message_samples_per_s": round(edge_single),
-        "raw_ort_samples_per_s": round(raw),
-        "naive_samples_per_s": round(naive),
-        "latency_p50_ms": latency["p50"],
-        "latency_p99_ms": latency["p99"],
-        "rss_mb": round(rss_mb, 1),
-        "streams": best,
-        "streams_p99_ms": {str(k): v for k, v in stream_results.items()},
-        "cli_file_replay_samples_per_s": round(cli_rate),
-        "edge_vs_raw": round(edge / raw, 3),
-        "edge_vs_naive": round(edge / naive, 1),
-        "events_spooled": events,
+        "runs": runs,
         "targets": TARGETS,
         "data": {"series": str(SERIES.relative_to(REPO.parent)), "samples": n, "repeats": REPEAT,
                  "train_fraction": TRAIN_FRACTION, "window_length": model.metadata.window_length,
-                 "block_samples": BLOCK},
+                 "block_samples": BLOCK, "edge_postprocess": NAB_POSTPROCESS},
         "machine": {"cpu_pinned": cpu, "cpus_visible": os.cpu_count(),
                     "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version(),
@@ -341,78 +402,106 @@ def main() -> int:
     return 0
 
 
-def _met(ok: bool) -> str:
-    return "met" if ok else "**missed**"
+def _verdict(values: list[bool]) -> str:
+    if all(values):
+        return "met in every run"
+    if not any(values):
+        return "**missed** in every run"
+    return f"**missed** in run(s) {', '.join(str(i + 1) for i, ok in enumerate(values) if not ok)}"
+
+
+def _spread(values: list[float]) -> str:
+    """Run-to-run spread: (max - min) / mean."""
+    mean = sum(values) / len(values)
+    return f"{100.0 * (max(values) - min(values)) / mean:.0f}%" if mean else "-"
 
 
 def render(r: dict[str, Any]) -> str:
-    t = r["targets"]
-    vs_raw = (
-        f"{r['edge_vs_raw']}x raw (target {t['edge_vs_raw']}x: {_met(r['edge_vs_raw'] >= t['edge_vs_raw'])})"
-    )
-    vs_naive = (
-        f"{r['edge_vs_naive']}x naive (target {t['edge_vs_naive']}x: "
-        f"{_met(r['edge_vs_naive'] >= t['edge_vs_naive'])})"
-    )
-    p99_ok = _met((r["latency_p99_ms"] or 1e9) <= t["latency_p99_ms"])
+    t, runs = r["targets"], r["runs"]
+
+    def row(label: str, key: str, target: str = "", fmt: str = "{:,}") -> str:
+        cells = [fmt.format(run[key]) if run[key] is not None else "-" for run in runs]
+        numeric = [float(run[key]) for run in runs if run[key] is not None]
+        spread = _spread(numeric) if len(numeric) == len(runs) else "-"
+        return f"| {label} | {' | '.join(cells)} | {spread} | {target} |"
+
     rows = [
-        (
-            "edge_samples_per_s (columnar batches of 512)",
-            f"{r['edge_samples_per_s']:,}",
-            f"{vs_raw}; {vs_naive}",
-        ),
-        (
-            "edge_single_message_samples_per_s",
-            f"{r['edge_single_message_samples_per_s']:,}",
-            "1 sample/message",
-        ),
-        ("raw_ort_samples_per_s", f"{r['raw_ort_samples_per_s']:,}", "the ceiling"),
-        ("naive_samples_per_s", f"{r['naive_samples_per_s']:,}", "one session.run per sample"),
-        ("latency_p50_ms @ 1,000/s", f"{r['latency_p50_ms']}", ""),
-        ("latency_p99_ms @ 1,000/s", f"{r['latency_p99_ms']}", f"<= {t['latency_p99_ms']} ({p99_ok})"),
-        (
-            "rss_mb (component process)",
-            f"{r['rss_mb']}",
-            f"<= {t['rss_mb']} ({_met(r['rss_mb'] <= t['rss_mb'])})",
-        ),
-        (
-            "streams within 10 ms p99",
-            f"{r['streams']:,}",
-            f">= {t['streams']:,} ({_met(r['streams'] >= t['streams'])})",
-        ),
-    ]
-    table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
-    m = r["machine"]
+        row("edge_samples_per_s (columnar, 512/message)", "edge_samples_per_s"),
+        row("raw_ort_samples_per_s (the limit)", "raw_ort_samples_per_s"),
+        row("naive_samples_per_s", "naive_samples_per_s"),
+        row("edge / raw", "edge_vs_raw", f">= {t['edge_vs_raw']}: "
+            + _verdict([x["edge_vs_raw"] >= t["edge_vs_raw"] for x in runs]), "{}"),
+        row("edge / naive", "edge_vs_naive", f">= {t['edge_vs_naive']}: "
+            + _verdict([x["edge_vs_naive"] >= t["edge_vs_naive"] for x in runs]), "{}"),
+        row("raw / naive (upper bound of edge / naive)", "raw_vs_naive", "", "{}"),
+        row("edge_postprocess_samples_per_s (NAB edge_postprocess)", "edge_postprocess_samples_per_s"),
+        row("edge_single_message_samples_per_s", "edge_single_message_samples_per_s"),
+        row("latency_p50_ms @ 1,000/s", "latency_p50_ms", "", "{}"),
+        row("latency_p99_ms @ 1,000/s", "latency_p99_ms", f"<= {t['latency_p99_ms']}: "
+            + _verdict([(x["latency_p99_ms"] or 1e9) <= t["latency_p99_ms"] for x in runs]), "{}"),
+        row("rss_mb (component process, peak)", "rss_mb", f"<= {t['rss_mb']}: "
+            + _verdict([x["rss_mb"] <= t["rss_mb"] for x in runs]), "{}"),
+        row("streams within 10 ms p99 (largest tried: 8,000)", "streams", f">= {t['streams']:,}: "
+            + _verdict([x["streams"] >= t["streams"] for x in runs])),
+        row("CLI file replay samples/s (CSV parsing included)", "cli_file_replay_samples_per_s"),
+    ]  # fmt: skip
+    header = " | ".join(f"run {i + 1}" for i in range(len(runs)))
+    table = "\n".join(rows)
+    m, d = r["machine"], r["data"]
+    streams = "; ".join(f"run {i + 1}: {x['streams_p99_ms']}" for i, x in enumerate(runs))
     return f"""# Edge benchmark
 
-`make bench` (`python -m bench.edge`) measured these in one run ({r["measured_at"]},
-{r["bench_seconds"]} s), on the same model and data: a model trained with `training.train` on the first 15% of
-`{r["data"]["series"]}` (window {r["data"]["window_length"]}), then the whole series replayed
-{r["data"]["repeats"]} times back to back ({r["data"]["samples"]:,} samples). The process is pinned to one
-core; ONNX Runtime uses one thread. Raw numbers: `bench/results.json`.
+`make bench` (`python -m bench.edge`) measured these ({r["measured_at"]}, {r["bench_seconds"]} s for
+everything), on the same model and data: a model trained with `training.train` on the first 15% of
+`{d["series"]}` (window {d["window_length"]}), then the whole series replayed {d["repeats"]} times back to
+back ({d["samples"]:,} samples). The process is pinned to one core; ONNX Runtime uses one thread.
+Every measurement was taken {len(runs)} times in one invocation; "spread" is (max - min) / mean.
+Raw numbers: `bench/results.json`.
 
-| metric | value | target |
-|---|---|---|
+| metric | {header} | spread | target |
+|---|{"---|" * len(runs)}---|---|
 {table}
 
-Streams: p99 decision latency per stream count (each stream 1 sample/s): {r["streams_p99_ms"]}.
-The CLI (`python -m anomaly_detector --source file`, CSV parsing included) replayed the series at
-{r["cli_file_replay_samples_per_s"]:,} samples/s.
+Streams, p99 decision latency (ms) per stream count, each stream 1 sample/s: {streams}.
 
-What each number is:
-- **edge**: `DetectorApp` in process, fed pre-encoded JSON messages: parse, per-stream windows, adaptive
-  micro-batches through ONNX Runtime, decisions, event merging, and a real sqlite spool on disk.
-- **raw ORT**: `session.run` on pre-built batches of 256 windows, nothing else.
-- **naive**: `json.loads` + a deque window + one `session.run` per sample.
+## What each number is
+
+- **edge**: `DetectorApp` in process, fed pre-encoded JSON columnar messages of {d["block_samples"]} samples:
+  parse, per-stream windows (one `sliding_window_view` per block), one `session.run` per micro-batch,
+  vectorised decisions, event merging, and a real sqlite spool on disk. The model has no
+  `edge_postprocess`, so decisions are `score > threshold`.
+- **edge_postprocess**: the same path with a model trained with the NAB `edge_postprocess` settings
+  ({json.dumps(d["edge_postprocess"])}): every window also goes through the online post-processing,
+  which is per-window Python (one `Postprocessor.update` per window, value checks included).
+- **raw ORT**: `session.run` on pre-built batches, nothing else; the better of batches of 256 and of
+  {d["block_samples"]} windows.
+- **naive**: `json.loads` + a deque window + `np.array` of it + one `session.run` per sample, on the same
+  session (same options) as the others.
 - **latency**: single-sample messages stamped on arrival (as the MQTT/IPC sources do) at 1,000/s;
   arrival -> decision.
+- **rss**: peak RSS (`ru_maxrss`) of `python -m anomaly_detector --source file --transport memory`
+  replaying the series once, read by a small wrapper process that is the component's parent (a child
+  forked straight from the large bench process would report the bench's high-water mark: Linux keeps it
+  across exec; that is what the earlier 147.8 MB was).
 
-Machine: {m["processor"]}, {m["cpus_visible"]} visible CPUs (pinned to CPU {m["cpu_pinned"]}),
-Python {m["python"]}, onnxruntime {m["onnxruntime"]}, {m["platform"]}.
+## Reading the targets
 
-Noise: the machine has 2 cores shared with other jobs, so throughput varies by roughly +-15% between runs and
-p99 latencies by more (a scheduler hiccup of a few ms lands directly in p99). Compare ratios measured in the
-same run, not absolute numbers across runs.
+- **edge >= 20 x naive cannot be met on this model and machine by any component**: ONNX Runtime alone
+  (raw) is only {runs[0]["raw_vs_naive"]}x naive here (run 1), and the component does strictly more than
+  raw ORT. The per-sample cost of naive is mostly ONNX Runtime's fixed per-call overhead (~10 us); the
+  model itself costs well under 1 us per window in a batch. The edge path reaches about
+  {runs[0]["edge_vs_raw"]:.0%} of the limit; the rest is JSON parsing (`json.loads` and the type checks of
+  the columnar arrays), per-batch bookkeeping, and event spooling.
+- **edge_postprocess**: the NAB post-processing settings add per-window Python work; that rate, not the
+  raw-threshold one, is what a device running such a model gets.
+
+## Machine and noise
+
+{m["processor"]}, {m["cpus_visible"]} visible CPUs (pinned to CPU {m["cpu_pinned"]}), Python {m["python"]},
+onnxruntime {m["onnxruntime"]}, {m["platform"]}. The 2 cores are shared with other jobs (other test suites
+ran during these measurements), so absolute throughputs move by tens of percent between runs and even
+raw ORT alone varied from about 0.75 M to 1.5 M windows/s during development; p99 latencies move more (a
+scheduler hiccup of a few ms lands directly in p99). Compare ratios measured in the same run.
 """
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Final, Literal, TextIO
 
 # tqdm ships no type information (no py.typed); the bar is a display detail behind this module.
-from tqdm import tqdm  # type: ignore[import-untyped]
+from tqdm import tqdm
 
 ProgressMode = Literal["auto", "on", "off"]
 PROGRESS_MODES: Final[tuple[ProgressMode, ...]] = ("auto", "on", "off")

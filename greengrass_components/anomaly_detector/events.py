@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 import numpy as np
@@ -60,7 +60,8 @@ class AnomalyEvent:
     schema: str = SCHEMA
 
     def to_dict(self) -> dict[str, object]:
-        body = asdict(self)
+        # Not dataclasses.asdict: its deep copy of ``values`` was a tenth of the edge path's time per event.
+        body = {f.name: getattr(self, f.name) for f in fields(self)}
         # Only a post-processing model has these: a raw-threshold model's events stay as they were.
         for key in ("post_score", "decision_level"):
             if body[key] is None:

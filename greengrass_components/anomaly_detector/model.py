@@ -194,6 +194,9 @@ class ModelLoader:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self._intra_op_threads
         options.inter_op_num_threads = 1
+        # Our models are tiny: the CPU arena only keeps freed batch buffers resident (RSS) and measured
+        # no faster on batches of 64-2048 windows (docs/benchmarks.md).
+        options.enable_cpu_mem_arena = False
         try:
             session = ort.InferenceSession(data, sess_options=options, providers=self._providers)
         # onnxruntime's pybind errors (InvalidProtobuf, Fail, ...) derive from Exception directly.

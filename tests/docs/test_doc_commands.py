@@ -33,7 +33,7 @@ import yaml
 
 from edgeml.cli import EXIT_FAILED, EXIT_OK, main
 from tests.edgeml.stand_ins import ServerPlane, server_plane
-from tests.lambdas.lifecycle.helpers import BUCKET, REGION
+from tests.lambdas.lifecycle.helpers import BUCKET, MODEL_COMPONENT, REGION
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -281,7 +281,8 @@ def _canary_reports_healthy(ctx: Context) -> None:
     plane = ctx.plane.plane
     deployment = plane.latest_deployment(plane.lifecycle.canary.arn)
     things = ctx.client("iot").list_things_in_thing_group(thingGroupName=CANARY_GROUP)["things"]
-    plane.report(things, deployment["deploymentId"], model_version="1.0.0")
+    model_version = deployment["components"][MODEL_COMPONENT]["componentVersion"]
+    plane.report(things, deployment["deploymentId"], model_version=model_version)
 
 
 def _second_model_on_the_canary(ctx: Context) -> None:
@@ -458,9 +459,11 @@ def _edgeml(ctx: Context, argv: list[str]) -> int:
 def _run_shell(command: str, ctx: Context) -> int:
     """A local command run as written by bash in the repository: a synth (into the workdir), or a module's
     CLI against the stand-ins (the endpoint variables an operator would export)."""
+    # A synth of one environment leaves its cdk.out where the stand-ins for that environment look.
+    synth_env = "prod" if "app.py" in command and '"prod"' in command else None
     env = {
         **os.environ,
-        "CDK_OUTDIR": str(ctx.workdir / "cdk.out.shell"),
+        "CDK_OUTDIR": str(ctx.workdir / f"cdk.out.{synth_env or 'shell'}"),
         "AWS_ENDPOINT_URL": ctx.plane.moto_url,
         "AWS_ENDPOINT_URL_GREENGRASSV2": ctx.plane.greengrass_url,
     }
@@ -475,6 +478,8 @@ def _run_shell(command: str, ctx: Context) -> int:
         timeout=240,
         check=False,
     )
+    if synth_env is not None and done.returncode == 0:
+        ctx.synthesized[synth_env] = ctx.workdir / f"cdk.out.{synth_env}"
     return done.returncode
 
 

@@ -7,11 +7,9 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Capture, Template
 
-from tests.infra.conftest import Synthesized, flatten
+from tests.infra.conftest import BUCKET, IOT, Synthesized, flatten, resources_of
 
-IOT = "arn:{AWS::Partition}:iot:{AWS::Region}:{AWS::AccountId}:"
 THING = "${iot:Connection.Thing.ThingName}"
-BUCKET = "arn:{AWS::Partition}:s3:::edgeml-dev-models-{AWS::AccountId}-{AWS::Region}"
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +26,6 @@ def device_statements(template: Template) -> dict[str, dict[str, Any]]:
     return {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
 
 
-def _resources(statement: dict[str, Any]) -> list[str]:
-    resources = statement["Resource"]
-    return [flatten(r) for r in (resources if isinstance(resources, list) else [resources])]
-
-
 def test_thing_groups(template: Template) -> None:
     names = {
         g["Properties"]["ThingGroupName"] for g in template.find_resources("AWS::IoT::ThingGroup").values()
@@ -43,13 +36,13 @@ def test_thing_groups(template: Template) -> None:
 def test_connect_only_as_own_thing(device_statements: dict[str, dict[str, Any]]) -> None:
     connect = device_statements["ConnectAsOwnThing"]
     assert connect["Action"] == "iot:Connect"
-    assert _resources(connect) == [f"{IOT}client/{THING}"]
+    assert resources_of(connect) == [f"{IOT}client/{THING}"]
 
 
 def test_publish_telemetry_only_under_own_prefix(device_statements: dict[str, dict[str, Any]]) -> None:
     publish = device_statements["PublishOwnTelemetry"]
     assert publish["Action"] == "iot:Publish"
-    assert _resources(publish) == [f"{IOT}topic/edge/{THING}/*"]
+    assert resources_of(publish) == [f"{IOT}topic/edge/{THING}/*"]
 
 
 def test_every_topic_resource_is_the_devices_own(device_statements: dict[str, dict[str, Any]]) -> None:
@@ -60,21 +53,21 @@ def test_every_topic_resource_is_the_devices_own(device_statements: dict[str, di
         "GreengrassNucleusTopics",
     ]
     for sid in topic_statements:
-        for resource in _resources(device_statements[sid]):
+        for resource in resources_of(device_statements[sid]):
             assert THING in resource, (sid, resource)
             assert resource.startswith((f"{IOT}topic/", f"{IOT}topicfilter/")), resource
-    assert _resources(device_statements["SubscribeOwnTopics"]) == [
+    assert resources_of(device_statements["SubscribeOwnTopics"]) == [
         f"{IOT}topicfilter/edge/{THING}/*",
         f"{IOT}topicfilter/$aws/things/{THING}/jobs/*",
         f"{IOT}topicfilter/$aws/things/{THING}/shadow/*",
     ]
-    assert _resources(device_statements["OwnShadow"]) == [f"{IOT}thing/{THING}"]
+    assert resources_of(device_statements["OwnShadow"]) == [f"{IOT}thing/{THING}"]
 
 
 def test_device_may_assume_only_its_role_alias(device_statements: dict[str, dict[str, Any]]) -> None:
     statement = device_statements["TokenExchange"]
     assert statement["Action"] == "iot:AssumeRoleWithCertificate"
-    assert _resources(statement) == [f"{IOT}rolealias/edgeml-dev-token-exchange"]
+    assert resources_of(statement) == [f"{IOT}rolealias/edgeml-dev-token-exchange"]
 
 
 def test_greengrass_data_plane_actions(device_statements: dict[str, dict[str, Any]]) -> None:
@@ -110,6 +103,6 @@ def test_token_exchange_role_reads_only_artifacts_and_models(template: Template)
     assert [s["Sid"] for s in statements] == ["DownloadArtifacts", "DecryptArtifacts"]
     download, decrypt = statements
     assert download["Action"] == "s3:GetObject"
-    assert _resources(download) == [f"{BUCKET}/components/*", f"{BUCKET}/models/*"]
+    assert resources_of(download) == [f"{BUCKET}/components/*", f"{BUCKET}/models/*"]
     assert decrypt["Action"] == "kms:Decrypt"
     assert "ModelStoreKey" in flatten(decrypt["Resource"])

@@ -10,7 +10,7 @@ from aws_cdk.assertions import Capture, Match, Template
 
 from infra.parts.ingest import archive_transitions, rule_sql
 from lambdas.ingest.table import EVENTS_TABLE_SCHEMA
-from tests.infra.conftest import Synthesized, flatten
+from tests.infra.conftest import Synthesized, as_list, assert_no_wildcard_actions, flatten
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,10 +30,6 @@ def _only(template: Template, resource_type: str, props: dict[str, Any] | None =
     assert len(found) == 1, found
     logical_id, resource = next(iter(found.items()))
     return logical_id, resource
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
 
 
 def _ref(logical_id: str) -> str:
@@ -433,7 +429,7 @@ def _statements(template: Template, policy_prefix: str) -> dict[str, dict[str, A
 def test_ingest_role_statements_are_exact(template: Template, ids: dict[str, str]) -> None:
     statements = _statements(template, "IngestPolicy")
     got = {
-        sid: (_list(s["Action"]), [flatten(r) for r in _list(s["Resource"])], s["Effect"])
+        sid: (as_list(s["Action"]), [flatten(r) for r in as_list(s["Resource"])], s["Effect"])
         for sid, s in statements.items()
     }
     assert got == {
@@ -464,7 +460,7 @@ def test_ingest_role_defaults_are_logs_tracing_and_the_failure_queue(
     }
     assert len(policies) == 1
     statements = next(iter(policies.values()))["Properties"]["PolicyDocument"]["Statement"]
-    by_resource = {flatten(s["Resource"]): _list(s["Action"]) for s in statements}
+    by_resource = {flatten(s["Resource"]): as_list(s["Action"]) for s in statements}
     (log_group,) = template.find_resources("AWS::Logs::LogGroup")
     assert by_resource == {
         _arn(log_group): ["logs:CreateLogStream", "logs:PutLogEvents"],
@@ -505,7 +501,4 @@ def test_rule_role_sends_errors_and_puts_only_its_namespace(template: Template, 
 
 
 def test_no_wildcard_actions_anywhere(template: Template) -> None:
-    for policy in template.find_resources("AWS::IAM::Policy").values():
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            for action in _list(statement["Action"]):
-                assert "*" not in action, statement
+    assert_no_wildcard_actions(template)

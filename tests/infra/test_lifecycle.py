@@ -13,12 +13,23 @@ from aws_cdk.assertions import Capture, Match, Template
 from infra.config import read_cdk_json_context, select_environment
 from infra.stacks.lifecycle_stack import policy_environment
 from lambdas.lifecycle.config import load_config
-from tests.infra.conftest import Synthesized, flatten
+from tests.infra.conftest import (
+    BUCKET_NAME,
+    GG,
+    IOT,
+    Synthesized,
+    as_list,
+    assert_no_wildcard_actions,
+    assert_one_lambda_role_without_managed_policies,
+    flatten,
+    function_dead_letter_queue,
+    function_log_group,
+    only_function,
+    policy_statements,
+    resources_of,
+)
 from tests.infra.test_config import CDK_JSON
 
-BUCKET_NAME = "edgeml-dev-models-{AWS::AccountId}-{AWS::Region}"
-GG = "arn:{AWS::Partition}:greengrass:{AWS::Region}:{AWS::AccountId}:"
-IOT = "arn:{AWS::Partition}:iot:{AWS::Region}:{AWS::AccountId}:"
 HANDLER = "lambdas.lifecycle.handler.handler"
 
 
@@ -29,28 +40,12 @@ def template(dev: Synthesized) -> Template:
 
 @pytest.fixture(scope="module")
 def function(template: Template) -> dict[str, Any]:
-    functions = template.find_resources("AWS::Lambda::Function")
-    assert len(functions) == 1
-    properties: dict[str, Any] = next(iter(functions.values()))["Properties"]
-    return properties
+    return only_function(template)
 
 
 @pytest.fixture(scope="module")
 def statements(template: Template) -> dict[str, dict[str, Any]]:
-    policies = template.find_resources(
-        "AWS::IAM::Policy", {"Properties": {"PolicyName": Match.string_like_regexp("LifecyclePolicy")}}
-    )
-    assert len(policies) == 1
-    document = next(iter(policies.values()))["Properties"]["PolicyDocument"]
-    return {s["Sid"]: s for s in document["Statement"]}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _resources(statement: dict[str, Any]) -> list[str]:
-    return [flatten(r) for r in _list(statement["Resource"])]
+    return policy_statements(template, "LifecyclePolicy")
 
 
 def test_runs_the_publisher_image_with_the_lifecycle_command(dev: Synthesized, template: Template) -> None:
@@ -164,13 +159,7 @@ def test_policy_environment_sets_only_the_configured_policies() -> None:
 
 
 def test_failed_runs_are_not_retried_and_go_to_the_dead_letter_queue(template: Template) -> None:
-    queue = Capture()
-    template.has_resource_properties(
-        "AWS::Lambda::Function", {"DeadLetterConfig": {"TargetArn": {"Fn::GetAtt": [queue, "Arn"]}}}
-    )
-    queues = template.find_resources("AWS::SQS::Queue")
-    assert list(queues) == [queue.as_string()]
-    assert queues[queue.as_string()]["Properties"]["SqsManagedSseEnabled"] is True
+    function_dead_letter_queue(template)
     # The next tick is the retry, and an event older than one interval is superseded by it.
     template.has_resource_properties(
         "AWS::Lambda::EventInvokeConfig", {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 300}
@@ -178,11 +167,7 @@ def test_failed_runs_are_not_retried_and_go_to_the_dead_letter_queue(template: T
 
 
 def test_log_group_retention(template: Template) -> None:
-    group = Capture()
-    template.has_resource_properties("AWS::Lambda::Function", {"LoggingConfig": {"LogGroup": {"Ref": group}}})
-    groups = template.find_resources("AWS::Logs::LogGroup")
-    assert list(groups) == [group.as_string()]
-    assert groups[group.as_string()]["Properties"]["RetentionInDays"] == 14
+    assert function_log_group(template)["Properties"]["RetentionInDays"] == 14
 
 
 def test_schedule_rule_targets_the_function(template: Template) -> None:
@@ -215,7 +200,7 @@ def test_schedule_rule_targets_the_function(template: Template) -> None:
 
 
 def test_exact_lifecycle_statements(statements: dict[str, dict[str, Any]]) -> None:
-    groups = _resources(statements["DescribeTargetGroups"])
+    groups = resources_of(statements["DescribeTargetGroups"])
     assert len(groups) == 2
     assert groups[0].startswith("{import:EdgemlDevFleet:")
     assert "CanaryGroup" in groups[0]
@@ -257,8 +242,8 @@ def test_exact_lifecycle_statements(statements: dict[str, dict[str, Any]]) -> No
         statement = statements[sid]
         assert statement["Effect"] == "Allow", sid
         assert "Condition" not in statement, sid
-        assert _list(statement["Action"]) == actions, sid
-        actual = _resources(statement)
+        assert as_list(statement["Action"]) == actions, sid
+        actual = resources_of(statement)
         assert len(actual) == len(resources), sid
         for got, want in zip(actual, resources, strict=True):
             # Cross-stack exports carry a hash suffix; match their stable prefix and attribute.
@@ -293,17 +278,8 @@ def test_events_table_query_is_the_only_ingest_grant(template: Template) -> None
 
 
 def test_no_wildcard_actions_and_no_managed_policies(template: Template) -> None:
-    for policy in template.find_resources("AWS::IAM::Policy").values():
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            for action in _list(statement["Action"]):
-                assert "*" not in action, statement
-    roles = template.find_resources("AWS::IAM::Role")
-    assert len(roles) == 1
-    role = next(iter(roles.values()))["Properties"]
-    assert "ManagedPolicyArns" not in role
-    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
-        "Service": "lambda.amazonaws.com"
-    }
+    assert_no_wildcard_actions(template)
+    assert_one_lambda_role_without_managed_policies(template)
 
 
 def _lifecycle_alarm(monitoring: Template, metric_name: str) -> dict[str, Any]:

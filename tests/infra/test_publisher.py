@@ -8,13 +8,24 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Capture, Match, Template
 
-from tests.infra.conftest import Synthesized, flatten
+from tests.infra.conftest import (
+    BUCKET,
+    BUCKET_NAME,
+    GG,
+    IOT,
+    Synthesized,
+    as_list,
+    assert_no_wildcard_actions,
+    assert_one_lambda_role_without_managed_policies,
+    flatten,
+    function_dead_letter_queue,
+    function_log_group,
+    only_function,
+    policy_statements,
+    resources_of,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-BUCKET_NAME = "edgeml-dev-models-{AWS::AccountId}-{AWS::Region}"
-BUCKET = "arn:{AWS::Partition}:s3:::" + BUCKET_NAME
-GG = "arn:{AWS::Partition}:greengrass:{AWS::Region}:{AWS::AccountId}:"
-IOT = "arn:{AWS::Partition}:iot:{AWS::Region}:{AWS::AccountId}:"
 
 
 @pytest.fixture(scope="module")
@@ -24,28 +35,12 @@ def template(dev: Synthesized) -> Template:
 
 @pytest.fixture(scope="module")
 def function(template: Template) -> dict[str, Any]:
-    functions = template.find_resources("AWS::Lambda::Function")
-    assert len(functions) == 1
-    properties: dict[str, Any] = next(iter(functions.values()))["Properties"]
-    return properties
+    return only_function(template)
 
 
 @pytest.fixture(scope="module")
 def statements(template: Template) -> dict[str, dict[str, Any]]:
-    policies = template.find_resources(
-        "AWS::IAM::Policy", {"Properties": {"PolicyName": Match.string_like_regexp("PublisherPolicy")}}
-    )
-    assert len(policies) == 1
-    document = next(iter(policies.values()))["Properties"]["PolicyDocument"]
-    return {s["Sid"]: s for s in document["Statement"]}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _resources(statement: dict[str, Any]) -> list[str]:
-    return [flatten(r) for r in _list(statement["Resource"])]
+    return policy_statements(template, "PublisherPolicy")
 
 
 def test_container_image_function(function: dict[str, Any]) -> None:
@@ -99,17 +94,11 @@ def test_environment(function: dict[str, Any]) -> None:
 
 
 def test_dead_letter_queue_is_encrypted_and_tls_only(template: Template) -> None:
-    queue = Capture()
-    template.has_resource_properties(
-        "AWS::Lambda::Function", {"DeadLetterConfig": {"TargetArn": {"Fn::GetAtt": [queue, "Arn"]}}}
-    )
-    queues = template.find_resources("AWS::SQS::Queue")
-    assert list(queues) == [queue.as_string()]
-    assert queues[queue.as_string()]["Properties"]["SqsManagedSseEnabled"] is True
+    queue = function_dead_letter_queue(template)
     template.has_resource_properties(
         "AWS::SQS::QueuePolicy",
         {
-            "Queues": [{"Ref": queue.as_string()}],
+            "Queues": [{"Ref": queue}],
             "PolicyDocument": {
                 "Statement": Match.array_with(
                     [
@@ -128,12 +117,9 @@ def test_dead_letter_queue_is_encrypted_and_tls_only(template: Template) -> None
 
 
 def test_log_group_retention(template: Template) -> None:
-    group = Capture()
-    template.has_resource_properties("AWS::Lambda::Function", {"LoggingConfig": {"LogGroup": {"Ref": group}}})
-    groups = template.find_resources("AWS::Logs::LogGroup")
-    assert list(groups) == [group.as_string()]
-    assert groups[group.as_string()]["Properties"]["RetentionInDays"] == 14
-    assert groups[group.as_string()]["DeletionPolicy"] == "Delete"
+    group = function_log_group(template)
+    assert group["Properties"]["RetentionInDays"] == 14
+    assert group["DeletionPolicy"] == "Delete"
 
 
 def test_s3_object_created_rule(template: Template) -> None:
@@ -216,8 +202,8 @@ def test_exact_publisher_statements(statements: dict[str, dict[str, Any]]) -> No
         "ListDeployments": (["greengrass:ListDeployments"], ["*"]),
     }
     for sid, (actions, resources) in expected.items():
-        assert _list(statements[sid]["Action"]) == actions, sid
-        assert _resources(statements[sid]) == resources, sid
+        assert as_list(statements[sid]["Action"]) == actions, sid
+        assert resources_of(statements[sid]) == resources, sid
     assert set(statements) == {
         *expected,
         "ModelStoreKey",
@@ -232,7 +218,7 @@ def test_exact_publisher_statements(statements: dict[str, dict[str, Any]]) -> No
 def test_deployment_statements_are_scoped_to_the_two_thing_groups(
     statements: dict[str, dict[str, Any]],
 ) -> None:
-    groups = _resources(statements["DescribeTargetGroups"])
+    groups = resources_of(statements["DescribeTargetGroups"])
     assert len(groups) == 2
     assert "CanaryGroup" in groups[0]
     assert "FleetGroup" in groups[1]
@@ -240,11 +226,11 @@ def test_deployment_statements_are_scoped_to_the_two_thing_groups(
 
     create = statements["CreateDeployment"]
     assert create["Action"] == "greengrass:CreateDeployment"
-    assert _resources(create) == [f"{GG}deployments:*", *groups]
+    assert resources_of(create) == [f"{GG}deployments:*", *groups]
 
     jobs = statements["DeploymentJobs"]
     assert jobs["Action"] == ["iot:CreateJob", "iot:DescribeJob", "iot:UpdateJob", "iot:CancelJob"]
-    assert _resources(jobs) == [f"{IOT}job/*", *groups]
+    assert resources_of(jobs) == [f"{IOT}job/*", *groups]
 
     key = statements["ModelStoreKey"]
     assert key["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
@@ -252,20 +238,11 @@ def test_deployment_statements_are_scoped_to_the_two_thing_groups(
 
 
 def test_no_wildcard_actions_anywhere(template: Template) -> None:
-    for policy in template.find_resources("AWS::IAM::Policy").values():
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            for action in _list(statement["Action"]):
-                assert "*" not in action, statement
+    assert_no_wildcard_actions(template)
 
 
 def test_function_role_has_no_managed_policies(template: Template) -> None:
-    roles = template.find_resources("AWS::IAM::Role")
-    assert len(roles) == 1
-    role = next(iter(roles.values()))["Properties"]
-    assert "ManagedPolicyArns" not in role
-    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
-        "Service": "lambda.amazonaws.com"
-    }
+    assert_one_lambda_role_without_managed_policies(template)
 
 
 def test_prod_reserves_more_concurrency_and_keeps_logs(prod: Synthesized) -> None:

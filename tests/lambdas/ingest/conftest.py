@@ -20,17 +20,6 @@ from lambdas.ingest.table import EVENTS_TABLE_SCHEMA, TTL_ATTRIBUTE
 from tests.lambdas.ingest.helpers import BUCKET, REGION, TABLE
 
 
-@pytest.fixture(autouse=True)
-def _fake_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    # A moto *server* endpoint from the demo environment would bypass the in-process mock.
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
 @dataclass
 class Aws:
     dynamodb: Any

@@ -1,3 +1,5 @@
+"""Every test under tests/lambdas runs with fake AWS credentials and no ambient endpoints."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,5 +16,6 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
+    # A moto *server* endpoint from the demo environment would bypass the in-process mock.
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_GREENGRASSV2"):
         monkeypatch.delenv(name, raising=False)
