@@ -63,6 +63,9 @@ TRAIN_FRACTION = 0.15
 BLOCK = 512  # samples per columnar batch message
 REPEAT = 16
 RUNS = 2
+# Every throughput is the best of this many measurements: on a shared machine the slow ones measure the
+# neighbours, not the code, and taking the best of each side keeps the ratios fair.
+BEST_OF = 3
 LATENCY_TARGET_MS = 10.0
 TARGETS = {"edge_vs_raw": 0.5, "edge_vs_naive": 20.0, "latency_p99_ms": 5.0, "rss_mb": 150.0, "streams": 1000}
 
@@ -96,13 +99,16 @@ def train(work: Path, name: str = "model", extra: tuple[str, ...] = ()) -> Path:
     return work / name / "model.onnx"
 
 
-def timed(fn: Callable[[], int], min_s: float = 1.5) -> float:
-    """Items per second over repeated calls for at least ``min_s``."""
+def timed(fn: Callable[[], int], min_s: float = 1.0) -> float:
+    """Items per second: the best of ``BEST_OF`` windows of repeated calls, each at least ``min_s`` long."""
     fn()  # warm-up
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < min_s:
-        done += fn()
-    return done / (time.perf_counter() - start)
+    best = 0.0
+    for _ in range(BEST_OF):
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < min_s:
+            done += fn()
+        best = max(best, done / (time.perf_counter() - start))
+    return best
 
 
 def bench_raw_ort(model: LoadedModel, values: np.ndarray) -> float:
@@ -203,16 +209,21 @@ def make_app(model: LoadedModel, source: Any, spool_path: Path) -> tuple[Detecto
 
 
 def bench_edge(
-    model: LoadedModel, payloads: list[bytes], work: Path, name: str, samples: int
+    model: LoadedModel, payloads: list[bytes], work: Path, name: str, samples: int, *, best_of: int = BEST_OF
 ) -> tuple[float, int]:
-    app, spool = make_app(model, ListPayloadSource(payloads), work / f"{name}.db")
-    start = time.perf_counter()
-    stats = app.run()
-    elapsed = time.perf_counter() - start
-    spool.close()
-    if stats.samples_in != samples:
-        raise RuntimeError(f"{name}: {stats.samples_in} samples in, expected {samples}")
-    return samples / elapsed, stats.anomalies_spooled
+    """Whole runs of a fresh app (new spool file, cold windows) over every payload; the best rate."""
+    best = 0.0
+    events = 0
+    for attempt in range(best_of):
+        app, spool = make_app(model, ListPayloadSource(payloads), work / f"{name}-{attempt}.db")
+        start = time.perf_counter()
+        stats = app.run()
+        elapsed = time.perf_counter() - start
+        spool.close()
+        if stats.samples_in != samples or stats.rejects:
+            raise RuntimeError(f"{name}: {stats.samples_in} samples in ({stats.rejects}), expected {samples}")
+        best, events = max(best, samples / elapsed), stats.anomalies_spooled
+    return best, events
 
 
 def paced_run(
@@ -305,7 +316,7 @@ def measure(
     naive = bench_naive(model, singles)
     edge, events = bench_edge(model, blocks, work, f"edge-{tag}", n)
     edge_post, post_events = bench_edge(post_model, blocks, work, f"edge-post-{tag}", n)
-    edge_single, _ = bench_edge(model, singles, work, f"edge-single-{tag}", n)
+    edge_single, _ = bench_edge(model, singles, work, f"edge-single-{tag}", n, best_of=1)
     latency = paced_run(
         model, work, f"latency-{tag}", streams=1, rate=1000.0, duration_s=3.0, epoch=epoch, values=values
     )
@@ -455,7 +466,9 @@ def render(r: dict[str, Any]) -> str:
 everything), on the same model and data: a model trained with `training.train` on the first 15% of
 `{d["series"]}` (window {d["window_length"]}), then the whole series replayed {d["repeats"]} times back to
 back ({d["samples"]:,} samples). The process is pinned to one core; ONNX Runtime uses one thread.
-Every measurement was taken {len(runs)} times in one invocation; "spread" is (max - min) / mean.
+Every throughput is the best of {BEST_OF} measurements (raw ORT, naive: windows of >= 1 s of repeated
+calls; edge: whole runs of a fresh app; the single-message edge rate is one run), and the whole set was
+measured {len(runs)} times in one invocation: "spread" is (max - min) / mean of those runs.
 Raw numbers: `bench/results.json`.
 
 | metric | {header} | spread | target |

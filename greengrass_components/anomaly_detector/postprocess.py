@@ -11,6 +11,9 @@ methods map raw scores to ``[0, 1]`` using only the scores seen so far (never la
     probability ``Q(z)`` says how unusual it is for this stream; the output is
     ``L / (L + half_log10)`` with ``L = -log10 Q(z)``, so ``0.5`` means a tail probability of
     ``10**-half_log10`` and the map never saturates (a corpus-wide threshold sweep keeps its ordering).
+    With ``long_fraction > 0`` the history grows with the stream, to ``long_fraction`` times the rows
+    seen so far (never below ``long_window``, never above ``long_window_max``): on a long stream a rare,
+    recurring burst then stays in the reference instead of surprising it again every ``long_window`` rows.
 
 ``ratio``
     The moving average ``m`` of the last ``short_window`` raw scores against the model's calibrated raw
@@ -89,18 +92,10 @@ class PostprocessConfig:
     combine: str = "max"
     # After an alarm, keep the output at >= decision_level for this many rows (segment-labelled data).
     hold_rows: int = 0
-    # Damping that adapts (0 = off): after suppress_rows, keep damping until the undamped score has been
-    # below rearm_level for rearm_rows rows in a row; and/or damp for suppress_fraction * rows seen.
-    rearm_level: float = 0.0
-    rearm_rows: int = 1
-    suppress_fraction: float = 0.0
-    # Spatial range over the last spatial_window values only (0 = every value seen).
-    spatial_window: int = 0
-    # Divide raw scores by their running mean over ~raw_scale_window rows (0 = off).
-    raw_scale_window: int = 0
-    # The raw-score likelihood's history grows to long_fraction * rows seen once that exceeds long_window.
+    # The raw-score likelihood's history grows with the stream: long_fraction * rows seen once that
+    # exceeds long_window, never beyond long_window_max rows (0.0 = fixed at long_window).
     long_fraction: float = 0.0
-    value_long_fraction: float = 0.0
+    long_window_max: int = 8000
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -109,7 +104,13 @@ class PostprocessConfig:
             raise ModelError(
                 f"edge_postprocess combine must be one of {list(COMBINES)}, got {self.combine!r}"
             )
-        for name in ("short_window", "long_window", "reference_window", "value_short_window"):
+        for name in (
+            "short_window",
+            "long_window",
+            "reference_window",
+            "value_short_window",
+            "long_window_max",
+        ):
             if getattr(self, name) < 1:
                 raise ModelError(f"edge_postprocess {name} must be >= 1, got {getattr(self, name)}")
         for name in (
@@ -118,15 +119,14 @@ class PostprocessConfig:
             "variance_window",
             "seasonal_lag",
             "hold_rows",
-            "rearm_rows",
-            "spatial_window",
-            "raw_scale_window",
         ):
             if getattr(self, name) < 0:
                 raise ModelError(f"edge_postprocess {name} must be >= 0, got {getattr(self, name)}")
         self._check_value_settings()
         if not (self.min_std > 0 and self.half_log10 > 0):
             raise ModelError("edge_postprocess min_std and half_log10 must be > 0")
+        if not 0.0 <= self.long_fraction <= 1.0:
+            raise ModelError(f"edge_postprocess long_fraction must be in [0, 1], got {self.long_fraction}")
         if not self.spatial_tolerance >= 0.0:
             raise ModelError(f"edge_postprocess spatial_tolerance must be >= 0, got {self.spatial_tolerance}")
         if not 0.0 <= self.suppress_factor <= 1.0:
@@ -303,10 +303,6 @@ class _ChannelChecks:
         self.config = config
         self.low = math.inf
         self.high = -math.inf
-        # Monotonic deques of (row, value): the window's min/max in O(1) amortised (spatial_window > 0).
-        self._lows: deque[tuple[int, float]] = deque()
-        self._highs: deque[tuple[int, float]] = deque()
-        self._row = 0
         self._reference = _Moments(cfg.reference_window)
         self._levels = [_Moments(k) for k in cfg.level_windows]
         self._variance = _Moments(cfg.variance_window) if cfg.variance_window else None
@@ -322,26 +318,11 @@ class _ChannelChecks:
         if self.high > self.low:
             margin = self.config.spatial_tolerance * (self.high - self.low)
             outside = value > self.high + margin or value < self.low - margin
-        window = self.config.spatial_window
-        if not window:
-            self.low = min(self.low, value)
-            self.high = max(self.high, value)
-            return outside
-        self._row += 1
-        while self._lows and self._lows[-1][1] >= value:
-            self._lows.pop()
-        self._lows.append((self._row, value))
-        while self._highs and self._highs[-1][1] <= value:
-            self._highs.pop()
-        self._highs.append((self._row, value))
-        for extremes in (self._lows, self._highs):
-            if extremes[0][0] <= self._row - window:
-                extremes.popleft()
-        self.low = self._lows[0][1]
-        self.high = self._highs[0][1]
+        self.low = min(self.low, value)
+        self.high = max(self.high, value)
         return outside
 
-    def update(self, value: float, long_window: int = 0) -> float:
+    def update(self, value: float) -> float:
         """The largest ``-log10`` tail probability among this channel's statistics."""
         cfg = self.config
         self._reference.add(value)
@@ -360,12 +341,12 @@ class _ChannelChecks:
         best = 0.0
         tails = iter(self._tails)
         for moments in self._levels:
-            best = max(best, next(tails).update(abs(moments.mean() - ref_mean) / unit, long_window=long_window))
+            best = max(best, next(tails).update(abs(moments.mean() - ref_mean) / unit))
         if self._variance is not None:
             ratio = (self._variance.std() + 0.01 * unit) / (ref_std + 0.01 * unit)
-            best = max(best, next(tails).update(math.log(ratio), two_sided=True, long_window=long_window))
+            best = max(best, next(tails).update(math.log(ratio), two_sided=True))
         if cfg.seasonal_lag and len(self._lagged) == self._lagged.maxlen:
-            best = max(best, next(tails).update(abs(value - self._lagged[0]) / unit, long_window=long_window))
+            best = max(best, next(tails).update(abs(value - self._lagged[0]) / unit))
         return best
 
 
@@ -384,10 +365,7 @@ class StreamPostprocessor:
         self._short_sum = 0.0
         self._channels: list[_ChannelChecks] = []
         self._suppress_left = 0
-        self._rearm_pending = False
-        self._below = 0
         self._hold_left = 0
-        self._raw_mean = 0.0
         self.seen = 0
 
     def update(self, raw: float, values: Sequence[float] | None = None) -> float:
@@ -396,10 +374,8 @@ class StreamPostprocessor:
         if checks_values and self._channels and len(values or ()) != len(self._channels):
             # Refused before any state changes, so the stream carries on as if the call never happened.
             raise ValueError(f"expected {len(self._channels)} values, got {len(values or ())}")
-        self.seen += 1
-        if cfg.raw_scale_window:
-            raw = self._rescale(raw)
         value = math.log1p(max(raw, 0.0)) if cfg.log_scores else raw
+        self.seen += 1
         if cfg.method == "ratio":
             if len(self._short) == self._short.maxlen:
                 self._short_sum -= self._short[0]
@@ -408,7 +384,7 @@ class StreamPostprocessor:
             average = self._short_sum / len(self._short)
             score = _ratio(average, math.log1p(self.threshold) if cfg.log_scores else self.threshold)
         else:
-            longer = int(cfg.long_fraction * self.seen)
+            longer = min(int(cfg.long_fraction * self.seen), cfg.long_window_max)
             score = self._from_tail(self._raw_tail.update(value, long_window=longer))
         spatial = False
         if checks_values and values is not None:
@@ -418,12 +394,6 @@ class StreamPostprocessor:
         if spatial:
             score = 1.0
         return self._hold(self._suppress(score))
-
-    def _rescale(self, raw: float) -> float:
-        # Running mean of the raw scores so far (an EWMA once raw_scale_window rows are seen), as the unit.
-        scaled = raw / self._raw_mean if self._raw_mean > 1e-12 else raw
-        self._raw_mean += (max(raw, 0.0) - self._raw_mean) / min(self.seen, self.config.raw_scale_window)
-        return scaled
 
     def _from_tail(self, tail: float) -> float:
         return tail / (tail + self.config.half_log10)
@@ -437,7 +407,7 @@ class StreamPostprocessor:
             x = float(value)
             if cfg.spatial_tolerance > 0 and checks.spatial(x):
                 spatial = True
-            tail = checks.update(x, int(cfg.value_long_fraction * self.seen))
+            tail = checks.update(x)
             if tail > 0.0:
                 other = self._from_tail(tail)
                 score = max(score, other) if cfg.combine == "max" else 1.0 - (1.0 - score) * (1.0 - other)
@@ -455,20 +425,11 @@ class StreamPostprocessor:
 
     def _suppress(self, score: float) -> float:
         cfg = self.config
-        if self._suppress_left > 0 or self._rearm_pending:
-            # Count consecutive rows below the re-arm level (hysteresis), during the fixed part too.
-            self._below = self._below + 1 if score < cfg.rearm_level else 0
-            if self._suppress_left > 0:
-                self._suppress_left -= 1
-                return score * cfg.suppress_factor
-            if self._below < cfg.rearm_rows:
-                return score * cfg.suppress_factor
-            self._rearm_pending = False
-        damps = cfg.suppress_rows or cfg.suppress_fraction or cfg.rearm_level
-        if damps and score >= cfg.suppress_level:
-            self._suppress_left = max(cfg.suppress_rows, int(cfg.suppress_fraction * self.seen))
-            self._rearm_pending = cfg.rearm_level > 0
-            self._below = 0
+        if self._suppress_left > 0:
+            self._suppress_left -= 1
+            return score * cfg.suppress_factor
+        if cfg.suppress_rows and score >= cfg.suppress_level:
+            self._suppress_left = cfg.suppress_rows
         return score
 
 

@@ -119,12 +119,50 @@ def test_config_round_trips_through_metadata():
         ('{"method": "magic"}', "edge_postprocess method must be one of ['likelihood', 'ratio']"),
         ('{"long_window": 0}', "edge_postprocess long_window must be >= 1, got 0"),
         ('{"suppress_factor": 2.0}', "edge_postprocess suppress_factor must be in [0, 1], got 2.0"),
+        ('{"long_fraction": 1.5}', "edge_postprocess long_fraction must be in [0, 1], got 1.5"),
+        ('{"long_window_max": 0}', "edge_postprocess long_window_max must be >= 1, got 0"),
     ],
 )
 def test_bad_metadata_is_refused_with_a_reason(text, message):
     with pytest.raises(ModelError) as err:
         PostprocessConfig.from_json(text)
     assert str(err.value).startswith(message)
+
+
+def recurring_bursts(n_bursts: int, period: int = 600) -> tuple[np.ndarray, list[int]]:
+    raw = noisy(period * n_bursts + 100)
+    starts = [period * (k + 1) for k in range(n_bursts)]
+    for start in starts:
+        raw[start : start + 10] = 8.0
+    return raw, starts
+
+
+def test_growing_history_remembers_recurring_bursts_a_fixed_window_forgets():
+    raw, starts = recurring_bursts(5)
+    fixed = PostprocessConfig(short_window=5, long_window=300, warmup=50)
+    growing = PostprocessConfig(short_window=5, long_window=300, warmup=50, long_fraction=0.5)
+
+    fixed_peaks = [run(fixed, raw)[s : s + 10].max() for s in starts]
+    growing_peaks = [run(growing, raw)[s : s + 10].max() for s in starts]
+
+    # The first burst is new to both (at row 600 both histories hold ~300 rows); a 300-row window has
+    # forgotten every earlier burst by the next one.
+    assert fixed_peaks[0] == pytest.approx(growing_peaks[0], abs=0.01)
+    assert min(fixed_peaks) > 0.5
+    # Half the rows seen (>= 600 by the second burst) keeps the previous burst in the reference.
+    assert all(g < f - 0.05 for g, f in zip(growing_peaks[1:], fixed_peaks[1:], strict=True))
+
+
+def test_growing_history_is_capped_and_causal():
+    raw, _ = recurring_bursts(5)
+    capped = PostprocessConfig(short_window=5, long_window=300, long_fraction=0.5, long_window_max=300)
+    np.testing.assert_array_equal(
+        run(capped, raw), run(PostprocessConfig(short_window=5, long_window=300), raw)
+    )
+    growing = PostprocessConfig(short_window=5, long_window=300, long_fraction=0.5)
+    altered = raw.copy()
+    altered[2000:] = 50.0
+    np.testing.assert_array_equal(run(growing, raw)[:2000], run(growing, altered)[:2000])
 
 
 def run_with_values(config: PostprocessConfig, raw: np.ndarray, values: np.ndarray) -> np.ndarray:
