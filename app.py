@@ -66,7 +66,13 @@ def build(*, context: Mapping[str, Any] | None = None, outdir: str | None = None
         lineage=model_store.lineage,
         code_directory=str(LAMBDAS_DIRECTORY),
     )
-    ingest = IngestStack(app, f"{prefix}Ingest", config=config, code_directory=str(LAMBDAS_DIRECTORY))
+    ingest = IngestStack(
+        app,
+        f"{prefix}Ingest",
+        config=config,
+        lineage=model_store.lineage,
+        code_directory=str(LAMBDAS_DIRECTORY),
+    )
     lifecycle = LifecycleStack(
         app,
         f"{prefix}Lifecycle",
@@ -85,6 +91,8 @@ def build(*, context: Mapping[str, Any] | None = None, outdir: str | None = None
         publisher=publisher.publisher,
         ingest=ingest.ingest,
         lifecycle=lifecycle.lifecycle,
+        training_role=training.training.role,
+        code_directory=str(LAMBDAS_DIRECTORY),
     )
 
     Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))

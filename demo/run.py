@@ -7,6 +7,11 @@ simulated devices. Each device is the local device runner (`device/`): it reads 
 the published recipe and artifacts, and runs the recipe's Install and Run steps as real processes. Each
 device's sensors replay one consecutive slice of the series; only anomalies (and heartbeats) cross the
 MQTT link, and the listener on the cloud side counts them.
+
+Halfway through the replay a second model (same data, other hyperparameters) is published the same way: a
+new model component version and a new deployment revision. Each device applies it (`DeviceRunner.sync`)
+and the running component swaps models without a restart; the summary lists the model versions seen on
+the anomaly events and the component restarts (none expected). `--no-model-update` skips this step.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class DemoConfig:
     train_fraction: float
     summary_path: Path | None
     devices: int = DEVICES
+    model_update: bool = True
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,12 @@ class DemoSummary:
     device_status_in_cloud: dict[str, dict[str, Any]]
     report_path: str
     screenshot_path: str | None
+    # The mid-run model update (None / empty with --no-model-update).
+    model_update_version: str | None
+    model_update_component_version: str | None
+    model_update_deployment_id: str | None
+    model_versions_seen: list[str]
+    component_restarts: int
 
 
 def parse_args(argv: Sequence[str] | None) -> DemoConfig:
@@ -100,6 +112,12 @@ def parse_args(argv: Sequence[str] | None) -> DemoConfig:
     parser.add_argument("--train-fraction", type=float, default=NAB_PROBATION_FRACTION)
     parser.add_argument("--summary-json", type=Path, default=None, help="also write the summary here")
     parser.add_argument("--devices", type=int, default=DEVICES, help="simulated devices in the thing group")
+    parser.add_argument(
+        "--no-model-update",
+        dest="model_update",
+        action="store_false",
+        help="do not publish a second model halfway through the replay",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.devices <= 10:
         parser.error("--devices must be 1..10")
@@ -110,6 +128,7 @@ def parse_args(argv: Sequence[str] | None) -> DemoConfig:
         train_fraction=args.train_fraction,
         summary_path=args.summary_json,
         devices=args.devices,
+        model_update=args.model_update,
     )
 
 
@@ -197,11 +216,13 @@ def _invoke_publisher(bucket: str, key: str, group_arn: str) -> dict[str, Any]:
     return result
 
 
-def _train(s3: Any, series_csv: Path, train_dir: Path, model_dir: Path, fraction: float) -> tuple[int, str]:
+def _train(
+    s3: Any, series_csv: Path, train_dir: Path, model_dir: Path, fraction: float, *extra: str
+) -> tuple[int, str]:
     n_train = _write_training_slice(series_csv, train_dir, fraction)
     s3.upload_file(str(train_dir / series_csv.name), BUCKET, f"datasets/demo/{series_csv.name}")
     args = ["--train", str(train_dir), "--model_dir", str(model_dir), "--model_name", "machine-temperature"]
-    if train.main(args) != 0:
+    if train.main([*args, *extra]) != 0:
         raise RuntimeError("training failed: see the JSON log above")
     return n_train, _model_version(model_dir / "model.onnx")
 
@@ -247,6 +268,54 @@ def _all_ingested(expected: dict[str, int]) -> Any:
         return all(health.get(t, {}).get("samples_in") == n for t, n in expected.items())
 
     return check
+
+
+@dataclass(frozen=True)
+class _ModelUpdate:
+    model_version: str
+    component_version: str
+    deployment_id: str
+
+
+def _halves(feeds: dict[str, sensors.SeriesSlice]) -> tuple[dict[str, sensors.SeriesSlice], ...]:
+    first, second = {}, {}
+    for thing, piece in feeds.items():
+        half = len(piece.values) // 2
+        first[thing] = sensors.SeriesSlice(piece.stream, piece.timestamps[:half], piece.values[:half])
+        second[thing] = sensors.SeriesSlice(piece.stream, piece.timestamps[half:], piece.values[half:])
+    return first, second
+
+
+def _publish_second_model(
+    s3: Any, *, work: Path, series_csv: Path, fraction: float, first_version: str, group_arn: str
+) -> _ModelUpdate:
+    """Retrain with other hyperparameters (a new model version) and publish it through the Lambda."""
+    version = f"{first_version}-r2"
+    model_dir = work / "model-update"
+    hyperparameters = ("--ridge_alpha", "0.01", "--model_version", version)
+    _train(s3, series_csv, work / "input" / "train-update", model_dir, fraction, *hyperparameters)
+    key = f"models/machine-temperature/{version}/model.onnx"
+    s3.upload_file(str(model_dir / "model.onnx"), BUCKET, key)
+    published = _invoke_publisher(BUCKET, key, group_arn)["published"][0]
+    LOG.info("second model published: %s", json.dumps(published))
+    return _ModelUpdate(
+        model_version=version,
+        component_version=str(published["component_version"]),
+        deployment_id=str(published["deployment_id"]),
+    )
+
+
+def _all_on_model(things: list[str], version: str) -> Any:
+    def check(_messages: list[Received], listener: CloudListener) -> bool:
+        health = listener.latest_health()
+        return all(health.get(t, {}).get("model_version") == version for t in things)
+
+    return check
+
+
+def _detector_pid(runner: DeviceRunner) -> int | None:
+    process = runner.components[INFERENCE_COMPONENT].process
+    return process.pid if process is not None else None
 
 
 def _wait(listener: CloudListener, what: str, condition: Any, timeout_s: float) -> None:
@@ -366,10 +435,32 @@ def run(cfg: DemoConfig) -> DemoSummary:  # noqa: PLR0915 - one linear story, ke
         timestamps, values = sensors.load_series(series_csv)
         slices = sensors.split(series_csv.stem, timestamps, values, len(things))
         feeds = dict(zip(things, slices, strict=True))
-        started = time.monotonic()
-        sent = sensors.publish(broker.host, broker.port, feeds)
-        _wait(listener, "every sample to be scored", _all_ingested(sent), 120)
-        ingest_s = time.monotonic() - started
+        pids = {r.thing_name: _detector_pid(r) for r in runners}
+        update: _ModelUpdate | None = None
+        ingest_s = 0.0
+        sent = dict.fromkeys(things, 0)
+        for number, part in enumerate(_halves(feeds) if cfg.model_update else (feeds,)):
+            if number == 1:
+                # 6b. A second model, published as the first was; every device swaps it in while running.
+                update = _publish_second_model(
+                    s3,
+                    work=work,
+                    series_csv=series_csv,
+                    fraction=cfg.train_fraction,
+                    first_version=model_version,
+                    group_arn=group_arn,
+                )
+                for runner in runners:
+                    runner.sync()
+                _wait(
+                    listener, "every device to swap models", _all_on_model(things, update.model_version), 60
+                )
+            started = time.monotonic()
+            more = sensors.publish(broker.host, broker.port, part)
+            sent = {thing: sent[thing] + more[thing] for thing in things}
+            _wait(listener, "every sample to be scored", _all_ingested(sent), 120)
+            ingest_s += time.monotonic() - started
+        restarts = sum(1 for r in runners if _detector_pid(r) != pids[r.thing_name])
 
         # 7. Stop the devices (SIGTERM, as a nucleus stops a component) and collect their summaries.
         stats = {}
@@ -412,6 +503,16 @@ def run(cfg: DemoConfig) -> DemoSummary:  # noqa: PLR0915 - one linear story, ke
                 "inference artifact": f"{component.artifact_uri} (sha256 {component.artifact_sha256[:16]}…)",
                 "deployment": f"{deployment_id} → {THING_GROUP} ({len(things)} devices)",
                 "training rows": f"{n_train:,} (first {cfg.train_fraction:.0%} of the series)",
+                **(
+                    {
+                        "model update (mid-run)": (
+                            f"{update.model_version} as {MODEL_COMPONENT} {update.component_version}, "
+                            f"deployment {update.deployment_id}; charts show the first model's scores"
+                        )
+                    }
+                    if update is not None
+                    else {}
+                ),
             },
         ),
         report_path,
@@ -445,6 +546,12 @@ def run(cfg: DemoConfig) -> DemoSummary:  # noqa: PLR0915 - one linear story, ke
         device_status_in_cloud=cloud_view,
         report_path=str(report_path),
         screenshot_path=str(screenshot_path) if screenshot_path else None,
+        model_update_version=update.model_version if update else None,
+        model_update_component_version=update.component_version if update else None,
+        model_update_deployment_id=update.deployment_id if update else None,
+        # In order of first appearance on the anomaly events the cloud received.
+        model_versions_seen=list(dict.fromkeys(str(e["model_version"]) for e in events)),
+        component_restarts=restarts,
     )
 
 
@@ -455,6 +562,18 @@ def render(summary: DemoSummary) -> str:
         ("trained on (rows)", f"{s.train_rows:,} (first {s.train_rows / s.samples_in:.0%})"),
         ("model version", s.model_version),
         ("model component", f"com.edgeml.AnomalyModel {s.model_component_version}"),
+        *(
+            [
+                (
+                    "model update (mid-run)",
+                    f"{s.model_update_version} (com.edgeml.AnomalyModel {s.model_update_component_version}),"
+                    f" {s.component_restarts} component restarts",
+                )
+            ]
+            if s.model_update_version
+            else []
+        ),
+        ("model versions on events", ", ".join(s.model_versions_seen) or "-"),
         ("samples in", f"{s.samples_in:,}"),
         (
             "anomalies forwarded",

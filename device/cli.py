@@ -1,5 +1,9 @@
 """``python -m device``: run one simulated Greengrass core device until SIGTERM/SIGINT or its components end.
 
+While it runs it polls the control plane for new deployments (``--deployment-poll-s``) and applies them
+as a nucleus does (:meth:`DeviceRunner.sync`): a configuration-only change reaches the running component
+without a restart. A deployment that fails is reported FAILED and the device keeps running.
+
 Example (stand-ins from the demo running)::
 
     python -m device --thing-name gw-01 --root .demo/devices/gw-01 \\
@@ -15,6 +19,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +27,7 @@ from types import FrameType
 
 import boto3
 
-from standins.greengrass_fake.admin import FakeAdminClient
+from standins.greengrass_fake.admin import AdminError, FakeAdminClient
 
 from .errors import DeviceError
 from .lifecycle import ComponentState
@@ -41,6 +46,7 @@ class CliConfig:
     region: str
     policy: LocalPolicy
     poll_s: float
+    deployment_poll_s: float
 
 
 def parse_args(argv: Sequence[str] | None) -> CliConfig:
@@ -59,7 +65,15 @@ def parse_args(argv: Sequence[str] | None) -> CliConfig:
         "--reuse-python", help="interpreter with the components' dependencies ($EDGEML_REUSE_PYTHON)"
     )
     p.add_argument("--poll-s", type=float, default=1.0, help="how often component states are checked")
+    p.add_argument(
+        "--deployment-poll-s",
+        type=float,
+        default=5.0,
+        help="how often new deployments are looked for (0: never, run the first deployment only)",
+    )
     args = p.parse_args(argv)
+    if args.poll_s <= 0 or args.deployment_poll_s < 0:
+        p.error("--poll-s must be > 0 and --deployment-poll-s >= 0")
     return CliConfig(
         thing_name=args.thing_name,
         root=args.root,
@@ -71,7 +85,19 @@ def parse_args(argv: Sequence[str] | None) -> CliConfig:
             reuse_python=args.reuse_python,
         ),
         poll_s=args.poll_s,
+        deployment_poll_s=args.deployment_poll_s,
     )
+
+
+def _sync(runner: DeviceRunner) -> None:
+    """One look for a new deployment; a failed one is already reported, the device keeps running."""
+    try:
+        runner.sync()
+    except DeviceError as exc:
+        logging.getLogger("device").error("deployment update failed: %s", exc)  # noqa: TRY400
+    except (OSError, AdminError) as exc:
+        # The control plane may be briefly unreachable; the next poll tries again.
+        logging.getLogger("device").warning("could not check for deployments: %s", exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,7 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Expected failure (refused recipe, failed step): one clear line, no traceback.
             logging.getLogger("device").error("deployment failed: %s", exc)  # noqa: TRY400
             return EXIT_DEVICE
+        next_sync = time.monotonic() + cfg.deployment_poll_s
         while not stop.wait(cfg.poll_s):
+            if cfg.deployment_poll_s > 0 and time.monotonic() >= next_sync:
+                next_sync = time.monotonic() + cfg.deployment_poll_s
+                _sync(runner)
             if not _ACTIVE & set(runner.refresh().values()):
                 break
     states = {name: c.state.value for name, c in runner.components.items()}

@@ -5,9 +5,19 @@ For one thing name it (1) reads the thing's desired deployments from the Greengr
 deployment's configuration into the recipe's defaults, (4) runs ``Install`` then ``Run`` in dependency
 order with recipe variables interpolated, and (5) reports deployment status and component states back.
 
+Later deployments (:meth:`DeviceRunner.sync`, polled by ``python -m device``) are applied as a nucleus
+applies them: every new recipe and artifact is fetched before anything changes; a component whose version
+changed is stopped and started again at the new version; a component whose only change is configuration
+gets the merged configuration while it keeps running, unless that configuration changes its
+interpolated lifecycle scripts (then it is restarted, as the nucleus restarts it); a new version of a
+HARD dependency restarts its dependents, a SOFT one does not (AWS-FACTS §2.9).
+
 Local policy (the documented differences from a nucleus, see :class:`LocalPolicy`): there is no IPC
 server. A component's configuration is written to a JSON file whose path is in
-``$EDGEML_LOCAL_CONFIG_FILE``; configuration updates rewrite that file (the component watches it).
+``$EDGEML_LOCAL_CONFIG_FILE``; configuration updates rewrite that file (the component watches it). There
+is no configuration validation phase (``SubscribeToValidateConfigurationUpdates``): a component that
+refuses a new configuration can only say so itself, and the deployment is reported SUCCEEDED. A failed
+deployment is not rolled back: the device reports FAILED and keeps what it was running.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from standins.greengrass_fake.state import InstalledComponentReport
 from . import lifecycle
 from .errors import DeviceError, LifecycleError, UnsupportedRecipeError
 from .lifecycle import ComponentState, LogPaths
-from .recipe import ComponentPlan, DevicePlatform, plan_component
+from .recipe import ComponentPlan, DevicePlatform, Step, plan_component
 from .recipe_vars import RecipeContext, interpolate, interpolate_configuration
 
 LOG = logging.getLogger("device.runner")
@@ -107,6 +117,8 @@ class InstalledComponent:
     state: ComponentState = ComponentState.NEW
     process: subprocess.Popen[bytes] | None = None
     exit_code: int | None = None
+    # The deployment's configurationUpdate.merge last applied: a new revision is compared with it.
+    merge: dict[str, object] = field(default_factory=dict)
 
     def report(self) -> InstalledComponentReport:
         return InstalledComponentReport(
@@ -118,6 +130,46 @@ class InstalledComponent:
 class AppliedDeployment:
     deployment_ids: tuple[str, ...]
     components: dict[str, ComponentState]
+
+
+@dataclass(frozen=True)
+class DeploymentUpdate:
+    """What one later deployment changed on this device, component by component."""
+
+    deployment_ids: tuple[str, ...]
+    # A new component or a new version of one (a component with a Run step is started, or restarted).
+    installed: tuple[str, ...] = ()
+    # The new configuration was handed to the running process; the process kept running.
+    reconfigured: tuple[str, ...] = ()
+    # Stopped and started again: the interpolated lifecycle changed, or a HARD dependency changed.
+    restarted: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    components: dict[str, ComponentState] = field(default_factory=dict)
+
+
+Wanted = dict[str, tuple[str, dict[str, object]]]
+
+
+@dataclass(frozen=True)
+class _Change:
+    """One existing component's part in an update, decided before anything is stopped or written."""
+
+    name: str
+    configuration: dict[str, object]
+    merge: dict[str, object]
+    restart: bool
+    reinstall: bool
+
+
+@dataclass(frozen=True)
+class _UpdatePlan:
+    plans: dict[str, ComponentPlan]
+    order: list[str]
+    new_versions: frozenset[str]
+    changes: dict[str, _Change]
+    # Everything stopped before the update is applied: new versions and restarts.
+    stopping: frozenset[str]
+    removed: tuple[str, ...]
 
 
 def deep_merge(base: Mapping[str, object], update: Mapping[str, object]) -> dict[str, object]:
@@ -194,20 +246,31 @@ class DeviceRunner:
         self._platform = device_platform if device_platform is not None else DevicePlatform.of_host()
         self._region = region
         self.components: dict[str, InstalledComponent] = {}
+        # Every deployment id this device has applied or failed: a failed one is not retried.
+        self._seen: set[str] = set()
 
     # --- resolve ---------------------------------------------------------------------------------------
 
-    def _desired(self) -> tuple[tuple[str, ...], dict[str, tuple[str, dict[str, object]]]]:
+    def _desired(self) -> tuple[tuple[str, ...], Wanted]:
+        views = self._views()
+        return tuple(str(v["deployment_id"]) for v in views), self._wanted(views)
+
+    def _views(self) -> list[dict[str, Any]]:
         views = sorted(self._control.desired_deployments(self.thing_name), key=lambda v: v.get("created", 0))
         if not views:
             raise DeviceError(f"no deployment targets {self.thing_name} or its thing groups")
-        wanted: dict[str, tuple[str, dict[str, object]]] = {}
+        return views
+
+    @staticmethod
+    def _wanted(views: Sequence[Mapping[str, Any]]) -> Wanted:
+        """Every target's components, later deployments winning (a device in several groups)."""
+        wanted: Wanted = {}
         for view in views:
             for name, spec in view["components"].items():
                 if spec.get("reset"):
                     raise UnsupportedRecipeError(f"{name}: configurationUpdate.reset is not supported")
                 wanted[name] = (str(spec["version"]), dict(spec.get("merge") or {}))
-        return tuple(str(v["deployment_id"]) for v in views), wanted
+        return wanted
 
     def _fetch(self, plan: ComponentPlan) -> None:
         artifacts = self.root / "packages" / "artifacts" / plan.name / plan.version
@@ -246,20 +309,27 @@ class DeviceRunner:
             work_path=work,
             configuration={},
         )
-        configuration = deep_merge(plan.default_configuration, merge)
-        if self._policy.interpolate_component_configuration:
-            resolved = interpolate_configuration(configuration, context)
-            assert isinstance(resolved, dict)  # a mapping stays a mapping  # noqa: S101
-            configuration = resolved
+        configuration = self._merged(plan.default_configuration, merge, context)
         record = InstalledComponent(
             plan=plan,
             configuration=configuration,
             context=replace(context, configuration=configuration),
             config_file=self.root / "config" / f"{plan.name}.json",
             logs=LogPaths.for_component(self.root / "logs", plan.name),
+            merge=dict(merge),
         )
         self._write_config(record)
         return record
+
+    def _merged(
+        self, base: Mapping[str, object], merge: Mapping[str, object], context: RecipeContext
+    ) -> dict[str, object]:
+        configuration = deep_merge(base, merge)
+        if self._policy.interpolate_component_configuration:
+            resolved = interpolate_configuration(configuration, context)
+            assert isinstance(resolved, dict)  # a mapping stays a mapping  # noqa: S101
+            configuration = resolved
+        return configuration
 
     def _write_config(self, record: InstalledComponent) -> None:
         record.config_file.parent.mkdir(parents=True, exist_ok=True)
@@ -289,6 +359,7 @@ class DeviceRunner:
     def deploy(self) -> AppliedDeployment:
         """Resolve, fetch, install and start everything this device should run; report the outcome."""
         deployment_ids, wanted = self._desired()
+        self._seen.update(deployment_ids)
         try:
             plans = {}
             for name, (version, _merge) in wanted.items():
@@ -372,11 +443,7 @@ class DeviceRunner:
         record = self.components.get(component)
         if record is None:
             raise DeviceError(f"{component} is not installed on {self.thing_name}")
-        configuration = deep_merge(record.configuration, merge)
-        if self._policy.interpolate_component_configuration:
-            resolved = interpolate_configuration(configuration, record.context)
-            assert isinstance(resolved, dict)  # noqa: S101
-            configuration = resolved
+        configuration = self._merged(record.configuration, merge, record.context)
         record.configuration = configuration
         record.context = replace(record.context, configuration=configuration)
         self._write_config(record)
@@ -384,21 +451,187 @@ class DeviceRunner:
     def stop(self) -> dict[str, int | None]:
         """Stop every running component (reverse dependency order) and report the final states."""
         for record in reversed(list(self.components.values())):
-            if record.process is not None and record.process.poll() is None:
-                record.state = ComponentState.STOPPING
-                record.exit_code = lifecycle.terminate(record.process)
-                # Stopped on request: a clean exit or death by our SIGTERM is FINISHED, as on a device;
-                # anything else (a crash while stopping, a SIGKILL after the grace period) is ERRORED.
-                clean = record.exit_code in (0, -signal.SIGTERM)
-                record.state = ComponentState.FINISHED if clean else ComponentState.ERRORED
-            elif record.process is not None and record.exit_code is None:
-                record.exit_code = record.process.returncode
+            self._stop_one(record)
         if self.components:
             try:
                 self._control.report_installed_components(self.thing_name, self._reports())
             except Exception as exc:  # noqa: BLE001 - the control plane may already be gone at shutdown
                 LOG.warning("final status report failed", extra={"error": str(exc)})
         return {n: c.exit_code for n, c in self.components.items()}
+
+    def _stop_one(self, record: InstalledComponent) -> None:
+        if record.process is not None and record.process.poll() is None:
+            record.state = ComponentState.STOPPING
+            record.exit_code = lifecycle.terminate(record.process)
+            # Stopped on request: a clean exit or death by our SIGTERM is FINISHED, as on a device;
+            # anything else (a crash while stopping, a SIGKILL after the grace period) is ERRORED.
+            clean = record.exit_code in (0, -signal.SIGTERM)
+            record.state = ComponentState.FINISHED if clean else ComponentState.ERRORED
+        elif record.process is not None and record.exit_code is None:
+            record.exit_code = record.process.returncode
+
+    # --- later deployments -----------------------------------------------------------------------------
+
+    def sync(self) -> DeploymentUpdate | None:
+        """Apply a new deployment (a new revision for one of the device's targets); None if there is none.
+
+        Reports IN_PROGRESS, then SUCCEEDED or FAILED (with the reason), for each new deployment id, with
+        every component's state. A failed deployment is not retried and not rolled back: whatever was
+        running before keeps running when the failure came before anything changed (a recipe, a
+        dependency or an artifact digest), and a component whose new Install failed is left BROKEN.
+        """
+        if not self.components:
+            raise DeviceError(f"{self.thing_name} has applied no deployment yet: deploy() first")
+        views = self._views()
+        new_ids = tuple(str(v["deployment_id"]) for v in views if str(v["deployment_id"]) not in self._seen)
+        if not new_ids:
+            return None
+        self._seen.update(new_ids)
+        for deployment_id in new_ids:
+            self._control.report_device_status(self.thing_name, deployment_id, "IN_PROGRESS", self._reports())
+        try:
+            update = self._apply(new_ids, self._wanted(views))
+        except DeviceError as exc:
+            for deployment_id in new_ids:
+                self._control.report_device_status(
+                    self.thing_name, deployment_id, "FAILED", self._reports(), reason=str(exc)
+                )
+            raise
+        for deployment_id in new_ids:
+            self._control.report_device_status(self.thing_name, deployment_id, "SUCCEEDED", self._reports())
+        LOG.info(
+            "deployment update applied",
+            extra={
+                "thing": self.thing_name,
+                "deployment_ids": list(new_ids),
+                "installed": list(update.installed),
+                "reconfigured": list(update.reconfigured),
+                "restarted": list(update.restarted),
+                "removed": list(update.removed),
+            },
+        )
+        return update
+
+    @staticmethod
+    def _lifecycle_text(
+        plan: ComponentPlan, context: RecipeContext
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The Install and Run steps as they would run with ``context``'s configuration (interpolated)."""
+
+        def step_text(step: Step | None) -> tuple[str, ...]:
+            if step is None:
+                return ()
+            env = tuple(f"{k}={interpolate(v, context)}" for k, v in sorted(step.setenv.items()))
+            skipif = interpolate(step.skipif, context) if step.skipif else ""
+            return (interpolate(step.script, context), skipif, *env)
+
+        common = tuple(f"{k}={interpolate(v, context)}" for k, v in sorted(plan.setenv.items()))
+        return (*common, *step_text(plan.install)), (*common, *step_text(plan.run))
+
+    def _decide(
+        self, name: str, merge: dict[str, object], plan: ComponentPlan, restarting: set[str]
+    ) -> _Change | None:
+        """How an installed component of unchanged version takes the new deployment (None: untouched)."""
+        record = self.components[name]
+        # The nucleus restarts a component when a HARD dependency restarts; a SOFT one leaves it running.
+        hard = [d.name for d in plan.dependencies if d.hard and d.name in restarting]
+        if merge == record.merge and not hard:
+            return None
+        configuration = record.configuration
+        if merge != record.merge:
+            configuration = self._merged(record.configuration, merge, record.context)
+        install_before, run_before = self._lifecycle_text(record.plan, record.context)
+        install_after, run_after = self._lifecycle_text(
+            record.plan, replace(record.context, configuration=configuration)
+        )
+        # The nucleus restarts a component whose interpolated lifecycle changed (AWS-FACTS §2.9).
+        scripts_changed = (install_before, run_before) != (install_after, run_after)
+        return _Change(
+            name=name,
+            configuration=configuration,
+            merge=dict(merge),
+            restart=bool(hard) or scripts_changed,
+            reinstall=install_before != install_after,
+        )
+
+    def _prepare(self, wanted: Wanted) -> _UpdatePlan:
+        """Recipes, dependency check, every artifact and every decision, before anything stops."""
+        plans: dict[str, ComponentPlan] = {}
+        for name, (version, _merge) in wanted.items():
+            current = self.components.get(name)
+            if current is not None and current.plan.version == version:
+                plans[name] = current.plan
+            else:
+                plans[name] = plan_component(self._control.recipe(name, version), self._platform)
+        order = dependency_order(plans)
+        new_versions = {
+            name
+            for name, plan in plans.items()
+            if name not in self.components or self.components[name].plan.version != plan.version
+        }
+        for name in order:
+            if name in new_versions:
+                self._fetch(plans[name])
+        restarting = set(new_versions)
+        changes: dict[str, _Change] = {}
+        for name in order:
+            if name in new_versions:
+                continue
+            change = self._decide(name, wanted[name][1], plans[name], restarting)
+            if change is not None:
+                changes[name] = change
+                if change.restart:
+                    restarting.add(name)
+        return _UpdatePlan(
+            plans=plans,
+            order=order,
+            new_versions=frozenset(new_versions),
+            changes=changes,
+            stopping=frozenset(restarting),
+            removed=tuple(name for name in self.components if name not in wanted),
+        )
+
+    def _apply(self, deployment_ids: tuple[str, ...], wanted: Wanted) -> DeploymentUpdate:
+        update = self._prepare(wanted)
+        # What stops, stops first (dependents before dependencies); then everything in dependency order.
+        for name in reversed(list(self.components)):
+            if name in update.removed or name in update.stopping:
+                self._stop_one(self.components[name])
+        for name in update.removed:
+            del self.components[name]
+        installed: list[str] = []
+        reconfigured: list[str] = []
+        restarted: list[str] = []
+        for name in update.order:
+            if name in update.new_versions:
+                record = self._install_record(update.plans[name], wanted[name][1])
+                self.components[name] = record
+                self._install(record)
+                self._start(record)
+                installed.append(name)
+            elif name in update.changes:
+                change = update.changes[name]
+                record = self.components[name]
+                record.configuration = change.configuration
+                record.context = replace(record.context, configuration=change.configuration)
+                record.merge = change.merge
+                # Written before a restart too: the new process reads the new configuration.
+                self._write_config(record)
+                if not change.restart:
+                    reconfigured.append(name)
+                    continue
+                if change.reinstall:
+                    self._install(record)
+                self._start(record)
+                restarted.append(name)
+        return DeploymentUpdate(
+            deployment_ids=deployment_ids,
+            installed=tuple(installed),
+            reconfigured=tuple(reconfigured),
+            restarted=tuple(restarted),
+            removed=update.removed,
+            components={n: c.state for n, c in self.components.items()},
+        )
 
     def stdout(self, component: str) -> str:
         return self.components[component].logs.stdout.read_text(encoding="utf-8")

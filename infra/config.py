@@ -34,6 +34,9 @@ _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # The retention periods CloudWatch Logs accepts.
 LOG_RETENTION_DAYS = frozenset({1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653})
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Training jobs run at most 28 days; a cooldown beyond that would never end within a job's life anyway.
+MAX_RETRAIN_COOLDOWN_HOURS = 28 * 24
 # The lifecycle check's interval bounds Lambda's maximum event age (6 h), see infra/parts/lifecycle.py.
 MAX_LIFECYCLE_SCHEDULE_MINUTES = 360
 
@@ -79,6 +82,13 @@ class PlatformConfig:
     heartbeat_ttl_days: int
     archive_expiration_days: int
     drift_anomaly_rate_threshold: float
+    # Drift against training (lambdas/ingest/drift.py) and the retraining it triggers (lambdas/retrain).
+    drift_score_psi_threshold: float
+    drift_input_shift_threshold: float
+    retrain_dataset: str
+    retrain_model_name: str
+    retrain_instance_type: str
+    retrain_cooldown_hours: int
     # The scheduled model-lifecycle check (lambdas/lifecycle/handler.py).
     auto_rollback: bool
     lifecycle_schedule_minutes: int
@@ -163,6 +173,9 @@ class PlatformConfig:
             heartbeat_ttl_days=_positive_int(raw, "heartbeatTtlDays", where),
             archive_expiration_days=_positive_int(raw, "archiveExpirationDays", where),
             drift_anomaly_rate_threshold=float(drift_threshold),
+            drift_score_psi_threshold=_positive_number(raw, "driftScorePsiThreshold", where),
+            drift_input_shift_threshold=_positive_number(raw, "driftInputShiftThreshold", where),
+            **_retrain_settings(raw, where),
             auto_rollback=auto_rollback,
             lifecycle_schedule_minutes=schedule_minutes,
             gate_policy_json=_policy_json(raw, "gatePolicy", where, GatePolicy.parse),
@@ -207,6 +220,35 @@ def _positive_int(raw: Mapping[str, Any], key: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{where}.{key} must be a positive integer, got {value!r}")
     return value
+
+
+def _retrain_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The retrain function's settings (lambdas/retrain/config.py checks the same again at run time)."""
+    names = {key: _text(raw, key, where) for key in ("retrainDataset", "retrainModelName")}
+    for key, name in names.items():
+        if not _DATASET_NAME.match(name):
+            raise ConfigError(f"{where}.{key}={name!r} must be 1-128 characters of A-Z a-z 0-9 . _ -")
+    instance_type = _text(raw, "retrainInstanceType", where)
+    if not instance_type.startswith("ml."):
+        raise ConfigError(f"{where}.retrainInstanceType={instance_type!r} is not like ml.m5.large")
+    cooldown = _positive_int(raw, "retrainCooldownHours", where)
+    if cooldown > MAX_RETRAIN_COOLDOWN_HOURS:
+        raise ConfigError(
+            f"{where}.retrainCooldownHours={cooldown} exceeds {MAX_RETRAIN_COOLDOWN_HOURS} (28 days)"
+        )
+    return {
+        "retrain_dataset": names["retrainDataset"],
+        "retrain_model_name": names["retrainModelName"],
+        "retrain_instance_type": instance_type,
+        "retrain_cooldown_hours": cooldown,
+    }
+
+
+def _positive_number(raw: Mapping[str, Any], key: str, where: str) -> float:
+    value = raw.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{where}.{key} must be a number > 0, got {value!r}")
+    return float(value)
 
 
 def _policy_json(raw: Mapping[str, Any], key: str, where: str, parse: Callable[[str], object]) -> str | None:

@@ -132,6 +132,13 @@ class MessageParser:
         self, document: object, *, default_stream: str | None = None
     ) -> list[Sample] | SampleBlock:
         """Parse an already-decoded JSON document (the IPC source receives JSON messages as dicts)."""
+        try:
+            return self._document(document, default_stream)
+        except OverflowError:
+            # JSON integers are unbounded: 1e400 written out as digits cannot become a float.
+            raise MessageError(NON_FINITE, "a number is too large for a float") from None
+
+    def _document(self, document: object, default_stream: str | None) -> list[Sample] | SampleBlock:
         if not isinstance(document, dict):
             raise MessageError(BAD_SHAPE, f"message must be a JSON object, got {type(document).__name__}")
         stream = document.get("stream", default_stream)
@@ -191,9 +198,11 @@ class MessageParser:
         if not isinstance(columns, dict):
             raise MessageError(BAD_SHAPE, "columnar 'values' must be an object of channel -> list")
         n = len(stamps)
+        # type() checks first: numpy would silently turn "1.5" or true into numbers. fromiter is the
+        # cheapest list -> array copy (no shape discovery), and this is the per-sample hot path.
         if set(map(type, stamps)) <= _NUMBER_TYPES:
-            timestamps = np.asarray(stamps, dtype=np.float64)
-            if not np.all(np.isfinite(timestamps)):
+            timestamps = np.fromiter(stamps, dtype=np.float64, count=n)
+            if not np.isfinite(timestamps).all():
                 raise MessageError(BAD_TIMESTAMP, "timestamps must be finite")
         else:
             timestamps = np.fromiter((parse_timestamp(t) for t in stamps), dtype=np.float64, count=n)
@@ -207,10 +216,10 @@ class MessageParser:
             # bool is an int subclass but type() tells them apart; a sensor sending true is a bug.
             if not set(map(type, column)) <= _NUMBER_TYPES:
                 raise MessageError(BAD_VALUE, f"channel {channel!r} must hold numbers only")
-            as_float = np.asarray(column, dtype=np.float64)
-            if not np.all(np.isfinite(as_float)):
+            as_float = np.fromiter(column, dtype=np.float64, count=n)
+            if not np.isfinite(as_float).all():
                 raise MessageError(NON_FINITE, f"channel {channel!r} has non-finite values")
             values[:, index] = as_float
-        if not np.all(np.isfinite(values)):
+        if not np.isfinite(values).all():
             raise MessageError(NON_FINITE, "values overflow float32")
         return SampleBlock(stream=stream, timestamps=timestamps, values=values)

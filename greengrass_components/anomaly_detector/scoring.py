@@ -41,10 +41,10 @@ class Decision:
     is_anomaly: bool
     model_version: str
     window: NDArray[np.float32]  # [window_length, n_channels], oldest -> newest
-    post_score: float | None = (
-        None  # post-processed score in [0, 1]; None when the model has no post-processing
-    )
-    decision_level: float | None = None  # ``is_anomaly`` is ``post_score >= decision_level`` then
+    # With an ``edge_postprocess`` model: the post-processed score in [0, 1] and the level it is compared
+    # to (``is_anomaly`` is ``post_score >= decision_level``); None for raw ``score > threshold`` decisions.
+    post_score: float | None = None
+    decision_level: float | None = None
 
     @property
     def deciding_score(self) -> float:
@@ -84,17 +84,15 @@ class DecisionRule:
         if self._post is None:
             return scores > self.threshold, None
         post = self._post
-        n = len(streams)
-        out = np.empty(n, dtype=np.float64)
-        flags = np.empty(n, dtype=np.bool_)
         raw = scores.tolist()
         # The value checks read each window's newest sample; skip building those rows when unused.
-        newest = windows[:, -1, :].tolist() if post.config.uses_values else None
-        for i, stream in enumerate(streams):
-            score = post.update(stream, raw[i], newest[i] if newest is not None else None)
-            out[i] = score
-            flags[i] = post.is_anomaly(score)
-        return flags, out
+        if post.config.uses_values:
+            newest = windows[:, -1, :].tolist()
+            out = [post.update(stream, raw[i], newest[i]) for i, stream in enumerate(streams)]
+        else:
+            out = [post.update(stream, raw[i]) for i, stream in enumerate(streams)]
+        flags = [post.is_anomaly(score) for score in out]
+        return np.array(flags, dtype=np.bool_), np.array(out, dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ def encrypted_queue(
     *,
     retention_period: Duration = QUEUE_RETENTION,
     dead_letter_queue: sqs.DeadLetterQueue | None = None,
+    visibility_timeout: Duration | None = None,
 ) -> sqs.Queue:
     """An SQS-managed-encrypted queue that refuses non-TLS requests."""
     return sqs.Queue(
@@ -42,6 +43,7 @@ def encrypted_queue(
         enforce_ssl=True,
         retention_period=retention_period,
         dead_letter_queue=dead_letter_queue,
+        visibility_timeout=visibility_timeout,
     )
 
 

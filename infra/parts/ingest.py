@@ -10,6 +10,9 @@ Delivery path and where each failure goes (nothing is dropped silently):
   (``lambdas/ingest/core.py``), so retries cannot store, archive or alert twice.
 - A third rule on ``edge/+/health`` turns each heartbeat's anomalous-window fraction into a CloudWatch
   metric, the input of the drift alarm (``infra/parts/drift.py``).
+- The function measures each heartbeat against its model's training (``lambdas/ingest/drift.py``), reading
+  the training metrics from the lineage registry, and writes the statistics as Embedded Metric Format log
+  lines into the same namespace: the inputs of the score- and input-drift alarms.
 
 Identity: the device policy lets a certificate publish only under ``edge/<its thing>/``, so ``topic(2)``
 is trusted. The SQL projects it as ``thing_from_topic`` and only passes messages whose body names the same
@@ -43,6 +46,7 @@ from infra.parts.common import (
     function_identity,
     rotating_key,
 )
+from infra.parts.lineage import LineageRegistry
 from lambdas.ingest.config import (
     ENV_ALERT_TOPIC_ARN,
     ENV_ALERT_WINDOW_S,
@@ -50,6 +54,8 @@ from lambdas.ingest.config import (
     ENV_ARCHIVE_BUCKET,
     ENV_EVENTS_TABLE,
     ENV_HEARTBEAT_TTL_DAYS,
+    ENV_LINEAGE_TABLE,
+    ENV_METRICS_NAMESPACE,
 )
 from lambdas.ingest.events import TOPIC_THING_FIELD
 from lambdas.ingest.table import EVENTS_TABLE_SCHEMA
@@ -133,11 +139,13 @@ class AnomalyIngest(Construct):
         archive_expiration_days: int,
         noncurrent_version_expiration: Duration,
         alert_email: str | None,
+        lineage: LineageRegistry,
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
         auto_delete_objects: bool,
     ) -> None:
         super().__init__(scope, id_)
+        self._lineage = lineage
         self.metric_namespace = drift_metric_namespace(name_prefix)
         # One key for the ingest data at rest: events table, archive and alert topic.
         self.key = rotating_key(
@@ -188,6 +196,9 @@ class AnomalyIngest(Construct):
                 ENV_ALERTS_PER_WINDOW: str(alerts_per_window),
                 ENV_ALERT_WINDOW_S: str(alert_window_seconds),
                 ENV_HEARTBEAT_TTL_DAYS: str(heartbeat_ttl_days),
+                ENV_LINEAGE_TABLE: lineage.table.table_name,
+                # EMF lines need no PutMetricData permission: CloudWatch Logs extracts the metrics.
+                ENV_METRICS_NAMESPACE: self.metric_namespace,
             },
             memory_size=INGEST_MEMORY_MB,
             timeout=INGEST_TIMEOUT,
@@ -378,6 +389,15 @@ class AnomalyIngest(Construct):
                     sid="IngestKey",
                     actions=["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"],
                     resources=[self.key.key_arn],
+                ),
+                # Drift: one model item's training metrics per model version (cached while warm).
+                iam.PolicyStatement(
+                    sid="ReadTrainingMetrics",
+                    actions=["dynamodb:GetItem"],
+                    resources=[self._lineage.table.table_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="LineageKey", actions=["kms:Decrypt"], resources=[self._lineage.key.key_arn]
                 ),
             ],
         )

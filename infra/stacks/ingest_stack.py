@@ -9,12 +9,20 @@ from constructs import Construct
 
 from infra.config import PlatformConfig
 from infra.parts.ingest import AnomalyIngest
+from infra.parts.lineage import LineageRegistry
 from infra.stacks.common import acknowledge_lambda_defaults, log_retention, removal_policy
 
 
 class IngestStack(Stack):
     def __init__(
-        self, scope: Construct, id_: str, *, config: PlatformConfig, code_directory: str, **kwargs: Any
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        config: PlatformConfig,
+        lineage: LineageRegistry,
+        code_directory: str,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, id_, **kwargs)
         self.ingest = AnomalyIngest(
@@ -29,6 +37,7 @@ class IngestStack(Stack):
             archive_expiration_days=config.archive_expiration_days,
             noncurrent_version_expiration=Duration.days(config.noncurrent_version_expiration_days),
             alert_email=config.alert_email,
+            lineage=lineage,
             log_retention=log_retention(config),
             removal_policy=removal_policy(config),
             auto_delete_objects=config.auto_delete_objects,

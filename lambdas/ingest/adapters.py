@@ -9,15 +9,18 @@ Lambda retries it; every step is idempotent, so a retry is safe.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from lambdas.common.aws import ServiceAdapter, error_code
 from lambdas.ingest.core import Alert, AlertSlot, Progress
+from lambdas.ingest.drift import DriftReport, TrainingProfile
 from lambdas.ingest.errors import IngestError, IngestRetryableError
 from lambdas.ingest.events import AnomalyEvent, Heartbeat
 from lambdas.ingest.table import (
@@ -35,6 +38,14 @@ from lambdas.ingest.table import (
     stream_pk,
     timestamp_key,
 )
+from lambdas.lifecycle.registry import MODEL_SK, model_pk
+from lambdas.lifecycle.registry import PARTITION_KEY as REGISTRY_PK
+from lambdas.lifecycle.registry import SORT_KEY as REGISTRY_SK
+
+# The metric names the drift alarms watch (infra/parts/drift.py imports them).
+SCORE_PSI_METRIC: Final = "HeartbeatScorePsi"
+INPUT_SHIFT_METRIC: Final = "HeartbeatInputShift"
+OVER_THRESHOLD_RATIO_METRIC: Final = "HeartbeatOverThresholdRatio"
 
 RETRYABLE_ERROR_CODES: Final = frozenset(
     {
@@ -246,7 +257,9 @@ class DynamoEventStore(ServiceAdapter):
             )
         return AlertSlot(granted=False, suppressed_before=0)
 
-    def put_heartbeat(self, heartbeat: Heartbeat, *, received_at: float, expires_at: int) -> None:
+    def put_heartbeat(
+        self, heartbeat: Heartbeat, *, received_at: float, expires_at: int, drift: DriftReport | None = None
+    ) -> None:
         item: dict[str, Any] = {
             PARTITION_KEY: _s(device_pk(heartbeat.thing_name)),
             SORT_KEY: _s(heartbeat_sk(heartbeat.timestamp)),
@@ -261,9 +274,86 @@ class DynamoEventStore(ServiceAdapter):
         }
         if heartbeat.model_version is not None:
             item["model_version"] = _s(heartbeat.model_version)
+        if drift is not None:
+            item["drift"] = {"M": _drift_attributes(drift)}
         # A redelivered heartbeat has the same key and content: overwriting is the idempotent write.
         with retryable_errors("storing the heartbeat"):
             self.client.put_item(TableName=self._table_name, Item=item)
+
+
+def _drift_attributes(report: DriftReport) -> dict[str, Any]:
+    values: dict[str, Any] = {"model_version": _s(report.model_version), "windows": _n(report.windows)}
+    for name in ("score_psi", "over_threshold_fraction", "over_threshold_ratio", "input_shift"):
+        value = getattr(report, name)
+        if value is not None:  # DynamoDB has no "unknown" number; an absent attribute says it
+            values[name] = _n(value)
+    values["input_shift_by_channel"] = {"L": [_n(v) for v in report.input_shift_by_channel]}
+    return values
+
+
+class RegistryTrainingProfiles(ServiceAdapter):
+    """Training profiles from the lineage registry's model items (``lambdas/lifecycle/registry.py``).
+
+    A model_version's training metrics never change once recorded, so found profiles are kept for the
+    life of the execution environment: a warm function reads each model's item once, not per heartbeat.
+    A miss is not kept: the model may be registered a moment later.
+    """
+
+    service_name = "dynamodb"
+
+    def __init__(self, table_name: str, client: BaseClient | None = None) -> None:
+        super().__init__(client)
+        self._table_name = table_name
+        self._found: dict[str, TrainingProfile] = {}
+
+    def profile(self, model_version: str) -> TrainingProfile | None:
+        if model_version in self._found:
+            return self._found[model_version]
+        with retryable_errors("reading the model's training metrics"):
+            response = self.client.get_item(
+                TableName=self._table_name,
+                Key={REGISTRY_PK: _s(model_pk(model_version)), REGISTRY_SK: _s(MODEL_SK)},
+                ProjectionExpression="training_metrics_json",
+            )
+        text = response.get("Item", {}).get("training_metrics_json", {}).get("S")
+        if text is None:
+            return None
+        try:
+            metrics = json.loads(text)
+        except json.JSONDecodeError:
+            return None
+        profile = TrainingProfile.from_metrics(metrics) if isinstance(metrics, dict) else None
+        if profile is not None:
+            self._found[model_version] = profile
+        return profile
+
+
+class EmfDriftMetrics:
+    """Drift statistics as one CloudWatch Embedded Metric Format line on stdout (the function's log).
+
+    No dimensions: the alarms watch the fleet, and a per-device or per-model dimension would make a new
+    metric (and cost) per value. The model version rides along as a property, searchable in Logs Insights.
+    """
+
+    def __init__(self, namespace: str, write: Callable[[str], object] = print) -> None:
+        self._namespace = namespace
+        self._write = write
+
+    def emit(self, report: DriftReport) -> None:
+        # A fresh provider per line: powertools' Metrics class shares its metric set process-wide.
+        provider = AmazonCloudWatchEMFProvider(namespace=self._namespace)
+        for metric, value in (
+            (SCORE_PSI_METRIC, report.score_psi),
+            (INPUT_SHIFT_METRIC, report.input_shift),
+            (OVER_THRESHOLD_RATIO_METRIC, report.over_threshold_ratio),
+        ):
+            if value is not None:
+                provider.add_metric(name=metric, unit=MetricUnit.NoUnit, value=value)
+        if not provider.metric_set:
+            return
+        provider.add_metadata(key="model_version", value=report.model_version)
+        provider.add_metadata(key="windows", value=report.windows)
+        self._write(json.dumps(provider.serialize_metric_set(), separators=(",", ":")))
 
 
 class S3Archive(ServiceAdapter):

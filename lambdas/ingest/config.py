@@ -14,6 +14,9 @@ ENV_ALERT_TOPIC_ARN = "ALERT_TOPIC_ARN"
 ENV_ALERTS_PER_WINDOW = "ALERTS_PER_WINDOW"
 ENV_ALERT_WINDOW_S = "ALERT_WINDOW_S"
 ENV_HEARTBEAT_TTL_DAYS = "HEARTBEAT_TTL_DAYS"
+# Optional: without the lineage table no drift is computed; without the namespace none is emitted.
+ENV_LINEAGE_TABLE = "LINEAGE_TABLE"
+ENV_METRICS_NAMESPACE = "METRICS_NAMESPACE"
 
 # Five pages an hour per device is enough to notice a problem and few enough not to flood a pager.
 DEFAULT_ALERTS_PER_WINDOW = 5
@@ -29,6 +32,8 @@ class IngestConfig:
     alerts_per_window: int
     alert_window_s: int
     heartbeat_ttl_days: int
+    lineage_table: str | None = None
+    metrics_namespace: str | None = None
 
     @property
     def alert_policy(self) -> AlertPolicy:
@@ -44,6 +49,8 @@ def load_config(environ: Mapping[str, str]) -> IngestConfig:
         alerts_per_window=_positive_int(environ, ENV_ALERTS_PER_WINDOW, DEFAULT_ALERTS_PER_WINDOW),
         alert_window_s=_positive_int(environ, ENV_ALERT_WINDOW_S, DEFAULT_ALERT_WINDOW_S),
         heartbeat_ttl_days=_positive_int(environ, ENV_HEARTBEAT_TTL_DAYS, DEFAULT_HEARTBEAT_TTL_DAYS),
+        lineage_table=environ.get(ENV_LINEAGE_TABLE) or None,
+        metrics_namespace=environ.get(ENV_METRICS_NAMESPACE) or None,
     )
 
 

@@ -11,6 +11,10 @@ Delivery from the device is at-least-once (QoS 1, spool, Lambda retries), so eve
    the same key, and the archive refuses to overwrite.
 4. Alerts: at most ``limit`` per device per fixed window of ``window_s`` seconds of receive time. Alerts
    over the limit are counted on the device's counter item and the count rides on the next alert sent.
+
+Heartbeats: stored (overwrite = idempotent) with, when the heartbeat names a model whose training metrics
+the lineage registry holds, a drift report against that training (``lambdas.ingest.drift``), which is
+then emitted as metrics. Emitting after the write means a failed write, which Lambda retries, emits nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from lambdas.ingest.drift import DriftReport, TrainingProfile, drift_report
 from lambdas.ingest.events import AnomalyEvent, Heartbeat
 from lambdas.ingest.table import timestamp_key
 
@@ -91,7 +96,19 @@ class EventStore(Protocol):
         self, thing_name: str, *, window_start: int, limit: int, expires_at: int
     ) -> AlertSlot: ...
 
-    def put_heartbeat(self, heartbeat: Heartbeat, *, received_at: float, expires_at: int) -> None: ...
+    def put_heartbeat(
+        self, heartbeat: Heartbeat, *, received_at: float, expires_at: int, drift: DriftReport | None = None
+    ) -> None: ...
+
+
+class TrainingProfiles(Protocol):
+    def profile(self, model_version: str) -> TrainingProfile | None:
+        """The model's training profile, or None when the registry does not know it (or it lacks one)."""
+        ...
+
+
+class DriftMetrics(Protocol):
+    def emit(self, report: DriftReport) -> None: ...
 
 
 class Archive(Protocol):
@@ -132,9 +149,14 @@ class HeartbeatResult:
     thing_name: str
     timestamp: str
     expires_at: int
+    drift: DriftReport | None = None
+    # Why no drift report was made (empty when one was).
+    drift_skipped: str = ""
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        data = asdict(self)
+        data["drift"] = None if self.drift is None else self.drift.to_dict()
+        return data
 
 
 def archive_key(event: AnomalyEvent) -> str:
@@ -194,18 +216,45 @@ def ingest_anomaly(
 
 
 def ingest_heartbeat(
-    heartbeat: Heartbeat, *, store: EventStore, clock: Clock, ttl_days: int
+    heartbeat: Heartbeat,
+    *,
+    store: EventStore,
+    clock: Clock,
+    ttl_days: int,
+    training: TrainingProfiles | None = None,
+    metrics: DriftMetrics | None = None,
 ) -> HeartbeatResult:
     now = clock()
     # Expiry from receive time, not the device's clock: a device with a wrong clock must not write
     # heartbeats that expire at once or never.
     expires_at = int(now) + ttl_days * SECONDS_PER_DAY
-    store.put_heartbeat(heartbeat, received_at=now, expires_at=expires_at)
+    report, skipped = heartbeat_drift(heartbeat, training)
+    store.put_heartbeat(heartbeat, received_at=now, expires_at=expires_at, drift=report)
+    if report is not None and metrics is not None:
+        metrics.emit(report)
     return HeartbeatResult(
         thing_name=heartbeat.thing_name,
         timestamp=timestamp_key(heartbeat.timestamp),
         expires_at=expires_at,
+        drift=report,
+        drift_skipped=skipped,
     )
+
+
+def heartbeat_drift(
+    heartbeat: Heartbeat, training: TrainingProfiles | None
+) -> tuple[DriftReport | None, str]:
+    """The heartbeat's drift report, or None and the reason there is none."""
+    if training is None:
+        return None, "no lineage registry configured"
+    if heartbeat.model_version is None:
+        return None, "the heartbeat names no model_version"
+    if heartbeat.distribution is None:
+        return None, "the heartbeat carries no distribution"
+    profile = training.profile(heartbeat.model_version)
+    if profile is None:
+        return None, f"no training metrics recorded for model {heartbeat.model_version}"
+    return drift_report(heartbeat.model_version, heartbeat.distribution, profile), ""
 
 
 def _alert_for(event: AnomalyEvent, key: str, *, alerts_suppressed: int) -> Alert:

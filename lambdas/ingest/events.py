@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+from lambdas.ingest.drift import PeriodDistribution, parse_distribution
 from lambdas.ingest.errors import BadEventError
 
 ANOMALY_SCHEMA: Final = "edgeml.anomaly/1"
@@ -67,6 +68,8 @@ class Heartbeat:
     counters: Mapping[str, int | float]  # the top-level numeric fields (rates, counts, latencies)
     rejects: Mapping[str, int]
     raw_json: str
+    # The period's score histogram and input means (drift input); None when the device sent none.
+    distribution: PeriodDistribution | None = None
 
 
 def parse_message(payload: object) -> AnomalyEvent | Heartbeat:
@@ -138,6 +141,7 @@ def parse_heartbeat(payload: Mapping[str, object]) -> Heartbeat:
         counters=counters,
         rejects=rejects,
         raw_json=fields.raw_json(MAX_HEARTBEAT_BYTES),
+        distribution=parse_distribution(payload.get("distribution"), fields.label),
     )
 
 

@@ -25,9 +25,23 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.ingest.adapters import DynamoEventStore, S3Archive, SnsAlerts
+from lambdas.ingest.adapters import (
+    DynamoEventStore,
+    EmfDriftMetrics,
+    RegistryTrainingProfiles,
+    S3Archive,
+    SnsAlerts,
+)
 from lambdas.ingest.config import IngestConfig, load_config
-from lambdas.ingest.core import Alerts, Archive, EventStore, ingest_anomaly, ingest_heartbeat
+from lambdas.ingest.core import (
+    Alerts,
+    Archive,
+    DriftMetrics,
+    EventStore,
+    TrainingProfiles,
+    ingest_anomaly,
+    ingest_heartbeat,
+)
 from lambdas.ingest.errors import BadEventError, IngestError, IngestRetryableError
 from lambdas.ingest.events import AnomalyEvent, parse_message
 
@@ -42,6 +56,8 @@ class Dependencies:
     archive: Archive
     alerts: Alerts
     clock: Callable[[], float] = field(default=time.time)
+    training: TrainingProfiles | None = None
+    drift_metrics: DriftMetrics | None = None
 
 
 @cache
@@ -53,6 +69,8 @@ def _dependencies() -> Dependencies:
         store=DynamoEventStore(config.events_table),
         archive=S3Archive(config.archive_bucket),
         alerts=SnsAlerts(config.alert_topic_arn),
+        training=RegistryTrainingProfiles(config.lineage_table) if config.lineage_table else None,
+        drift_metrics=EmfDriftMetrics(config.metrics_namespace) if config.metrics_namespace else None,
     )
 
 
@@ -93,7 +111,12 @@ def _route(event: object, deps: Dependencies) -> dict[str, object]:
         logger.info("anomaly ingested", extra=result)
         return {"kind": "anomaly", **result}
     heartbeat = ingest_heartbeat(
-        message, store=deps.store, clock=deps.clock, ttl_days=deps.config.heartbeat_ttl_days
+        message,
+        store=deps.store,
+        clock=deps.clock,
+        ttl_days=deps.config.heartbeat_ttl_days,
+        training=deps.training,
+        metrics=deps.drift_metrics,
     ).to_dict()
     logger.info("heartbeat stored", extra=heartbeat)
     return {"kind": "heartbeat", **heartbeat}

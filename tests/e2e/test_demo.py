@@ -88,6 +88,17 @@ def test_demo_deployed_the_published_model(demo_run: DemoRun) -> None:
     assert summary["model_version"] in done.stdout
 
 
+def test_demo_swaps_in_a_second_model_mid_run_without_restarting(demo_run: DemoRun) -> None:
+    done, summary, _b, _a = demo_run
+    assert summary["model_update_component_version"] == "1.0.1"
+    assert summary["model_update_version"] == f"{summary['model_version']}-r2"
+    assert summary["model_update_deployment_id"] != summary["deployment_id"]
+    # Events from both halves of the replay: the first model's, then the second's, never the reverse.
+    assert summary["model_versions_seen"] == [summary["model_version"], summary["model_update_version"]]
+    assert summary["component_restarts"] == 0
+    assert "model versions on events" in done.stdout
+
+
 def test_demo_ran_several_devices_through_the_published_recipe(demo_run: DemoRun) -> None:
     _done, summary, _b, _a = demo_run
     things = summary["devices"]
@@ -98,15 +109,19 @@ def test_demo_ran_several_devices_through_the_published_recipe(demo_run: DemoRun
         # The artifact as published (unarchived from the zip), not the source tree.
         package = root / "packages/artifacts-unarchived/com.edgeml.AnomalyDetector/1.0.0/anomaly_detector"
         assert (package / "__main__.py").is_file()
-        assert (root / "packages/artifacts/com.edgeml.AnomalyModel/1.0.0/model.onnx").is_file()
+        for model_component_version in ("1.0.0", "1.0.1"):
+            assert (
+                root / f"packages/artifacts/com.edgeml.AnomalyModel/{model_component_version}/model.onnx"
+            ).is_file()
         # Install ran (the local reuse-python policy writes the venv's interpreter wrapper).
         assert (root / "work/com.edgeml.AnomalyDetector/venv/bin/python3").is_file()
         config = json.loads((root / "config/com.edgeml.AnomalyDetector.json").read_text())
         assert config["sensorTopic"] == f"sensors/{thing}/#"
-        assert config["model"]["version"] == "1.0.0"
+        assert config["model"]["version"] == "1.0.1"
         # The device reported its deployment and component states; the cloud API returns them.
         cloud = summary["device_status_in_cloud"][thing]
-        assert cloud["deployments"] == {summary["deployment_id"]: "SUCCEEDED"}
+        # One deployment per target: the mid-run revision replaced the first one, and succeeded.
+        assert cloud["deployments"] == {summary["model_update_deployment_id"]: "SUCCEEDED"}
         assert cloud["components"] == {
             "com.edgeml.AnomalyDetector": "FINISHED",
             "com.edgeml.AnomalyModel": "FINISHED",
@@ -114,6 +129,7 @@ def test_demo_ran_several_devices_through_the_published_recipe(demo_run: DemoRun
         stats = json.loads((root / "logs/com.edgeml.AnomalyDetector.stdout").read_text().splitlines()[-1])
         assert stats["thing_name"] == thing
         assert stats["samples_in"] > 0
+        assert stats["model_swaps"] == 1
 
 
 def test_demo_writes_a_report_that_chromium_renders(demo_run: DemoRun) -> None:

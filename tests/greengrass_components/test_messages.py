@@ -95,3 +95,18 @@ def test_oversized_payload_is_refused_before_parsing() -> None:
     with pytest.raises(MessageError, match="3 samples, the limit is 2") as many:
         parser.parse(b'{"stream":"s","timestamps":[1,2,3],"values":{"a":[1,2,3]}}')
     assert many.value.kind == "oversized"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"stream": "s", "timestamps": [1, 2], "values": {"value": [1, 1' + b"0" * 400 + b"]}}",
+        b'{"stream": "s", "timestamps": [1, 1' + b"0" * 400 + b'], "values": {"value": [1, 2]}}',
+        b'{"stream": "s", "timestamp": 1, "values": {"value": 1' + b"0" * 400 + b"}}",
+    ],
+    ids=["columnar-value", "columnar-timestamp", "single-value"],
+)
+def test_integer_too_large_for_a_float_is_a_reject_not_a_crash(payload: bytes) -> None:
+    with pytest.raises(MessageError, match="a number is too large for a float") as refused:
+        MessageParser(["value"]).parse(payload)
+    assert refused.value.kind == "non_finite"

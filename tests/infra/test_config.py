@@ -40,6 +40,12 @@ def _dev() -> dict[str, Any]:
         "heartbeatTtlDays": 7,
         "archiveExpirationDays": 30,
         "driftAnomalyRateThreshold": 0.05,
+        "driftScorePsiThreshold": 0.3,
+        "driftInputShiftThreshold": 2.5,
+        "retrainDataset": "pumps",
+        "retrainModelName": "pump-detector",
+        "retrainInstanceType": "ml.c5.xlarge",
+        "retrainCooldownHours": 12,
         "autoRollback": True,
         "lifecycleScheduleMinutes": 10,
     }
@@ -54,6 +60,13 @@ def test_cdk_json_environments_parse() -> None:
     assert prod.removal is Removal.RETAIN
     assert prod.auto_delete_objects is False
     assert dev.name_prefix != prod.name_prefix
+
+
+def test_drift_and_retrain_settings_are_read() -> None:
+    config = PlatformConfig.from_context("dev", _dev())
+    assert (config.drift_score_psi_threshold, config.drift_input_shift_threshold) == (0.3, 2.5)
+    assert (config.retrain_dataset, config.retrain_model_name) == ("pumps", "pump-detector")
+    assert (config.retrain_instance_type, config.retrain_cooldown_hours) == ("ml.c5.xlarge", 12)
 
 
 def test_env_defaults_to_dev() -> None:
@@ -175,6 +188,13 @@ def test_missing_environments_is_an_error() -> None:
             True,
             r"driftAnomalyRateThreshold must be a fraction in \(0, 1\), got True",
         ),
+        ("driftScorePsiThreshold", 0, r"driftScorePsiThreshold must be a number > 0, got 0"),
+        ("driftInputShiftThreshold", "3", r"driftInputShiftThreshold must be a number > 0, got '3'"),
+        ("retrainDataset", "../x", r"retrainDataset='../x' must be 1-128 characters of A-Z a-z 0-9 . _ -"),
+        ("retrainModelName", None, r"retrainModelName must be a non-empty string, got None"),
+        ("retrainInstanceType", "m5.large", r"retrainInstanceType='m5.large' is not like ml.m5.large"),
+        ("retrainCooldownHours", 0, r"retrainCooldownHours must be a positive integer, got 0"),
+        ("retrainCooldownHours", 1000, r"retrainCooldownHours=1000 exceeds 672 \(28 days\)"),
         ("autoRollback", "true", r"autoRollback must be true or false, got 'true'"),
         ("autoRollback", None, r"autoRollback must be true or false, got None"),
         ("lifecycleScheduleMinutes", 0, r"lifecycleScheduleMinutes must be a positive integer, got 0"),

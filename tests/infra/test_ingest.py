@@ -63,6 +63,20 @@ def ids(template: Template) -> dict[str, str]:
     }
 
 
+@pytest.fixture(scope="module")
+def lineage(dev: Synthesized) -> dict[str, str]:
+    """The lineage table and key of the model store stack, as the ingest stack imports them."""
+    store = dev.template("model_store")
+    table, _ = _only(store, "AWS::DynamoDB::Table")
+    key = next(k for k in store.find_resources("AWS::KMS::Key") if k.startswith("Lineage"))
+    exports = "{import:EdgemlDevModelStore:ExportsOutput"
+    return {
+        "table_ref": f"{exports}Ref{table}" + "}",
+        "table_arn": f"{exports}FnGetAtt{table}Arn" + "}",
+        "key_arn": f"{exports}FnGetAtt{key}Arn" + "}",
+    }
+
+
 # --- events table -------------------------------------------------------------------------------------
 
 
@@ -254,7 +268,9 @@ def test_function_is_a_bounded_traced_image(template: Template) -> None:
     assert props["Architectures"] == ["x86_64"]
 
 
-def test_function_environment_points_at_its_resources(template: Template, ids: dict[str, str]) -> None:
+def test_function_environment_points_at_its_resources(
+    template: Template, ids: dict[str, str], lineage: dict[str, str]
+) -> None:
     _, function = _only(template, "AWS::Lambda::Function", {"PackageType": "Image"})
     variables = function["Properties"]["Environment"]["Variables"]
     assert {name: flatten(value) for name, value in variables.items()} == {
@@ -264,6 +280,9 @@ def test_function_environment_points_at_its_resources(template: Template, ids: d
         "ALERTS_PER_WINDOW": "5",
         "ALERT_WINDOW_S": "3600",
         "HEARTBEAT_TTL_DAYS": "7",
+        # The model store stack's lineage table, where drift finds each model's training metrics.
+        "LINEAGE_TABLE": lineage["table_ref"],
+        "METRICS_NAMESPACE": "EdgeML/edgeml-dev",
     }
 
 
@@ -426,7 +445,9 @@ def _statements(template: Template, policy_prefix: str) -> dict[str, dict[str, A
     return {s["Sid"]: s for s in document["Statement"]}
 
 
-def test_ingest_role_statements_are_exact(template: Template, ids: dict[str, str]) -> None:
+def test_ingest_role_statements_are_exact(
+    template: Template, ids: dict[str, str], lineage: dict[str, str]
+) -> None:
     statements = _statements(template, "IngestPolicy")
     got = {
         sid: (as_list(s["Action"]), [flatten(r) for r in as_list(s["Resource"])], s["Effect"])
@@ -446,6 +467,9 @@ def test_ingest_role_statements_are_exact(template: Template, ids: dict[str, str
             [_arn(ids["key"])],
             "Allow",
         ),
+        # Drift: the model items' training metrics, read by key only, and the lineage table's key.
+        "ReadTrainingMetrics": (["dynamodb:GetItem"], [lineage["table_arn"]], "Allow"),
+        "LineageKey": (["kms:Decrypt"], [lineage["key_arn"]], "Allow"),
     }
     assert all("Condition" not in s for s in statements.values())
 

@@ -1,0 +1,123 @@
+"""The retraining trigger: the retrain queue → a Lambda that starts one SageMaker training job per episode.
+
+The function (``lambdas/retrain``) reads one message at a time (batch size 1, reserved concurrency 1, so
+two requests never race on the cooldown check) and reports a failed message as a partial batch failure;
+after ``RETRAIN_MAX_RECEIVES`` receives the queue moves it to its dead-letter queue, which is therefore
+the function's DLQ (``infra/parts/drift.py``). Lambda's asynchronous-invoke settings do not apply: only
+the SQS event source invokes it.
+
+Least privilege: create and describe training jobs named ``<prefix>-*`` only, list training jobs (an
+action without resource-level permissions), and pass the training role, and only to SageMaker.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra import nag
+from infra.parts.common import AsyncInvoke, container_function, function_identity
+from lambdas.retrain.config import (
+    ENV_COOLDOWN_HOURS,
+    ENV_DATASET,
+    ENV_INSTANCE_TYPE,
+    ENV_JOB_NAME_PREFIX,
+    ENV_MODEL_NAME,
+    ENV_MODEL_STORE_BUCKET,
+    ENV_TRAINING_ROLE_ARN,
+)
+
+RETRAIN_DOCKERFILE = "retrain/Dockerfile"
+# A few SageMaker calls; the queue's visibility timeout is six times this.
+RETRAIN_TIMEOUT = Duration.minutes(1)
+RETRAIN_MEMORY_MB = 256
+RESERVED_CONCURRENCY = 1
+
+
+class RetrainTrigger(Construct):
+    """Attributes: ``function``, ``role``, ``log_group``."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        name_prefix: str,
+        code_directory: str,
+        queue: sqs.IQueue,
+        training_role: iam.IRole,
+        model_store_bucket_name: str,
+        dataset: str,
+        model_name: str,
+        instance_type: str,
+        cooldown_hours: int,
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+    ) -> None:
+        super().__init__(scope, id_)
+        identity = function_identity(
+            self,
+            description=f"{name_prefix}: start a SageMaker training job when a drift alarm fires",
+            log_retention=log_retention,
+            removal_policy=removal_policy,
+        )
+        self.log_group, self.role = identity.log_group, identity.role
+        jobs = f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:training-job/{name_prefix}-*"
+        policy = iam.Policy(
+            self,
+            "Policy",
+            statements=[
+                iam.PolicyStatement(
+                    sid="TrainingJobs",
+                    actions=["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob"],
+                    resources=[jobs],
+                ),
+                iam.PolicyStatement(
+                    sid="ListTrainingJobs", actions=["sagemaker:ListTrainingJobs"], resources=["*"]
+                ),
+                iam.PolicyStatement(
+                    sid="PassTrainingRole",
+                    actions=["iam:PassRole"],
+                    resources=[training_role.role_arn],
+                    conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+                ),
+            ],
+        )
+        policy.attach_to_role(self.role)
+        nag.acknowledge(
+            policy,
+            nag.wildcard_resource(self, jobs),
+            "Training job names are minted per alarm episode; the environment's name prefix bounds them.",
+        )
+        nag.acknowledge(
+            policy,
+            nag.wildcard_resource(self, "*"),
+            "sagemaker:ListTrainingJobs has no resource-level permissions; the code filters by prefix.",
+        )
+        self.function = container_function(
+            self,
+            identity=identity,
+            code_directory=code_directory,
+            dockerfile=RETRAIN_DOCKERFILE,
+            environment={
+                ENV_JOB_NAME_PREFIX: name_prefix,
+                ENV_TRAINING_ROLE_ARN: training_role.role_arn,
+                ENV_MODEL_STORE_BUCKET: model_store_bucket_name,
+                ENV_DATASET: dataset,
+                ENV_MODEL_NAME: model_name,
+                ENV_INSTANCE_TYPE: instance_type,
+                ENV_COOLDOWN_HOURS: str(cooldown_hours),
+            },
+            memory_size=RETRAIN_MEMORY_MB,
+            timeout=RETRAIN_TIMEOUT,
+            reserved_concurrency=RESERVED_CONCURRENCY,
+            # Only the SQS event source invokes the function; see the module docstring.
+            invoke=AsyncInvoke(retry_attempts=0, max_event_age=Duration.minutes(1)),
+        )
+        self.function.add_event_source(
+            event_sources.SqsEventSource(queue, batch_size=1, report_batch_item_failures=True)
+        )

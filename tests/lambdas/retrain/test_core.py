@@ -1,0 +1,151 @@
+"""The pure parts: reading the alarm event, naming the job, building the request, reading a template."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from lambdas.retrain.config import RetrainConfig, load_config
+from lambdas.retrain.core import (
+    AlarmEvent,
+    TemplateJob,
+    job_name,
+    parse_alarm_event,
+    template_from_description,
+    training_job_request,
+)
+from lambdas.retrain.errors import BadRequestError, ConfigError
+from tests.lambdas.retrain.helpers import (
+    BUCKET,
+    CONFIG,
+    IMAGE,
+    PREFIX,
+    ROLE_ARN,
+    alarm_event,
+    launcher_request,
+)
+
+
+def test_alarm_event_is_read() -> None:
+    alarm = parse_alarm_event(json.dumps(alarm_event()))
+    assert alarm == AlarmEvent(
+        alarm_name="edgeml-test-drift-score",
+        state="ALARM",
+        state_changed_at=datetime(2026, 11, 24, 20, 40, 5, 123000, tzinfo=UTC),
+        reason="Threshold Crossed",
+    )
+
+
+def test_job_name_derives_from_the_state_change_time() -> None:
+    alarm = parse_alarm_event(json.dumps(alarm_event()))
+    assert job_name(PREFIX, alarm) == "edgeml-test-drift-20261124-204005"
+    # Another offset, same instant: the same job.
+    shifted = alarm_event(state={"value": "ALARM", "timestamp": "2026-11-24T21:40:05.9+0100"})
+    assert job_name(PREFIX, parse_alarm_event(json.dumps(shifted))) == "edgeml-test-drift-20261124-204005"
+    longest = job_name("a" * 24, alarm)
+    assert len(longest) <= 63
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("not json", "message body is not JSON"),
+        ("[1]", "message body must be a JSON object"),
+        (json.dumps({**alarm_event(), "detail-type": "Scheduled Event"}), "expected detail-type"),
+        (json.dumps(alarm_event(state={"value": "OK", "timestamp": "x"})), "got 'OK'"),
+        (json.dumps({**alarm_event(), "detail": "x"}), "event has no detail.state object"),
+        (json.dumps(alarm_event(alarmName="")), "event has no detail.alarmName"),
+        (json.dumps(alarm_event(state={"value": "ALARM"})), "detail.state.timestamp must be a string"),
+        (
+            json.dumps(alarm_event(state={"value": "ALARM", "timestamp": "yesterday"})),
+            "detail.state.timestamp 'yesterday' is not an ISO 8601 time",
+        ),
+        (
+            json.dumps(alarm_event(state={"value": "ALARM", "timestamp": "2026-11-24T20:40:05"})),
+            "has no UTC offset",
+        ),
+    ],
+)
+def test_bad_messages_are_refused(body: str, message: str) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        parse_alarm_event(body)
+    assert message in str(caught.value)
+
+
+def _template(**overrides: Any) -> TemplateJob:
+    found = template_from_description(launcher_request("edgeml-test-train-20261101000000", **overrides))
+    assert found is not None
+    return found
+
+
+def test_template_is_read_from_a_job_description() -> None:
+    template = _template(window_length="32")
+    assert template.training_image == IMAGE
+    assert template.code_uri.endswith("/input/code")
+    assert template.drivers_uri.endswith("/input/sm_drivers")
+    assert template.hyperparameters["window_length"] == "32"
+
+
+def test_job_without_code_channels_is_no_template() -> None:
+    description = launcher_request("edgeml-test-x")
+    description["InputDataConfig"] = description["InputDataConfig"][:1]
+    assert template_from_description(description) is None
+
+
+def test_request_reuses_the_code_and_sets_the_rest_from_the_configuration() -> None:
+    request = training_job_request(CONFIG, _template(window_length="32"), "edgeml-test-drift-20261124-204005")
+    expected = launcher_request("edgeml-test-drift-20261124-204005", window_length="32")
+    # A retraining gets a fresh model_version from training; model_name is the configured one.
+    del expected["HyperParameters"]["model_version"]
+    template_code = _template().code_uri
+    expected["InputDataConfig"][1]["DataSource"]["S3DataSource"]["S3Uri"] = template_code
+    expected["InputDataConfig"][2]["DataSource"]["S3DataSource"]["S3Uri"] = _template().drivers_uri
+    assert request == expected
+    assert request["RoleArn"] == ROLE_ARN
+    assert (
+        request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/datasets/nab/"
+    )
+
+
+def test_config_is_read_from_the_environment() -> None:
+    config = load_config(
+        {
+            "JOB_NAME_PREFIX": PREFIX,
+            "TRAINING_ROLE_ARN": ROLE_ARN,
+            "MODEL_STORE_BUCKET": BUCKET,
+            "RETRAIN_DATASET": "nab",
+            "RETRAIN_MODEL_NAME": "pump",
+            "RETRAIN_INSTANCE_TYPE": "ml.c5.xlarge",
+            "RETRAIN_MAX_RUNTIME_S": "1800",
+            "RETRAIN_COOLDOWN_HOURS": "6",
+        }
+    )
+    assert config == RetrainConfig(PREFIX, ROLE_ARN, BUCKET, "nab", "pump", "ml.c5.xlarge", 1800, 6)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"JOB_NAME_PREFIX": ""}, "environment variable JOB_NAME_PREFIX is required"),
+        ({"TRAINING_ROLE_ARN": "role"}, "TRAINING_ROLE_ARN='role' does not match"),
+        ({"RETRAIN_COOLDOWN_HOURS": "0"}, "RETRAIN_COOLDOWN_HOURS=0 must be positive"),
+        ({"RETRAIN_COOLDOWN_HOURS": "soon"}, "RETRAIN_COOLDOWN_HOURS='soon' is not an integer"),
+        ({"RETRAIN_INSTANCE_TYPE": "m5.large"}, "is not a SageMaker type"),
+        ({"RETRAIN_MAX_RUNTIME_S": "9999999"}, "exceeds SageMaker's 2419200"),
+    ],
+)
+def test_bad_config_is_refused(overrides: dict[str, str], message: str) -> None:
+    environ = {
+        "JOB_NAME_PREFIX": PREFIX,
+        "TRAINING_ROLE_ARN": ROLE_ARN,
+        "MODEL_STORE_BUCKET": BUCKET,
+        "RETRAIN_DATASET": "nab",
+        "RETRAIN_MODEL_NAME": "pump",
+        **overrides,
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ)
+    assert message in str(caught.value)

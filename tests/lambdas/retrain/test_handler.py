@@ -1,0 +1,166 @@
+"""The handler against moto's SageMaker: one job per alarm episode, cooldown, clear failures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from lambdas.retrain.adapters import SageMakerTrainingJobs
+from lambdas.retrain.core import TemplateJob
+from lambdas.retrain.handler import Dependencies, handle
+from tests.lambdas.retrain.helpers import CONFIG, PREFIX, alarm_event, launcher_request, sqs_event
+
+TEMPLATE = f"{PREFIX}-train-20261101000000"
+EPISODE = f"{PREFIX}-drift-20261124-204005"
+
+
+NOW = datetime(2026, 11, 24, 20, 45, tzinfo=UTC)
+
+
+@pytest.fixture
+def sagemaker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    # moto stamps CreationTime with its own clock; pin it so job ages are what the test says.
+    moto_now = [(NOW - timedelta(days=2)).replace(tzinfo=None)]
+    monkeypatch.setattr("moto.sagemaker.models.utcnow", lambda: moto_now[0])
+    with mock_aws():
+        client = boto3.client("sagemaker", region_name="us-east-1")
+        # A launcher-shaped request (helpers.launcher_request), two days old: the template.
+        client.create_training_job(**launcher_request(TEMPLATE))
+        moto_now[0] = NOW.replace(tzinfo=None)
+        yield client
+
+
+def deps(client: Any, *, now: datetime = NOW) -> Dependencies:
+    return Dependencies(config=CONFIG, jobs=SageMakerTrainingJobs(client), clock=lambda: now)
+
+
+def failures(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [vars(r) for r in caplog.records if r.getMessage() == "retraining request failed"]
+
+
+def job_names(client: Any) -> list[str]:
+    return sorted(s["TrainingJobName"] for s in client.list_training_jobs()["TrainingJobSummaries"])
+
+
+def test_alarm_starts_one_training_job(sagemaker: Any) -> None:
+    assert handle(sqs_event(alarm_event()), deps(sagemaker)) == {"batchItemFailures": []}
+
+    assert job_names(sagemaker) == sorted([TEMPLATE, EPISODE])
+    job = sagemaker.describe_training_job(TrainingJobName=EPISODE)
+    assert job["RoleArn"] == CONFIG.training_role_arn
+    assert job["HyperParameters"] == {"model_name": "pump"}
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
+    assert channels == {
+        "train": "s3://edgeml-test-models/datasets/nab/",
+        "code": f"s3://edgeml-test-models/code/{PREFIX}-train/{TEMPLATE}/input/code",
+        "sm_drivers": f"s3://edgeml-test-models/code/{PREFIX}-train/{TEMPLATE}/input/sm_drivers",
+    }
+    assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
+
+
+def test_duplicate_alarm_event_starts_one_job(sagemaker: Any, caplog: pytest.LogCaptureFixture) -> None:
+    dependencies = deps(sagemaker)
+    handle(sqs_event(alarm_event()), dependencies)
+    caplog.clear()
+    # Redelivered, and the other drift alarm in the same second: both name the same job.
+    other_alarm = alarm_event(alarmName="edgeml-test-drift-input")
+    assert handle(sqs_event(alarm_event(), other_alarm), dependencies) == {"batchItemFailures": []}
+    assert job_names(sagemaker) == sorted([TEMPLATE, EPISODE])
+    handled = [vars(r) for r in caplog.records if r.getMessage() == "retraining request handled"]
+    assert [(h["outcome"], h["job_name"]) for h in handled] == [("duplicate", EPISODE)] * 2
+
+
+def test_no_new_job_within_the_cooldown(sagemaker: Any, caplog: pytest.LogCaptureFixture) -> None:
+    handle(sqs_event(alarm_event()), deps(sagemaker))
+    later_episode = alarm_event(state={"value": "ALARM", "timestamp": "2026-11-24T22:00:00.000+0000"})
+
+    # 23 hours on, the job started above is still within the 24-hour cooldown ...
+    assert handle(sqs_event(later_episode), deps(sagemaker, now=NOW + timedelta(hours=23))) == {
+        "batchItemFailures": []
+    }
+    assert job_names(sagemaker) == sorted([TEMPLATE, EPISODE])
+    # ... and 25 hours on it is not.
+    handle(sqs_event(later_episode), deps(sagemaker, now=NOW + timedelta(hours=25)))
+    assert job_names(sagemaker) == sorted([TEMPLATE, EPISODE, f"{PREFIX}-drift-20261124-220000"])
+    handled = [vars(r) for r in caplog.records if r.getMessage() == "retraining request handled"]
+    assert [(h["outcome"], h["blocking_job"]) for h in handled] == [
+        ("started", None),
+        ("cooldown", EPISODE),
+        ("started", None),
+    ]
+
+
+def test_the_template_itself_counts_for_the_cooldown(sagemaker: Any) -> None:
+    # A launcher run an hour ago is a fresh model already: no automatic retraining on top of it.
+    young = NOW - timedelta(days=2) + timedelta(hours=1)
+    assert handle(sqs_event(alarm_event()), deps(sagemaker, now=young)) == {"batchItemFailures": []}
+    assert job_names(sagemaker) == [TEMPLATE]
+
+
+def test_bad_message_fails_only_itself(sagemaker: Any, caplog: pytest.LogCaptureFixture) -> None:
+    event = sqs_event("not json", alarm_event(), ids=["bad", "good"])
+
+    assert handle(event, deps(sagemaker)) == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+
+    assert job_names(sagemaker) == sorted([TEMPLATE, EPISODE])
+    [failure] = failures(caplog)
+    assert failure["error_type"] == "BadRequestError"
+    assert failure["error"].startswith("message body is not JSON")
+    assert failure["message_id"] == "bad"
+
+
+def test_without_a_completed_job_the_request_fails_with_the_fix(caplog: pytest.LogCaptureFixture) -> None:
+    with mock_aws():
+        client = boto3.client("sagemaker", region_name="us-east-1")
+        assert handle(sqs_event(alarm_event()), deps(client)) == {
+            "batchItemFailures": [{"itemIdentifier": "msg-0"}]
+        }
+        assert job_names(client) == []
+    [failure] = failures(caplog)
+    assert failure["error_type"] == "NoTemplateJobError"
+    assert "no completed training job named edgeml-test-* " in failure["error"]
+    assert "--job-name-prefix edgeml-test-train" in failure["error"]
+
+
+def test_jobs_of_other_environments_are_ignored() -> None:
+    with mock_aws():
+        client = boto3.client("sagemaker", region_name="us-east-1")
+        client.create_training_job(**launcher_request("edgeml-test2-train-1"))
+        jobs = SageMakerTrainingJobs(client)
+        assert jobs.newest_completed(PREFIX) is None
+        assert jobs.created_since(PREFIX, datetime.now(UTC) - timedelta(hours=1)) == []
+        found = jobs.newest_completed("edgeml-test2")
+        assert isinstance(found, TemplateJob)
+        assert found.name == "edgeml-test2-train-1"
+
+
+def test_a_name_sagemaker_already_holds_is_a_duplicate() -> None:
+    # moto accepts duplicate names; SageMaker answers ResourceInUse, which the adapter reads as "exists".
+    client = boto3.client("sagemaker", region_name="us-east-1")
+    with Stubber(client) as stub:
+        stub.add_client_error("create_training_job", service_error_code="ResourceInUse", http_status_code=400)
+        assert SageMakerTrainingJobs(client).create(launcher_request(EPISODE)) is False
+        stub.add_client_error("create_training_job", service_error_code="ThrottlingException")
+        with pytest.raises(Exception, match="creating the training job was throttled") as caught:
+            SageMakerTrainingJobs(client).create(launcher_request(EPISODE))
+        assert type(caught.value).__name__ == "RetrainRetryableError"
+
+
+def test_throttling_fails_the_message_for_a_retry() -> None:
+    client = boto3.client("sagemaker", region_name="us-east-1")
+    with Stubber(client) as stub:
+        stub.add_client_error("describe_training_job", service_error_code="ThrottlingException")
+        result = handle(sqs_event(alarm_event()), deps(client))
+    assert result == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}
+
+
+def test_an_event_that_is_no_sqs_batch_is_refused(sagemaker: Any) -> None:
+    with pytest.raises(Exception, match="the event is not an SQS batch") as caught:
+        handle({"detail": {}}, deps(sagemaker))
+    assert type(caught.value).__name__ == "RetrainError"
