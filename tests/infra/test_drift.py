@@ -1,4 +1,4 @@
-"""The drift alarm, the retraining request it queues, and the alarms on the ingest path's failure sinks."""
+"""The drift alarms, the retraining request they queue, and the alarms on the ingest path's failure sinks."""
 
 from __future__ import annotations
 
@@ -20,10 +20,8 @@ def _alarm_topic(template: Template) -> str:
     return topic
 
 
-def _drift_alarm(template: Template) -> tuple[str, dict[str, Any]]:
-    alarms = template.find_resources(
-        "AWS::CloudWatch::Alarm", {"Properties": {"MetricName": "HeartbeatAnomalyRate"}}
-    )
+def _drift_alarm(template: Template, metric: str = "HeartbeatAnomalyRate") -> tuple[str, dict[str, Any]]:
+    alarms = template.find_resources("AWS::CloudWatch::Alarm", {"Properties": {"MetricName": metric}})
     assert len(alarms) == 1
     logical_id, alarm = next(iter(alarms.items()))
     return logical_id, alarm["Properties"]
@@ -61,8 +59,34 @@ def test_drift_namespace_is_the_one_the_ingest_rule_writes(dev: Synthesized, tem
     ]
 
 
+@pytest.mark.parametrize(("metric", "threshold"), [("HeartbeatScorePsi", 0.25), ("HeartbeatInputShift", 3.0)])
+def test_drift_against_training_alarms(template: Template, metric: str, threshold: float) -> None:
+    _, alarm = _drift_alarm(template, metric)
+    topic = _alarm_topic(template)
+    assert alarm["Namespace"] == "EdgeML/edgeml-dev"
+    assert (alarm["Statistic"], alarm["Period"]) == ("Average", 900)
+    assert alarm["Threshold"] == threshold
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (4, 4)
+    assert alarm["TreatMissingData"] == "notBreaching"
+    # The ingest function writes its EMF lines without dimensions.
+    assert "Dimensions" not in alarm
+    assert alarm["AlarmActions"] == [{"Ref": topic}]
+    assert alarm["OKActions"] == [{"Ref": topic}]
+
+
+def test_drift_metrics_are_emitted_in_the_alarms_namespace(dev: Synthesized, template: Template) -> None:
+    _, alarm = _drift_alarm(template, "HeartbeatScorePsi")
+    ingest = dev.template("ingest")
+    ingest.has_resource_properties(
+        "AWS::Lambda::Function",
+        {"Environment": {"Variables": Match.object_like({"METRICS_NAMESPACE": alarm["Namespace"]})}},
+    )
+
+
 def test_alarm_state_change_to_alarm_queues_a_retraining_request(template: Template) -> None:
-    drift_alarm, _ = _drift_alarm(template)
+    score_alarm, _ = _drift_alarm(template, "HeartbeatScorePsi")
+    input_alarm, _ = _drift_alarm(template, "HeartbeatInputShift")
     queue = Capture()
     dead_letters = Capture()
     template.has_resource_properties(
@@ -71,7 +95,8 @@ def test_alarm_state_change_to_alarm_queues_a_retraining_request(template: Templ
             "EventPattern": {
                 "source": ["aws.cloudwatch"],
                 "detail-type": ["CloudWatch Alarm State Change"],
-                "resources": [{"Fn::GetAtt": [drift_alarm, "Arn"]}],
+                # Not the anomaly-rate alarm: an incident raises it too, and is no reason to retrain.
+                "resources": [{"Fn::GetAtt": [score_alarm, "Arn"]}, {"Fn::GetAtt": [input_alarm, "Arn"]}],
                 "detail": {"state": {"value": ["ALARM"]}},
             },
             "State": "ENABLED",
@@ -88,6 +113,8 @@ def test_alarm_state_change_to_alarm_queues_a_retraining_request(template: Templ
     queues = template.find_resources("AWS::SQS::Queue")
     retrain = queues[queue.as_string()]["Properties"]
     assert retrain["SqsManagedSseEnabled"] is True
+    # Six times the retrain function's one-minute timeout.
+    assert retrain["VisibilityTimeout"] == 360
     assert retrain["RedrivePolicy"] == {
         "deadLetterTargetArn": {"Fn::GetAtt": [dead_letters.as_string(), "Arn"]},
         "maxReceiveCount": 3,
@@ -122,6 +149,8 @@ def test_prod_drift_threshold_comes_from_its_context(prod: Synthesized) -> None:
     _, alarm = _drift_alarm(template)
     assert alarm["Namespace"] == "EdgeML/edgeml-prod"
     assert alarm["Threshold"] == 0.05
+    assert _drift_alarm(template, "HeartbeatScorePsi")[1]["Threshold"] == 0.25
+    assert _drift_alarm(template, "HeartbeatInputShift")[1]["Threshold"] == 3.0
 
 
 @pytest.mark.parametrize(
