@@ -10,6 +10,11 @@ from infra import nag
 from infra.parts.model_store import DATASETS_PREFIX, MODELS_PREFIX, ModelStore
 
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+# Where training/launch.py puts the source package (the SDK's code and sm_drivers channels) and where a
+# job's output goes (training/launch_config.py's CODE_PREFIX and TRAINING_OUTPUT_PREFIX); a drift
+# retraining (lambdas/retrain) reuses both.
+CODE_PREFIX = "code/"
+TRAINING_OUTPUT_PREFIX = "training-output/"
 
 
 class TrainingRole(Construct):
@@ -25,6 +30,8 @@ class TrainingRole(Construct):
         )
         datasets = model_store.object_arn(f"{DATASETS_PREFIX}*")
         models = model_store.object_arn(f"{MODELS_PREFIX}*")
+        code = model_store.object_arn(f"{CODE_PREFIX}*")
+        output = model_store.object_arn(f"{TRAINING_OUTPUT_PREFIX}*")
         log_group = f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:{TRAINING_LOG_GROUP}"
         log_streams = f"{log_group}:log-stream:*"
         statements = [
@@ -37,6 +44,14 @@ class TrainingRole(Construct):
                 conditions={"StringLike": {"s3:prefix": [f"{DATASETS_PREFIX}*"]}},
             ),
             iam.PolicyStatement(sid="WriteModels", actions=["s3:PutObject"], resources=[models]),
+            iam.PolicyStatement(sid="ReadTrainingCode", actions=["s3:GetObject"], resources=[code]),
+            iam.PolicyStatement(
+                sid="ListTrainingCode",
+                actions=["s3:ListBucket"],
+                resources=[model_store.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{CODE_PREFIX}*"]}},
+            ),
+            iam.PolicyStatement(sid="WriteTrainingOutput", actions=["s3:PutObject"], resources=[output]),
             # SSE-KMS: reading needs Decrypt, writing needs GenerateDataKey (and Decrypt for multipart parts).
             iam.PolicyStatement(
                 sid="UseModelStoreKey",
@@ -66,6 +81,16 @@ class TrainingRole(Construct):
             policy,
             nag.wildcard_resource(self, models),
             "Training writes models/<name>/<version>/, versions are minted per job; prefix is the boundary.",
+        )
+        nag.acknowledge(
+            policy,
+            nag.wildcard_resource(self, code),
+            "The SDK uploads each job's source under code/<base>/<job>/; the prefix is the boundary.",
+        )
+        nag.acknowledge(
+            policy,
+            nag.wildcard_resource(self, output),
+            "SageMaker writes training-output/<job>/ per job; the prefix is the boundary.",
         )
         nag.acknowledge(
             policy,

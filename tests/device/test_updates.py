@@ -140,6 +140,7 @@ def test_a_configuration_change_that_changes_the_run_script_restarts(tmp_path: P
     runner, plane, _store = _setup(tmp_path)
     with runner:
         pid = _pid(runner)
+        assert _counts(runner, "3.0\n") == "3.0\n"  # the first start has run its script
         plane.deployments = [_deployment("dep-2", merge={"greeting": "hi", "count": 5})]
         update = runner.sync()
         assert update is not None

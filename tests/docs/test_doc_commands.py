@@ -317,6 +317,10 @@ REGISTRY: dict[str, Run | RunBy | RealAws] = {
     ): RunBy("tests/lambdas/lifecycle/test_cli.py", '"rollback", "--group", "canary", "--reason"'),
     "python -m lambdas.lifecycle what-runs-where --group canary": Run(),
     "python -m lambdas.lifecycle what-runs-where --thing <thing>": Run(),
+    (
+        "python -m training.launch cloud --bucket <ModelBucketName> --dataset nab "
+        "--role-arn <TrainingRoleArn> --job-name-prefix edgeml-dev-train"
+    ): RunBy("tests/lambdas/retrain/test_launcher_parity.py", 'job_name_prefix=f"{PREFIX}-train"'),
     # docs/deploy.md
     'aws cloudformation describe-stacks --stack-name EdgemlDevFleet --query "Stacks[0].Outputs"': RealAws(
         "the synthesized EdgemlDevFleet template has the outputs the docs name", _describe_fleet_outputs
@@ -417,7 +421,12 @@ def _documented_config_names() -> str:
 def test_configuration_reference_names_every_setting():
     text = _documented_config_names()
     names: set[str] = set()
-    for module in ("lambdas/publisher/config.py", "lambdas/lifecycle/config.py", "lambdas/ingest/config.py"):
+    for module in (
+        "lambdas/publisher/config.py",
+        "lambdas/lifecycle/config.py",
+        "lambdas/ingest/config.py",
+        "lambdas/retrain/config.py",
+    ):
         names |= set(re.findall(r'^ENV_\w+ = "(\w+)"', (REPO / module).read_text(), flags=re.MULTILINE))
     for environment in json.loads((REPO / "cdk.json").read_text())["context"]["environments"].values():
         names |= set(environment)

@@ -149,7 +149,7 @@ def test_prod_drift_threshold_comes_from_its_context(prod: Synthesized) -> None:
     _, alarm = _drift_alarm(template)
     assert alarm["Namespace"] == "EdgeML/edgeml-prod"
     assert alarm["Threshold"] == 0.05
-    assert _drift_alarm(template, "HeartbeatScorePsi")[1]["Threshold"] == 0.25
+    assert _drift_alarm(template, "HeartbeatScorePsi")[1]["Threshold"] == 0.2
     assert _drift_alarm(template, "HeartbeatInputShift")[1]["Threshold"] == 3.0
 
 

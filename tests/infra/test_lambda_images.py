@@ -1,9 +1,9 @@
 """Each Lambda image COPYs every ``lambdas/`` module its handlers import, directly or through others.
 
 An image that misses one fails only at deploy time, on the first invocation (ImportModuleError); here it
-fails on every test run. The images and their handlers: the ingest image runs ``lambdas.ingest.handler``;
-the publisher image runs ``lambdas.publisher.handler`` and, with its command overridden by
-``infra/parts/lifecycle.py``, ``lambdas.lifecycle.handler``.
+fails on every test run. The images and their handlers: the ingest image runs ``lambdas.ingest.handler``,
+the retrain image ``lambdas.retrain.handler``; the publisher image runs ``lambdas.publisher.handler``
+and, with its command overridden by ``infra/parts/lifecycle.py``, ``lambdas.lifecycle.handler``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 
 from infra.parts.lifecycle import LIFECYCLE_HANDLER
 from infra.parts.publisher import PUBLISHER_DOCKERFILE
+from infra.parts.retrain import RETRAIN_DOCKERFILE
 
 LAMBDAS = Path(__file__).resolve().parents[2] / "lambdas"
 PACKAGE = "lambdas"
@@ -98,6 +99,7 @@ def _cmd(dockerfile: str) -> str:
 
 IMAGES = {
     "ingest/Dockerfile": [_cmd(_dockerfile("ingest/Dockerfile"))],
+    RETRAIN_DOCKERFILE: [_cmd(_dockerfile(RETRAIN_DOCKERFILE))],
     PUBLISHER_DOCKERFILE: [_cmd(_dockerfile(PUBLISHER_DOCKERFILE)), LIFECYCLE_HANDLER],
 }
 
@@ -113,6 +115,7 @@ def test_image_copies_every_module_its_handlers_import(dockerfile: str, handlers
 def test_every_function_dockerfile_is_checked() -> None:
     assert {str(p.relative_to(LAMBDAS)) for p in LAMBDAS.glob("*/Dockerfile")} == set(IMAGES)
     assert IMAGES["ingest/Dockerfile"] == ["lambdas.ingest.handler.handler"]
+    assert IMAGES["retrain/Dockerfile"] == ["lambdas.retrain.handler.handler"]
     assert IMAGES[PUBLISHER_DOCKERFILE] == [
         "lambdas.publisher.handler.handler",
         "lambdas.lifecycle.handler.handler",
@@ -124,6 +127,9 @@ def test_the_shared_helpers_are_imported_through_the_images() -> None:
     assert "common/aws.py" in required_files("lambdas.ingest.handler.handler")
     assert "common/aws.py" in required_files(LIFECYCLE_HANDLER)
     assert {"ingest/__init__.py", "ingest/table.py"} <= required_files(LIFECYCLE_HANDLER)
+    # Drift reads the registry's key layout: the ingest image needs that one lifecycle module.
+    assert "lifecycle/registry.py" in required_files("lambdas.ingest.handler.handler")
+    assert "common/aws.py" in required_files("lambdas.retrain.handler.handler")
 
 
 def test_a_missing_copy_is_reported() -> None:

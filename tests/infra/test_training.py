@@ -51,6 +51,9 @@ def test_exact_statements(template: Template) -> None:
         "ReadDatasets",
         "ListDatasets",
         "WriteModels",
+        "ReadTrainingCode",
+        "ListTrainingCode",
+        "WriteTrainingOutput",
         "UseModelStoreKey",
         "TrainingLogs",
         "TrainingLogStreams",
@@ -70,6 +73,26 @@ def test_reads_datasets_and_writes_models_only(template: Template) -> None:
     write = _only(template, "WriteModels")
     assert write["Action"] == "s3:PutObject"
     assert flatten(write["Resource"]) == f"{BUCKET}/models/*"
+
+
+def test_reads_the_launchers_code_and_writes_job_output_only(template: Template) -> None:
+    """What a launched job (training/launch.py) and a drift retraining (lambdas/retrain) read and write."""
+    read = _only(template, "ReadTrainingCode")
+    assert (read["Action"], flatten(read["Resource"])) == ("s3:GetObject", f"{BUCKET}/code/*")
+    listing = _only(template, "ListTrainingCode")
+    assert (listing["Action"], flatten(listing["Resource"])) == ("s3:ListBucket", BUCKET)
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["code/*"]}}
+    write = _only(template, "WriteTrainingOutput")
+    assert (write["Action"], flatten(write["Resource"])) == ("s3:PutObject", f"{BUCKET}/training-output/*")
+
+
+def test_prefixes_match_the_launcher() -> None:
+    from infra.parts import training_role
+    from training import launch_config
+
+    launcher = (launch_config.CODE_PREFIX, launch_config.TRAINING_OUTPUT_PREFIX)
+    role = (training_role.CODE_PREFIX, training_role.TRAINING_OUTPUT_PREFIX)
+    assert role == tuple(f"{prefix}/" for prefix in launcher)
 
 
 def test_key_use_is_the_model_store_key(template: Template) -> None:

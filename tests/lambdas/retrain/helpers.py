@@ -70,7 +70,8 @@ def launcher_request(name: str, **hyperparameters: str) -> dict[str, Any]:
             "ContainerEntrypoint": ["/bin/bash"],
             "ContainerArguments": [
                 "-c",
-                "chmod +x /opt/ml/input/data/sm_drivers/sm_train.sh && /opt/ml/input/data/sm_drivers/sm_train.sh",
+                "chmod +x /opt/ml/input/data/sm_drivers/sm_train.sh "
+                "&& /opt/ml/input/data/sm_drivers/sm_train.sh",
             ],
         },
         "RoleArn": ROLE_ARN,

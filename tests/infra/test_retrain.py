@@ -1,0 +1,141 @@
+"""The retraining trigger: the retrain queue's consumer, its image, its least-privilege role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Capture, Match, Template
+
+from tests.infra.conftest import Synthesized, as_list, flatten, policy_statements
+
+SAGEMAKER_JOBS = "arn:{AWS::Partition}:sagemaker:{AWS::Region}:{AWS::AccountId}:training-job/edgeml-dev-*"
+
+
+@pytest.fixture(scope="module")
+def template(dev: Synthesized) -> Template:
+    return dev.template("monitoring")
+
+
+def _function(template: Template) -> tuple[str, dict[str, Any]]:
+    functions = template.find_resources("AWS::Lambda::Function", {"Properties": {"PackageType": "Image"}})
+    assert len(functions) == 1
+    logical_id, function = next(iter(functions.items()))
+    return logical_id, function["Properties"]
+
+
+def _retrain_queue(template: Template) -> str:
+    queue = Capture()
+    template.has_resource_properties(
+        "AWS::Events::Rule", {"Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [queue, "Arn"]}})]}
+    )
+    return queue.as_string()
+
+
+def test_the_function_consumes_the_retrain_queue_one_message_at_a_time(template: Template) -> None:
+    function, _ = _function(template)
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "FunctionName": {"Ref": function},
+            "EventSourceArn": {"Fn::GetAtt": [_retrain_queue(template), "Arn"]},
+            "BatchSize": 1,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        },
+    )
+
+
+def test_function_is_a_single_traced_image_with_its_settings(template: Template) -> None:
+    _, function = _function(template)
+    assert function["ReservedConcurrentExecutions"] == 1
+    assert function["TracingConfig"] == {"Mode": "Active"}
+    assert function["Timeout"] == 60
+    variables = {name: flatten(value) for name, value in function["Environment"]["Variables"].items()}
+    role_arn = variables.pop("TRAINING_ROLE_ARN")
+    assert role_arn.startswith("{import:EdgemlDevTraining:ExportsOutputFnGetAttTrainingRole")
+    assert variables == {
+        "JOB_NAME_PREFIX": "edgeml-dev",
+        "MODEL_STORE_BUCKET": "edgeml-dev-models-{AWS::AccountId}-{AWS::Region}",
+        "RETRAIN_DATASET": "nab",
+        "RETRAIN_MODEL_NAME": "anomaly-detector",
+        "RETRAIN_INSTANCE_TYPE": "ml.m5.large",
+        "RETRAIN_COOLDOWN_HOURS": "24",
+    }
+
+
+def test_failed_messages_go_to_the_retrain_dead_letter_queue_after_three_receives(template: Template) -> None:
+    queue = template.find_resources("AWS::SQS::Queue")[_retrain_queue(template)]["Properties"]
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == 3
+    assert queue["SqsManagedSseEnabled"] is True
+
+
+def test_role_may_start_only_this_environments_jobs_and_pass_only_the_training_role(
+    template: Template,
+) -> None:
+    statements = policy_statements(template, "RetrainPolicy")
+    got = {
+        sid: (as_list(s["Action"]), [flatten(r) for r in as_list(s["Resource"])], s.get("Condition"))
+        for sid, s in statements.items()
+    }
+    pass_role = got.pop("PassTrainingRole")
+    assert got == {
+        "TrainingJobs": (
+            ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob"],
+            [SAGEMAKER_JOBS],
+            None,
+        ),
+        # No resource-level permissions exist for listing.
+        "ListTrainingJobs": (["sagemaker:ListTrainingJobs"], ["*"], None),
+    }
+    actions, resources, condition = pass_role
+    assert actions == ["iam:PassRole"]
+    [resource] = resources
+    assert resource.startswith("{import:EdgemlDevTraining:ExportsOutputFnGetAttTrainingRole")
+    assert condition == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+
+
+def test_role_defaults_only_consume_the_retrain_queue(template: Template) -> None:
+    queue = _retrain_queue(template)
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyName": Match.string_like_regexp("RetrainRoleDefaultPolicy"),
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Action": Match.array_with(["sqs:ReceiveMessage", "sqs:DeleteMessage"]),
+                                "Resource": {"Fn::GetAtt": [queue, "Arn"]},
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
+
+
+def test_the_training_role_is_what_the_function_passes(dev: Synthesized, template: Template) -> None:
+    training = dev.template("training")
+    roles = training.find_resources(
+        "AWS::IAM::Role",
+        {
+            "Properties": {
+                "AssumeRolePolicyDocument": {
+                    "Statement": [Match.object_like({"Principal": {"Service": "sagemaker.amazonaws.com"}})]
+                }
+            }
+        },
+    )
+    [role] = roles
+    _, function = _function(template)
+    assert f"ExportsOutputFnGetAtt{role}Arn" in flatten(
+        function["Environment"]["Variables"]["TRAINING_ROLE_ARN"]
+    )
+
+
+def test_prod_cooldown_comes_from_its_context(prod: Synthesized) -> None:
+    _, function = _function(prod.template("monitoring"))
+    assert function["Environment"]["Variables"]["RETRAIN_COOLDOWN_HOURS"] == "72"
+    assert function["Environment"]["Variables"]["JOB_NAME_PREFIX"] == "edgeml-prod"
