@@ -295,7 +295,13 @@ def _add_local(commands: _Commands[argparse.ArgumentParser], region: str) -> Non
     run.add_argument("--region", default=region)
     run.add_argument("--interpolate-component-configuration", action="store_true")
     run.add_argument("--reuse-python", help="interpreter that already has the components' dependencies")
-    run.add_argument("--poll-s", type=float, default=1.0)
+    run.add_argument("--poll-s", type=float, default=1.0, help="how often component states are checked")
+    run.add_argument(
+        "--deployment-poll-s",
+        type=float,
+        default=5.0,
+        help="how often new deployments are looked for (0: run the first deployment only)",
+    )
     replay = _add(
         commands, "replay", "score a CSV file with a model, as the device does",
         "Replay FILE through the edge component (anomaly_detector: file source, in-memory transport) and "
@@ -513,6 +519,7 @@ def _device(args: argparse.Namespace) -> int:
         )
     argv = ["--thing-name", args.thing_name, "--root", str(args.root), "--greengrass-endpoint", greengrass]
     argv += ["--region", args.region, "--poll-s", repr(args.poll_s)]
+    argv += ["--deployment-poll-s", repr(args.deployment_poll_s)]
     if os.environ.get(ENV_ENDPOINT_URL):
         argv += ["--s3-endpoint", os.environ[ENV_ENDPOINT_URL]]
     if args.interpolate_component_configuration:

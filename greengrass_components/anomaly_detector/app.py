@@ -150,6 +150,12 @@ class DetectorApp:
             )
         self.stats.publish_failures = self._forwarder.send_failures
         self.stats.input_dropped = self._input_dropped()
+        self.stats.models_rejected = self._models_rejected()
+
+    def _models_rejected(self) -> int:
+        # The watcher owns the count; the run summary and the heartbeat report the same number.
+        rejected = getattr(self._model_updates, "rejected", 0)
+        return int(rejected) if isinstance(rejected, int) else 0
 
     def _reject(self, error: MessageError) -> None:
         self.stats.reject(error.kind)
@@ -293,7 +299,6 @@ class DetectorApp:
         elapsed = max(now - period.at, 1e-9)
         windows = self.stats.windows_scored - period.windows
         anomalous = self.stats.anomalous_windows - period.anomalous
-        rejected = getattr(self._model_updates, "rejected", 0)
         body = {
             "schema": "edgeml.health/1",
             "thing_name": self._thing_name,
@@ -302,7 +307,7 @@ class DetectorApp:
             "period_s": round(elapsed, 3),
             "model_version": self.stats.model_version,
             "model_swaps": self.stats.model_swaps,
-            "models_rejected": int(rejected) if isinstance(rejected, int) else 0,
+            "models_rejected": self._models_rejected(),
             "samples_in": self.stats.samples_in,
             "samples_per_s": round((self.stats.samples_in - period.samples) / elapsed, 3),
             "windows_scored": self.stats.windows_scored,

@@ -126,3 +126,37 @@ def test_console_script_and_module_entry_point_agree():
 
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["edgeml"] == "edgeml.cli:main"
+
+
+def test_device_run_passes_its_polling_settings_to_the_device_runner(tmp_path, monkeypatch):
+    import device.cli
+
+    seen: list[list[str]] = []
+
+    def fake_device_main(argv):
+        seen.append(list(argv))
+        return device.cli.EXIT_OK
+
+    monkeypatch.setattr(device.cli, "main", fake_device_main)
+    code = main(
+        [
+            "--greengrass-endpoint-url",
+            "http://127.0.0.1:9",
+            "device",
+            "run",
+            "--thing-name",
+            "gw-7",
+            "--root",
+            str(tmp_path),
+            "--poll-s",
+            "0.5",
+            "--deployment-poll-s",
+            "0",
+        ]
+    )
+    assert code == EXIT_OK
+    (argv,) = seen
+    assert argv[argv.index("--thing-name") + 1] == "gw-7"
+    assert argv[argv.index("--greengrass-endpoint") + 1] == "http://127.0.0.1:9"
+    assert argv[argv.index("--poll-s") + 1] == "0.5"
+    assert argv[argv.index("--deployment-poll-s") + 1] == "0.0"

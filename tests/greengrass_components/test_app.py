@@ -190,3 +190,25 @@ def test_model_hot_swap_between_batches(make_model: ModelFactory) -> None:
     (event,) = [json.loads(p.payload) for p in transport.published]
     assert event["model_version"] == "new"
     assert event["timestamp"] == iso_utc(T0 + 35 * 60)
+
+
+class RejectingUpdates:
+    """A model watcher that refused two candidate models and offers nothing to swap in."""
+
+    rejected = 2
+
+    def take(self) -> LoadedModel | None:
+        return None
+
+
+def test_run_summary_reports_the_watchers_rejected_models(model_path: Path) -> None:
+    app = make_app(
+        load_model(model_path),
+        ListSource(list(samples(series(n=20, spike_at=None)))),
+        InMemoryTransport(),
+        model_updates=RejectingUpdates(),
+    )
+    stats = app.run()
+    assert stats.model_swaps == 0
+    assert stats.models_rejected == 2
+    assert stats.summary(1.0)["models_rejected"] == 2
