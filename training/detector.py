@@ -1,7 +1,9 @@
 """The anomaly detector: robust normalisation + a linear autoregressive forecaster, scored by its residual.
 
-Everything here is plain numpy and every step maps onto a few ONNX ops (``training.export`` builds that
-graph), so the score the edge computes is the score computed here. The interface the rest of training uses
+Everything here is plain numpy. Every term is a non-negative multiple of ``|linear function of the raw
+window|``, so ``linear_form`` folds the whole score into one matrix (one MatMul, Add, Abs and a sum in the
+ONNX graph ``training.export`` builds, in float32), and ``score_windows`` computes that same folded form
+in numpy, so the score the edge computes is the score computed here. The interface the rest of training uses
 is small on purpose (``DetectorConfig``, ``fit``, ``score_windows`` and the model's parameters) so that a
 stronger detector can replace this one without touching loading, calibration or the entry point.
 
@@ -73,7 +75,7 @@ class DetectorConfig:
 
 @dataclass(frozen=True)
 class ForecastResidualModel:
-    """Fitted parameters; all arrays are float64 and exported as float64 constants."""
+    """Fitted parameters, all arrays float64; exported folded into float32 constants (``linear_form``)."""
 
     window_length: int
     channels: tuple[str, ...]
@@ -187,11 +189,91 @@ def _drift_per_row(segments: Sequence[np.ndarray], center: np.ndarray, scale: np
     return result
 
 
-def score_windows(model: ForecastResidualModel, windows: np.ndarray) -> np.ndarray:
-    """Scores (float64, ``[batch]``) of raw windows ``[batch, window_length, n_channels]``.
+@dataclass(frozen=True)
+class LinearScoreForm:
+    """The score as one affine map of the centred raw window, then ``|.|``, a sum and (optionally) a max.
 
-    The exported ONNX graph computes exactly this (in float64, cast to float32 at the end).
+    Every term of the score is ``k * |linear function of the window|`` with ``k >= 0`` (scales are > 0,
+    weights >= 0), so all of them fold into the columns of one matrix::
+
+        terms = |(flatten(x) - center) @ weights + bias|            [batch, n_terms]
+        score = sum(terms[:, :n_summed]) + max(terms[:, n_summed:])  (the max only with the level term)
+
+    The columns are: the forecast residual per channel, the mean jump per channel (``mean_weight > 0``),
+    each multi-scale jump per channel (``jump_weight > 0``), then the level term per channel
+    (``level_weight > 0``). Folded in float64, stored in float32: the ONNX graph and ``score_windows``
+    compute exactly this, in float32. Centring first keeps the products small (a raw value of 1e5 times
+    a large coefficient would lose the residual to float32 rounding); the subtraction is one cheap op.
     """
+
+    center: np.ndarray  # float32 [window_length * n_channels]: per-channel centres tiled like flatten(x)
+    weights: np.ndarray  # float32 [window_length * n_channels, n_terms]
+    bias: np.ndarray  # float32 [n_terms]
+    n_summed: int
+
+
+def linear_form(model: ForecastResidualModel) -> LinearScoreForm:
+    """Fold normalisation, forecast, scales and term weights of ``model`` into one ``LinearScoreForm``."""
+    w, c = model.window_length, model.n_channels
+    inv_scale = 1.0 / model.scale
+    blocks: list[np.ndarray] = []  # each [w, c_in, c_out] on centred values
+    biases: list[np.ndarray] = []
+
+    residual = np.zeros((w, c, c))
+    residual[:-1] = -model.weights.reshape(w - 1, c, c) * inv_scale[None, :, None]
+    residual[-1] += np.diag(inv_scale)
+    blocks.append(residual / model.residual_scale)
+    biases.append(-model.bias / model.residual_scale)
+
+    def mean_shift(split: int, factor: np.ndarray) -> np.ndarray:
+        """``factor * (mean(x[split:]) - mean(x[:split])) / scale`` per channel."""
+        rows = np.where(np.arange(w) >= split, 1.0 / (w - split), -1.0 / split)
+        return rows[:, None, None] * np.diag(factor * inv_scale)[None, :, :]
+
+    if model.mean_weight > 0:
+        blocks.append(mean_shift(w - 1, model.mean_weight / model.deviation_scale))
+        biases.append(np.zeros(c))
+    if model.jump_weight > 0:
+        for k, jump_scale in zip(model.jump_lengths, model.jump_scales, strict=True):
+            blocks.append(mean_shift(w - k, model.jump_weight / jump_scale))
+            biases.append(np.zeros(c))
+    n_summed = sum(b.shape[2] for b in blocks)
+    if model.level_weight > 0:
+        m = model.level_length
+        factor = model.level_weight / model.level_scale
+        level = np.zeros((w, c, c))
+        level[w - m :] = np.diag(factor * inv_scale / m)[None, :, :]
+        blocks.append(level)
+        biases.append(-factor * model.level_center)
+    weights = np.concatenate(blocks, axis=2).reshape(w * c, -1)
+    return LinearScoreForm(
+        center=np.tile(model.center, w).astype(np.float32),
+        weights=weights.astype(np.float32),
+        bias=np.concatenate(biases).astype(np.float32),
+        n_summed=n_summed,
+    )
+
+
+def score_windows(model: ForecastResidualModel, windows: np.ndarray) -> np.ndarray:
+    """Scores (``[batch]``, float32 values in a float64 array) of raw windows ``[batch, w, n_channels]``.
+
+    The numpy twin of the exported ONNX graph: the windows are cast to float32 (the edge feeds float32)
+    and scored through ``linear_form`` in float32, op for op as the graph does, so calibration sees the
+    scores the edge will compute. ``reference_scores`` is the documented formula in float64.
+    """
+    _check_shape(model, windows)
+    form = linear_form(model)
+    x = np.asarray(windows, dtype=np.float32)
+    flat = x.reshape(x.shape[0], form.center.shape[0]) - form.center
+    terms = np.abs(flat @ form.weights + form.bias)
+    scores = terms[:, : form.n_summed].sum(axis=1, dtype=np.float32)
+    if form.n_summed < terms.shape[1]:
+        scores = scores + terms[:, form.n_summed :].max(axis=1)
+    return scores.astype(np.float64)
+
+
+def reference_scores(model: ForecastResidualModel, windows: np.ndarray) -> np.ndarray:
+    """The module docstring's formula term by term, in float64 (``score_windows`` folds it)."""
     residual, deviation = channel_terms(model, windows)
     per_channel = residual + model.mean_weight * deviation
     z = (np.asarray(windows, dtype=np.float64) - model.center) / model.scale
@@ -204,12 +286,17 @@ def score_windows(model: ForecastResidualModel, windows: np.ndarray) -> np.ndarr
     return scores
 
 
+def _check_shape(model: ForecastResidualModel, windows: np.ndarray) -> None:
+    shape = np.shape(windows)
+    expected = (model.window_length, model.n_channels)
+    if len(shape) != 3 or tuple(shape[1:]) != expected:
+        raise ValueError(f"windows must be [batch, {expected[0]}, {expected[1]}], got shape {tuple(shape)}")
+
+
 def channel_terms(model: ForecastResidualModel, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The two per-channel score terms, ``[batch, n_channels]`` each: forecast residual and level jump."""
+    _check_shape(model, windows)
     x = np.asarray(windows, dtype=np.float64)
-    expected = (model.window_length, model.n_channels)
-    if x.ndim != 3 or x.shape[1:] != expected:
-        raise ValueError(f"windows must be [batch, {expected[0]}, {expected[1]}], got shape {x.shape}")
     z = (x - model.center) / model.scale
     past = z[:, :-1, :]
     last = z[:, -1, :]

@@ -2,8 +2,8 @@
 
 Contract (docs/contracts.md section 1): input ``window`` float32 ``[batch, window_length, n_channels]``,
 output ``score`` float32 ``[batch]``, normalisation inside the graph, and the model's metadata in
-``metadata_props``. Internally the graph computes in float64 so that its scores equal
-``training.detector.score_windows`` to float32 rounding, even when a residual is divided by a small scale.
+``metadata_props``. The graph computes in float32, every score term folded into one matrix
+(``training.detector.linear_form``); ``training.detector.score_windows`` is its numpy twin.
 """
 
 import hashlib
@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from training.detector import ForecastResidualModel
+from training.detector import ForecastResidualModel, linear_form
 
 CONTRACT_VERSION: Final = "1"
 OPSET: Final = 17
@@ -82,93 +82,47 @@ def format_utc(moment: datetime) -> str:
 
 
 def build_onnx_model(model: ForecastResidualModel, metadata: ModelMetadata) -> onnx.ModelProto:
-    """The ONNX graph computing ``score_windows(model, window)`` (see ``training.detector``)."""
+    """The ONNX graph computing ``score_windows(model, window)`` (see ``training.detector``).
+
+    Six float32 nodes (eight with the level term): Reshape, Sub (centre), MatMul + Add (every term's
+    linear part, ``linear_form``), Abs, ReduceSum. Why so few: ONNX Runtime costs about 0.5 us per node per
+    call and its float64 and broadcasting elementwise kernels are slow; the float64 graph of ~20 nodes this
+    replaces cost 0.6 us per window at batch 512 and 8 us per single-window call (docs/benchmarks.md).
+    """
     if metadata.window_length != model.window_length or metadata.channels != model.channels:
         raise ValueError("metadata window_length / channels do not match the model")
     w, c = model.window_length, model.n_channels
+    form = linear_form(model)
+    n_terms = form.weights.shape[1]
 
     initializers = [
-        _double("center", model.center),
-        _double("scale", model.scale),
-        _double("weights", model.weights),
-        _double("bias", model.bias),
-        _double("residual_scale", model.residual_scale),
-        _double("deviation_scale", model.deviation_scale),
-        _double("mean_weight", np.array(model.mean_weight)),
-        _int64("past_start", [0]),
-        _int64("past_end", [w - 1]),
-        _int64("last_start", [w - 1]),
-        _int64("last_end", [w]),
-        _int64("time_axis", [1]),
+        numpy_helper.from_array(form.center, "center"),
+        numpy_helper.from_array(form.weights, "weights"),
+        numpy_helper.from_array(form.bias, "bias"),
         # Reshape's 0 copies the batch dimension, so a batch of 0 or 10,000 windows works alike.
-        _int64("past_flat_shape", [0, (w - 1) * c]),
+        _int64("flat_shape", [0, w * c]),
+        _int64("term_axis", [1]),
     ]
     nodes = [
-        helper.make_node("Cast", [INPUT_NAME], ["x"], to=TensorProto.DOUBLE),
-        # Normalisation inside the graph: the edge feeds raw sensor values.
+        helper.make_node("Reshape", [INPUT_NAME, "flat_shape"], ["x"]),
+        # Normalisation inside the graph: the edge feeds raw sensor values. Centre first, on the flat
+        # [batch, w * c] tensor: broadcasting a [c] vector over [batch, w, c] is ~10x slower in ORT.
         helper.make_node("Sub", ["x", "center"], ["x_centred"]),
-        helper.make_node("Div", ["x_centred", "scale"], ["z"]),
-        helper.make_node("Slice", ["z", "past_start", "past_end", "time_axis"], ["past"]),
-        helper.make_node("Slice", ["z", "last_start", "last_end", "time_axis"], ["last_3d"]),
-        helper.make_node("Squeeze", ["last_3d", "time_axis"], ["last"]),
-        # Forecast of the last sample from the previous window_length - 1 samples.
-        helper.make_node("Reshape", ["past", "past_flat_shape"], ["past_flat"]),
-        helper.make_node("MatMul", ["past_flat", "weights"], ["forecast_raw"]),
-        helper.make_node("Add", ["forecast_raw", "bias"], ["forecast"]),
-        helper.make_node("Sub", ["last", "forecast"], ["residual_signed"]),
-        helper.make_node("Abs", ["residual_signed"], ["residual_abs"]),
-        helper.make_node("Div", ["residual_abs", "residual_scale"], ["residual"]),
-        # Jump of the last sample away from the mean of the previous ones.
-        helper.make_node("ReduceMean", ["past"], ["level"], axes=[1], keepdims=0),
-        helper.make_node("Sub", ["last", "level"], ["deviation_signed"]),
-        helper.make_node("Abs", ["deviation_signed"], ["deviation_abs"]),
-        helper.make_node("Div", ["deviation_abs", "deviation_scale"], ["deviation"]),
-        helper.make_node("Mul", ["deviation", "mean_weight"], ["deviation_weighted"]),
-        helper.make_node("Add", ["residual", "deviation_weighted"], ["per_channel_0"]),
+        helper.make_node("MatMul", ["x_centred", "weights"], ["terms_linear"]),
+        helper.make_node("Add", ["terms_linear", "bias"], ["terms_signed"]),
+        helper.make_node("Abs", ["terms_signed"], ["terms"]),
     ]
-    per_channel = "per_channel_0"
-    for index, (k, jump_scale) in enumerate(zip(model.jump_lengths, model.jump_scales, strict=True)):
-        # Multi-scale level shift: mean of the last k samples against the mean of the ones before them.
-        p = f"jump{index}_"
-        initializers += [
-            _double(p + "scale", jump_scale),
-            _double(p + "weight", np.array(model.jump_weight)),
-            _int64(p + "split", [w - k]),
-        ]
+    if form.n_summed == n_terms:
+        nodes.append(helper.make_node("ReduceSum", ["terms", "term_axis"], [OUTPUT_NAME], keepdims=0))
+    else:
+        # Level terms (one per channel, after the summed ones): the worst channel counts.
+        initializers.append(_int64("term_split", [form.n_summed, n_terms - form.n_summed]))
         nodes += [
-            helper.make_node("Slice", ["z", "past_start", p + "split", "time_axis"], [p + "older"]),
-            helper.make_node("Slice", ["z", p + "split", "last_end", "time_axis"], [p + "recent"]),
-            helper.make_node("ReduceMean", [p + "older"], [p + "older_mean"], axes=[1], keepdims=0),
-            helper.make_node("ReduceMean", [p + "recent"], [p + "recent_mean"], axes=[1], keepdims=0),
-            helper.make_node("Sub", [p + "recent_mean", p + "older_mean"], [p + "signed"]),
-            helper.make_node("Abs", [p + "signed"], [p + "abs"]),
-            helper.make_node("Div", [p + "abs", p + "scale"], [p + "scaled"]),
-            helper.make_node("Mul", [p + "scaled", p + "weight"], [p + "weighted"]),
-            helper.make_node("Add", [per_channel, p + "weighted"], [f"per_channel_{index + 1}"]),
+            helper.make_node("Split", ["terms", "term_split"], ["summed", "level"], axis=1),
+            helper.make_node("ReduceSum", ["summed", "term_axis"], ["score_sum"], keepdims=0),
+            helper.make_node("ReduceMax", ["level"], ["level_max"], axes=[1], keepdims=0),
+            helper.make_node("Add", ["score_sum", "level_max"], [OUTPUT_NAME]),
         ]
-        per_channel = f"per_channel_{index + 1}"
-    nodes.append(helper.make_node("ReduceSum", [per_channel, "time_axis"], ["score_sum"], keepdims=0))
-    score = "score_sum"
-    if model.level_weight > 0:
-        # Distance of the recent level from the training level, in drift-aware units; worst channel.
-        initializers += [
-            _double("level_center", model.level_center),
-            _double("level_scale", model.level_scale),
-            _double("level_weight", np.array(model.level_weight)),
-            _int64("level_start", [w - model.level_length]),
-        ]
-        nodes += [
-            helper.make_node("Slice", ["z", "level_start", "last_end", "time_axis"], ["level_rows"]),
-            helper.make_node("ReduceMean", ["level_rows"], ["level_mean"], axes=[1], keepdims=0),
-            helper.make_node("Sub", ["level_mean", "level_center"], ["level_signed"]),
-            helper.make_node("Abs", ["level_signed"], ["level_abs"]),
-            helper.make_node("Div", ["level_abs", "level_scale"], ["level_scaled"]),
-            helper.make_node("ReduceMax", ["level_scaled"], ["level_max"], axes=[1], keepdims=0),
-            helper.make_node("Mul", ["level_max", "level_weight"], ["level_weighted"]),
-            helper.make_node("Add", ["score_sum", "level_weighted"], ["score_total"]),
-        ]
-        score = "score_total"
-    nodes.append(helper.make_node("Cast", [score], [OUTPUT_NAME], to=TensorProto.FLOAT))
     graph = helper.make_graph(
         nodes,
         f"{model.name}-w{w}-c{c}",
@@ -195,10 +149,6 @@ def save_model(proto: onnx.ModelProto, path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
-
-
-def _double(name: str, values: np.ndarray) -> TensorProto:
-    return numpy_helper.from_array(np.asarray(values, dtype=np.float64), name)
 
 
 def _int64(name: str, values: list[int]) -> TensorProto:

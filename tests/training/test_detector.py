@@ -10,6 +10,8 @@ from training.detector import (
     ForecastResidualModel,
     channel_terms,
     fit,
+    linear_form,
+    reference_scores,
     score_windows,
 )
 from training.errors import ConfigError, TooFewRowsError
@@ -72,8 +74,9 @@ def test_normalisation_makes_scores_independent_of_units():
     rescaled = values * np.array([1000.0, 0.001, 7.0]) + np.array([-50.0, 3.0, 1e4])
     config = DetectorConfig(window_length=8)
 
-    original = score_windows(fit([values], "abc", config), sliding_windows(values, 8))
-    converted = score_windows(fit([rescaled], "abc", config), sliding_windows(rescaled, 8))
+    # The float64 formula: float32 inputs (what score_windows and the edge use) cannot hold 1e4 + 0.05.
+    original = reference_scores(fit([values], "abc", config), sliding_windows(values, 8))
+    converted = reference_scores(fit([rescaled], "abc", config), sliding_windows(rescaled, 8))
 
     np.testing.assert_allclose(converted, original, rtol=1e-6)
 
@@ -124,3 +127,44 @@ def test_detector_config_is_validated(kwargs, message):
 def test_score_windows_rejects_wrong_shape():
     with pytest.raises(ValueError, match=r"windows must be \[batch, 3, 1\], got shape \(2, 4, 1\)"):
         score_windows(hand_model(), np.zeros((2, 4, 1)))
+
+
+def test_folded_float32_scores_equal_the_formula():
+    values = synthetic_channels(1200)
+    model = fit([values[:900]], ["a", "b", "c"], DetectorConfig(window_length=16))
+    windows = sliding_windows(values, 16)
+
+    folded = score_windows(model, windows)
+    formula = reference_scores(model, windows.astype(np.float32))
+
+    # Same inputs; the only difference left is float32 rounding of the folded products.
+    np.testing.assert_allclose(folded, formula, rtol=1e-5, atol=1e-5)
+    assert folded.max() > 3.0  # not a trivial all-zero comparison
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "n_terms", "n_summed"),
+    [
+        ({}, 6, 6),  # residual + mean jump, 3 channels
+        ({"mean_weight": 0.0}, 3, 3),  # a zero-weight term folds away
+        ({"jump_lengths": (2, 4), "jump_weight": 0.5}, 12, 12),
+        ({"jump_lengths": (2, 4), "jump_weight": 0.0}, 6, 6),
+        ({"level_length": 4, "level_weight": 1.0}, 9, 6),  # level terms are maxed, not summed
+    ],
+)
+def test_linear_form_has_one_column_per_active_term_and_channel(kwargs, n_terms, n_summed):
+    values = synthetic_channels(300)
+    model = fit([values], ["a", "b", "c"], DetectorConfig(window_length=8, **kwargs))
+
+    form = linear_form(model)
+
+    assert form.weights.shape == (8 * 3, n_terms)
+    assert form.bias.shape == (n_terms,)
+    assert form.n_summed == n_summed
+    assert form.weights.dtype == form.bias.dtype == form.center.dtype == np.float32
+    np.testing.assert_allclose(
+        score_windows(model, sliding_windows(values, 8)),
+        reference_scores(model, sliding_windows(values, 8).astype(np.float32)),
+        rtol=1e-5,
+        atol=1e-5,
+    )

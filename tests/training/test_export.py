@@ -1,5 +1,6 @@
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -11,7 +12,7 @@ from tests.training.test_detector import hand_model
 from tests.training.train_helpers import NAB_SLICE, onnx_scores, session, synthetic_channels
 from training.calibrate import QuantileRule, calibrate_threshold
 from training.data import load_csv, sliding_windows
-from training.detector import DetectorConfig, ForecastResidualModel, fit, score_windows
+from training.detector import DetectorConfig, ForecastResidualModel, fit, reference_scores, score_windows
 from training.export import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -116,7 +117,37 @@ def test_normalisation_is_inside_the_graph():
     # Second window: z = [-1, -1, -1]; forecast -1 -> residual 0; level -1 -> deviation 0.
     np.testing.assert_allclose(out, [5.25, 0.0], atol=1e-6)
     ops = [node.op_type for node in export(hand_model()).graph.node]
-    assert ops[:3] == ["Cast", "Sub", "Div"]
+    assert ops[:2] == ["Reshape", "Sub"]
+
+
+def test_graph_is_a_few_float32_nodes(nab_model):
+    # Every term folded into one MatMul: per-node overhead and float64 kernels made the old graph slow.
+    model, _ = nab_model
+    graph = export(model).graph
+
+    assert [node.op_type for node in graph.node] == ["Reshape", "Sub", "MatMul", "Add", "Abs", "ReduceSum"]
+    assert {t.data_type for t in graph.initializer} == {TensorProto.FLOAT, TensorProto.INT64}
+    weights = next(t for t in graph.initializer if t.name == "weights")
+    assert list(weights.dims) == [32, 2]  # forecast residual + mean jump, one channel
+
+
+def test_optional_jump_and_level_terms_export_and_match():
+    values = synthetic_channels(800)
+    config = DetectorConfig(
+        window_length=24, jump_lengths=(4, 12), jump_weight=0.3, level_length=6, level_weight=0.7,
+        level_horizon=100.0,
+    )  # fmt: skip
+    model = fit([values[:600]], ["vibration", "pressure", "flow"], config)
+    windows = sliding_windows(values, 24).astype(np.float32)
+    proto = export(model)
+
+    onnx_out = onnx_scores(session(proto), windows)
+
+    assert [node.op_type for node in proto.graph.node][-4:] == ["Split", "ReduceSum", "ReduceMax", "Add"]
+    np.testing.assert_allclose(onnx_out, score_windows(model, windows), rtol=1e-6, atol=1e-6)
+    # Folding is exact: the float32 graph is the float64 formula up to float32 rounding.
+    np.testing.assert_allclose(onnx_out, reference_scores(model, windows), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(onnx_out, score_windows(replace(model, level_weight=0.0), windows), atol=1e-3)
 
 
 def test_metadata_is_complete_and_parseable(nab_model):

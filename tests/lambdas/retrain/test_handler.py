@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -164,3 +165,27 @@ def test_an_event_that_is_no_sqs_batch_is_refused(sagemaker: Any) -> None:
     with pytest.raises(Exception, match="the event is not an SQS batch") as caught:
         handle({"detail": {}}, deps(sagemaker))
     assert type(caught.value).__name__ == "RetrainError"
+
+
+def test_a_message_from_the_queue_starts_the_job_and_a_failed_one_stays(sagemaker: Any) -> None:
+    """The queue as Lambda's SQS poller sees it: received messages in, reported failures left in place."""
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue_url = sqs.create_queue(QueueName="edgeml-test-retrain", Attributes={"VisibilityTimeout": "0"})[
+        "QueueUrl"
+    ]
+    sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(alarm_event()))
+    sqs.send_message(QueueUrl=queue_url, MessageBody='{"detail-type": "Scheduled Event"}')
+    received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    by_id = {m["MessageId"]: m for m in received}
+    event = {"Records": [{"messageId": m["MessageId"], "body": m["Body"]} for m in received]}
+
+    result = handle(event, deps(sagemaker))
+
+    failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}  # type: ignore[attr-defined]
+    # The poller deletes what succeeded; the failure is received again (and, after three, dead-lettered).
+    for message_id, message in by_id.items():
+        if message_id not in failed:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    [left] = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert json.loads(left["Body"]) == {"detail-type": "Scheduled Event"}
+    assert job_names(sagemaker) == sorted([TEMPLATE, EPISODE])
