@@ -10,11 +10,11 @@ SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv system-deps demo test lint typecheck unit synth bench eval clean
+.PHONY: constraints venv system-deps demo test lint typecheck unit synth bench eval clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
@@ -55,6 +55,11 @@ bench: venv system-deps
 eval: venv
 	$(BIN)/python -m training.evaluate nab --corpus ../shared/data/nab --out build/eval/nab
 	$(BIN)/python -m training.evaluate skab --corpus ../shared/data/skab --out build/eval/skab
+
+# Re-pin the transitive dependencies after a change to requirements.txt.
+constraints: venv
+	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^edge-anomaly-platform'; } > constraints.new
+	mv constraints.new constraints.txt
 
 clean:
 	rm -rf $(VENV) build cdk.out .demo .mypy_cache .ruff_cache .pytest_cache
