@@ -266,7 +266,7 @@ def score_windows(model: ForecastResidualModel, windows: np.ndarray) -> np.ndarr
     x = np.asarray(windows, dtype=np.float32)
     flat = x.reshape(x.shape[0], form.center.shape[0]) - form.center
     terms = np.abs(flat @ form.weights + form.bias)
-    scores = terms[:, : form.n_summed].sum(axis=1, dtype=np.float32)
+    scores: np.ndarray = terms[:, : form.n_summed].sum(axis=1, dtype=np.float32)
     if form.n_summed < terms.shape[1]:
         scores = scores + terms[:, form.n_summed :].max(axis=1)
     return scores.astype(np.float64)

@@ -271,26 +271,26 @@ class ScoringEngine:
         n = len(block)
         if n == 0:
             return 0
-        steps = np.diff(block.timestamps)
-        if steps.size and not np.all(steps > 0):
-            kind = DUPLICATE_TIMESTAMP if np.all(steps >= 0) else OUT_OF_ORDER
+        stamps = block.timestamps
+        # Plain slices, not np.diff: this runs once per message and numpy's wrappers cost microseconds.
+        if n > 1 and not (stamps[1:] > stamps[:-1]).all():
+            kind = DUPLICATE_TIMESTAMP if (stamps[1:] >= stamps[:-1]).all() else OUT_OF_ORDER
             raise MessageError(kind, f"block for stream {block.stream!r} is not strictly increasing in time")
-        ring = self._windows.ring(block.stream, float(block.timestamps[0]))
+        ring = self._windows.ring(block.stream, float(stamps[0]))
         w = self._windows.window_length
         previous = ring.recent(min(ring.count, w - 1))
         joined = np.concatenate([previous, block.values]) if previous.shape[0] else block.values
         total = ring.count + n
-        ring.replace(joined[-w:], total, float(block.timestamps[-1]))
+        ring.replace(joined[-w:], total, float(stamps[-1]))
         complete = min(n, total - w + 1)
         if complete <= 0:
             return 0
-        # sliding_window_view gives [k, channels, w]; the model wants [k, w, channels].
-        windows = sliding_window_view(joined, w, axis=0)[-complete:].transpose(0, 2, 1)
+        windows = _windows_view(joined, w, complete)
         self._room(complete)
         self._buf[self._n : self._n + complete] = windows
         self._n += complete
         self._streams.extend([block.stream] * complete)
-        self._timestamps.extend(block.timestamps[-complete:].tolist())
+        self._timestamps.extend(stamps[-complete:].tolist())
         self._arrived.extend([arrived_at] * complete)
         return complete
 
@@ -353,3 +353,23 @@ class ScoringEngine:
         if (old.window_length, old.channels) != (new.window_length, new.channels):
             self._reset_windows()
         return batch
+
+
+def _windows_view(rows: NDArray[np.float32], w: int, k: int) -> NDArray[np.float32]:
+    """The last ``k`` windows of ``w`` rows of ``rows`` ``[n, channels]``, as a ``[k, w, channels]`` view.
+
+    A strided view straight from the ndarray constructor (about 1 us) for the usual contiguous float32
+    rows; ``sliding_window_view`` (about 15 us of argument handling per call) otherwise.
+    """
+    if rows.dtype == np.float32 and rows.flags.c_contiguous:
+        row_stride, item = rows.strides
+        view: NDArray[np.float32] = np.ndarray(
+            (k, w, rows.shape[1]),
+            dtype=np.float32,
+            buffer=rows,
+            offset=(rows.shape[0] - w - k + 1) * row_stride,
+            strides=(row_stride, row_stride, item),
+        )
+        return view
+    # sliding_window_view gives [k, channels, w]; the model wants [k, w, channels].
+    return sliding_window_view(rows, w, axis=0)[-k:].transpose(0, 2, 1)

@@ -16,7 +16,7 @@ from aws_cdk import aws_iot as iot
 from constructs import Construct
 
 from infra import nag
-from infra.parts.model_store import COMPONENTS_PREFIX, MODELS_PREFIX, ModelStore
+from infra.parts.model_store import COMPONENTS_PREFIX, ModelStore
 
 THING = "${iot:Connection.Thing.ThingName}"
 
@@ -62,17 +62,16 @@ class Fleet(Construct):
             self,
             "TokenExchangeRole",
             assumed_by=iam.ServicePrincipal("credentials.iot.amazonaws.com"),
-            description=f"{name_prefix}: Greengrass token exchange (component and model artifacts only)",
+            description=f"{name_prefix}: Greengrass token exchange (released component artifacts only)",
         )
+        # Only components/: models/ also holds candidates the gate rejected or nobody deployed, and the
+        # publisher copies a model there only once it is released as a component version (contracts §2).
         artifacts = model_store.object_arn(f"{COMPONENTS_PREFIX}*")
-        models = model_store.object_arn(f"{MODELS_PREFIX}*")
         tes_policy = iam.Policy(
             self,
             "TokenExchangePolicy",
             statements=[
-                iam.PolicyStatement(
-                    sid="DownloadArtifacts", actions=["s3:GetObject"], resources=[artifacts, models]
-                ),
+                iam.PolicyStatement(sid="DownloadArtifacts", actions=["s3:GetObject"], resources=[artifacts]),
                 iam.PolicyStatement(
                     sid="DecryptArtifacts", actions=["kms:Decrypt"], resources=[model_store.key.key_arn]
                 ),
@@ -83,11 +82,6 @@ class Fleet(Construct):
             tes_policy,
             nag.wildcard_resource(self, artifacts),
             "Devices download any released component artifact; components/ holds nothing else.",
-        )
-        nag.acknowledge(
-            tes_policy,
-            nag.wildcard_resource(self, models),
-            "Devices download the model versions they are deployed; models/ holds nothing else.",
         )
 
         self.role_alias = iot.CfnRoleAlias(

@@ -21,7 +21,7 @@ from infra import nag
 from infra.config import INFERENCE_COMPONENT_NAME, MODEL_COMPONENT_NAME, DeployTarget, PlatformConfig
 from infra.parts.fleet import Fleet, iot_arn
 from infra.parts.lineage import LineageRegistry
-from infra.parts.model_store import MODELS_PREFIX, ModelStore
+from infra.parts.model_store import COMPONENTS_PREFIX, MODELS_PREFIX, ModelStore
 from infra.parts.publisher import Publisher
 from infra.stacks.common import acknowledge_lambda_defaults, log_retention, removal_policy
 
@@ -84,6 +84,9 @@ class PublisherStack(Stack):
         self.add_stack_dependency(Stack.of(model_store))
 
         models = model_store.object_arn(f"{MODELS_PREFIX}*")
+        # The model component's artifacts, components/<name>/<version>/model.onnx: the only model copies
+        # devices can read (the token-exchange role in parts/fleet.py reads components/* and nothing else).
+        model_artifacts = model_store.object_arn(f"{COMPONENTS_PREFIX}{MODEL_COMPONENT_NAME}/*")
         model_component = greengrass_arn(f"components:{MODEL_COMPONENT_NAME}")
         model_versions = f"{model_component}:versions:*"
         inference_versions = greengrass_arn(f"components:{INFERENCE_COMPONENT_NAME}:versions:*")
@@ -96,6 +99,12 @@ class PublisherStack(Stack):
             # Read the announced model; write the version-addressed copy of a SageMaker model.tar.gz's ONNX.
             iam.PolicyStatement(
                 sid="ModelObjects", actions=["s3:GetObject", "s3:PutObject"], resources=[models]
+            ),
+            # Write a released model's write-once artifact; read it back to compare on a conflict.
+            iam.PolicyStatement(
+                sid="ModelComponentArtifacts",
+                actions=["s3:GetObject", "s3:PutObject"],
+                resources=[model_artifacts],
             ),
             iam.PolicyStatement(
                 sid="ModelStoreKey",
@@ -151,6 +160,11 @@ class PublisherStack(Stack):
             (
                 models,
                 "Models are version-addressed under models/<name>/<version>/; the prefix is the boundary.",
+            ),
+            (
+                model_artifacts,
+                "Artifacts are version-addressed under components/<model component>/<version>/; "
+                "the one component's prefix is the boundary.",
             ),
             (model_versions, "Every version of the one model component; versions are minted per model."),
             (

@@ -3,6 +3,10 @@
 Pure orchestration over three small ports (model store, component registry, deployments); no AWS SDK
 here. The order matters: everything that can refuse a model runs before anything is written, so a bad
 event or a bad model changes nothing.
+
+Two write-once copies (docs/contracts.md §2): the version-addressed ``models/<name>/<version>/model.onnx``
+(training output and candidates) and, only for a model that is published, the component artifact
+``components/<component>/<component version>/model.onnx``, the one prefix devices can read.
 """
 
 from __future__ import annotations
@@ -20,8 +24,13 @@ from lambdas.publisher.errors import (
     GreengrassError,
     ModelValidationError,
 )
-from lambdas.publisher.events import ArtifactKind, PublishRequest, model_key
-from lambdas.publisher.recipe import recipe_json, recipe_model_sha256, render_model_recipe
+from lambdas.publisher.events import ArtifactKind, PublishRequest, component_artifact_key, model_key
+from lambdas.publisher.recipe import (
+    recipe_artifact_uris,
+    recipe_json,
+    recipe_model_sha256,
+    render_model_recipe,
+)
 from lambdas.publisher.validation import ModelInfo, extract_model_from_archive, sha256_hex, validate_model
 from lambdas.publisher.versioning import next_version
 
@@ -145,7 +154,9 @@ class PublishResult:
     deployment_id: str
     deployment_created: bool
     target_arn: str
+    # The version-addressed model (models/...) and the component's artifact, its copy under components/.
     model_uri: str
+    artifact_uri: str
     model_sha256: str
     model_version: str
 
@@ -183,17 +194,17 @@ def publish_model(
     data, model = load_and_validate(request, store=store, max_bytes=config.max_model_bytes)
     key = model_key(request.model_name, model.model_version)
     if request.bucket != config.model_bucket or request.key != key:
-        _store_version_addressed(
-            store, config.model_bucket, key, data, model.sha256, max_bytes=config.max_model_bytes
-        )
-    artifact_uri = f"s3://{config.model_bucket}/{key}"
+        put_write_once(store, config.model_bucket, key, data, model.sha256, max_bytes=config.max_model_bytes)
 
     component, created = _ensure_component_version(
         components,
+        store=store,
+        bucket=config.model_bucket,
+        data=data,
+        max_bytes=config.max_model_bytes,
         component_arn=component_arn(config.target, config.model_component_name),
         component_name=config.model_component_name,
         model=model,
-        artifact_uri=artifact_uri,
     )
     wait_until_deployable(components, component, sleep=sleep, wait=wait)
 
@@ -218,7 +229,8 @@ def publish_model(
         deployment_id=deployment_id,
         deployment_created=deployment_created,
         target_arn=config.target.arn,
-        model_uri=artifact_uri,
+        model_uri=s3_uri(config.model_bucket, key),
+        artifact_uri=s3_uri(config.model_bucket, component_artifact_key(component.name, component.version)),
         model_sha256=model.sha256,
         model_version=model.model_version,
     )
@@ -240,17 +252,25 @@ def load_and_validate(
     return data, model
 
 
-def _store_version_addressed(
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def put_write_once(
     store: ModelStore, bucket: str, key: str, data: bytes, sha256: str, *, max_bytes: int
 ) -> None:
-    # Greengrass records each artifact's digest at create time: a key is written once, never overwritten.
+    """Write ``data`` at ``key`` unless it is there already; ``ArtifactConflictError`` if other bytes are.
+
+    Greengrass records each artifact's digest at create time: a key is written once, never overwritten.
+    The same bytes already in place make a retry a no-op.
+    """
     if store.put_if_absent(bucket, key, data):
         return
     existing = store.read(bucket, key, max_bytes=max_bytes)
     if sha256_hex(existing) != sha256:
         raise ArtifactConflictError(
-            f"s3://{bucket}/{key} already holds a different model (sha256 {sha256_hex(existing)}); "
-            "model versions must be unique"
+            f"{s3_uri(bucket, key)} already holds a different model (sha256 {sha256_hex(existing)}); "
+            "keys are written once"
         )
 
 
@@ -262,36 +282,54 @@ def component_arn(target: ThingGroupArn, component_name: str) -> str:
 def _ensure_component_version(
     components: ComponentRegistry,
     *,
+    store: ModelStore,
+    bucket: str,
+    data: bytes,
+    max_bytes: int,
     component_arn: str,
     component_name: str,
     model: ModelInfo,
-    artifact_uri: str,
 ) -> tuple[ComponentVersionRef, bool]:
     existing = components.list_versions(component_arn)
-    found = find_version_with_sha256(components, existing, model.sha256)
+    found = find_version_with_sha256(components, existing, model.sha256, bucket=bucket)
     if found is not None:
         return found, False
     version = next_version(ref.version for ref in existing)
+    artifact_key = component_artifact_key(component_name, version)
+    # Before the create: Greengrass reads the artifact to record its digest. A conflict here (another
+    # model already at this version's key) stops the publish before any component version exists.
+    put_write_once(store, bucket, artifact_key, data, model.sha256, max_bytes=max_bytes)
     recipe = render_model_recipe(
-        component_name=component_name, component_version=version, model=model, artifact_uri=artifact_uri
+        component_name=component_name,
+        component_version=version,
+        model=model,
+        artifact_uri=s3_uri(bucket, artifact_key),
     )
     try:
         return components.create(recipe_json(recipe)), True
     except ComponentVersionConflictError:
         # A concurrent invocation (S3 event and training event for the same model) took this version
         # first; if it published the same model, that version is ours too.
-        found = find_version_with_sha256(components, components.list_versions(component_arn), model.sha256)
+        latest = components.list_versions(component_arn)
+        found = find_version_with_sha256(components, latest, model.sha256, bucket=bucket)
         if found is None:
             raise
         return found, False
 
 
 def find_version_with_sha256(
-    components: ComponentRegistry, versions: Sequence[ComponentVersionRef], sha256: str
+    components: ComponentRegistry, versions: Sequence[ComponentVersionRef], sha256: str, *, bucket: str
 ) -> ComponentVersionRef | None:
-    """The newest version whose recipe records this model sha256, if any."""
+    """The newest version whose recipe records this model sha256 and downloads it from its own
+    ``components/`` key in ``bucket``, if any.
+
+    A version whose artifact is elsewhere (an older layout under ``models/``) is not reused: the devices'
+    token-exchange role cannot read it, so deploying it would fail on every device.
+    """
     for ref in versions:
-        if recipe_model_sha256(components.get_recipe(ref.arn)) == sha256:
+        recipe = components.get_recipe(ref.arn)
+        expected = s3_uri(bucket, component_artifact_key(ref.name, ref.version))
+        if recipe_model_sha256(recipe) == sha256 and recipe_artifact_uris(recipe) == [expected]:
             return ref
     return None
 

@@ -24,7 +24,8 @@ class ModelValidationError(PublisherError):
 
 
 class ArtifactConflictError(PublisherError):
-    """A version-addressed model key already holds different bytes; model keys are never overwritten."""
+    """A write-once key (``models/...`` or a component artifact under ``components/``) already holds
+    different bytes; those keys are never overwritten."""
 
 
 class GreengrassError(PublisherError):

@@ -19,7 +19,10 @@ from urllib.parse import unquote_plus
 from lambdas.publisher.errors import BadEventError
 
 MODEL_FILE_NAME = "model.onnx"
+# docs/contracts.md §2: models/ holds training output and candidates (rejected ones too); components/
+# holds only what devices may download, so it is the one prefix the token-exchange role can read.
 MODELS_PREFIX = "models/"
+COMPONENTS_PREFIX = "components/"
 # Model names and versions become S3 key segments and appear in recipes and logs: keep them plain.
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MODEL_KEY = re.compile(r"^models/(?P<name>[^/]+)/(?P<version>[^/]+)/model\.onnx$")
@@ -60,6 +63,11 @@ class PublishRequest:
 def model_key(model_name: str, model_version: str) -> str:
     """The version-addressed key of a model in the model store (docs/contracts.md §2)."""
     return f"{MODELS_PREFIX}{model_name}/{model_version}/{MODEL_FILE_NAME}"
+
+
+def component_artifact_key(component_name: str, component_version: str) -> str:
+    """Where a model component version's artifact lives: the only place devices read (contracts §2)."""
+    return f"{COMPONENTS_PREFIX}{component_name}/{component_version}/{MODEL_FILE_NAME}"
 
 
 def is_plain_segment(value: str) -> bool:

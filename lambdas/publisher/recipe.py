@@ -71,3 +71,20 @@ def recipe_model_sha256(recipe_document: bytes) -> str | None:
     defaults = configuration.get("DefaultConfiguration") if isinstance(configuration, dict) else None
     sha256 = defaults.get("sha256") if isinstance(defaults, dict) else None
     return sha256 if isinstance(sha256, str) else None
+
+
+def recipe_artifact_uris(recipe_document: bytes) -> list[str]:
+    """Every artifact URI of a recipe's manifests (empty if the document is not a recipe)."""
+    try:
+        recipe = json.loads(recipe_document)
+    except ValueError:
+        return []
+    manifests = recipe.get("Manifests") if isinstance(recipe, dict) else None
+    uris: list[str] = []
+    for manifest in manifests if isinstance(manifests, list) else []:
+        artifacts = manifest.get("Artifacts") if isinstance(manifest, dict) else None
+        for artifact in artifacts if isinstance(artifacts, list) else []:
+            uri = artifact.get("URI") if isinstance(artifact, dict) else None
+            if isinstance(uri, str):
+                uris.append(uri)
+    return uris

@@ -9,6 +9,7 @@ devices are the fake's device-side reports (the edge component itself runs in te
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -161,6 +162,7 @@ def test_training_to_fleet_to_a_queryable_anomaly(plane: Plane, tmp_path: Path):
     canary_deployment = plane.latest_deployment(CANARY)
     assert canary_deployment["components"][MODEL_COMPONENT]["componentVersion"] == "1.0.0"
     assert plane.deployment_count(FLEET) == 0
+    assert_released_under_components(plane, outcome["publish"], str(metrics["model_sha256"]))
     # A redelivery of the same event changes nothing.
     assert publisher_handler.handle(event, deps)["outcomes"][0]["outcome"] == "duplicate"  # type: ignore[index]
 
@@ -212,6 +214,20 @@ def test_training_to_fleet_to_a_queryable_anomaly(plane: Plane, tmp_path: Path):
     assert model.sha256 == metrics["model_sha256"]
     assert model.training_metrics == metrics["training_metrics"]
     assert [d.stage.value for d in s.registry.deployments_for_model(MODEL_VERSION)] == ["fleet", "canary"]
+
+
+def assert_released_under_components(plane: Plane, publish: object, sha256: str) -> None:
+    """The canary downloads the released copy under components/; the candidate stays under models/."""
+    assert isinstance(publish, dict)
+    artifact_key = f"components/{MODEL_COMPONENT}/1.0.0/model.onnx"
+    assert publish["artifact_uri"] == f"s3://{BUCKET}/{artifact_key}"
+    assert publish["model_uri"] == f"s3://{BUCKET}/models/pump/{MODEL_VERSION}/model.onnx"
+    recipe = json.loads(
+        plane.gg.get_component(arn=publish["component_arn"], recipeOutputFormat="JSON")["recipe"]
+    )
+    assert [a["URI"] for a in recipe["Manifests"][0]["Artifacts"]] == [publish["artifact_uri"]]
+    released = plane.s3.get_object(Bucket=BUCKET, Key=artifact_key)["Body"].read()
+    assert hashlib.sha256(released).hexdigest() == sha256
 
 
 def topic(plane: Plane) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlparse
 
 import boto3
 import paho.mqtt.client as mqtt
@@ -90,6 +91,23 @@ class Story:
     deployment_c: str
     model_b_component_version: str
     exit_codes: dict[str, int | None]
+    downloads: list[str]
+    published_b: dict[str, Any]
+
+
+class TokenExchangeScopedStore:
+    """The device's artifact downloads, limited as the token-exchange role limits them
+    (infra/parts/fleet.py): objects under ``components/`` only, never the candidates under ``models/``."""
+
+    def __init__(self, inner: S3ArtifactStore) -> None:
+        self._inner = inner
+        self.downloads: list[str] = []
+
+    def get(self, uri: str) -> bytes:
+        if not urlparse(uri).path.lstrip("/").startswith("components/"):
+            raise PermissionError(f"AccessDenied: the token-exchange role cannot read {uri}")
+        self.downloads.append(uri)
+        return self._inner.get(uri)
 
 
 def _train(out: Path, version: str, *hyperparameters: str) -> Path:
@@ -193,7 +211,8 @@ def _publish_corrupt_model(gg: Any, s3: Any, group_arn: str) -> str:
     device sees what it would see if a bad model reached the registry some other way.
     """
     data = b"this is not an ONNX model"
-    key = f"models/{MODEL_NAME}/mt-c/model.onnx"
+    # Where the publisher would put a released model: the only prefix the device may download from.
+    key = f"components/{MODEL}/1.0.2/model.onnx"
     s3.put_object(Bucket=BUCKET, Key=key, Body=data)
     sha256 = hashlib.sha256(data).hexdigest()
     recipe = {
@@ -312,11 +331,12 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:  # noqa: PLR0915 -
             listener = CloudListener(host=broker.host, port=broker.port)
             listener.start()
             sensor = PacedSensor(broker.port, stamps, values)
+            device_store = TokenExchangeScopedStore(S3ArtifactStore(s3))
             runner = DeviceRunner(
                 thing_name=THING,
                 root=work / "device",
                 control=admin,
-                store=S3ArtifactStore(s3),
+                store=device_store,
                 policy=LocalPolicy(interpolate_component_configuration=True, reuse_python=sys.executable),
                 region=REGION,
             )
@@ -378,6 +398,8 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:  # noqa: PLR0915 -
         deployment_c=deployment_c,
         model_b_component_version=str(published_b["component_version"]),
         exit_codes=exit_codes,
+        downloads=list(device_store.downloads),
+        published_b=published_b,
     )
 
 
@@ -471,3 +493,15 @@ def test_a_corrupt_model_is_refused_and_model_b_keeps_running(story: Story) -> N
 def test_the_device_stopped_cleanly_and_left_no_process(story: Story) -> None:
     assert story.exit_codes == {MODEL: None, DETECTOR: 0}
     assert not Path(f"/proc/{story.pid_a}").exists()
+
+
+def test_the_device_downloads_released_models_from_components_only(story: Story) -> None:
+    artifact_b = f"s3://{BUCKET}/components/{MODEL}/1.0.1/model.onnx"
+    assert story.published_b["artifact_uri"] == artifact_b
+    assert story.published_b["model_uri"] == f"s3://{BUCKET}/models/{MODEL_NAME}/mt-b/model.onnx"
+    # Every download passed the token-exchange scope; the three model versions came from components/.
+    assert [uri for uri in story.downloads if uri.endswith("/model.onnx")] == [
+        f"s3://{BUCKET}/components/{MODEL}/1.0.0/model.onnx",
+        artifact_b,
+        f"s3://{BUCKET}/components/{MODEL}/1.0.2/model.onnx",
+    ]

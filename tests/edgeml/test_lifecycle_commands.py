@@ -37,6 +37,16 @@ def test_deploy_then_promote_after_the_canary_is_healthy(plane: ServerPlane, tmp
     assert code == EXIT_OK
     assert deployed["outcome"] == "published"
     assert deployed["model"]["model_uri"] == f"s3://{BUCKET}/models/pump/{V1}/model.onnx"
+    # The model goes to the canary from its released copy under components/, the prefix devices read.
+    assert (
+        deployed["publish"]["artifact_uri"] == f"s3://{BUCKET}/components/{MODEL_COMPONENT}/1.0.0/model.onnx"
+    )
+    recipe = json.loads(
+        plane.plane.gg.get_component(arn=deployed["publish"]["component_arn"], recipeOutputFormat="JSON")[
+            "recipe"
+        ]
+    )
+    assert [a["URI"] for a in recipe["Manifests"][0]["Artifacts"]] == [deployed["publish"]["artifact_uri"]]
     canary = plane.plane.latest_deployment(CANARY)
     assert deployed["deployment_id"] == canary["deploymentId"]
     assert canary["components"][MODEL_COMPONENT]["componentVersion"] == "1.0.0"

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Capture, Template
 
-from tests.infra.conftest import BUCKET, IOT, Synthesized, flatten, resources_of
+from tests.infra.conftest import BUCKET, IOT, Synthesized, as_list, flatten, resources_of
 
 THING = "${iot:Connection.Thing.ThingName}"
 
@@ -96,13 +96,20 @@ def test_role_alias_points_to_token_exchange_role(template: Template) -> None:
     ]
 
 
-def test_token_exchange_role_reads_only_artifacts_and_models(template: Template) -> None:
+def test_token_exchange_role_reads_only_released_component_artifacts(template: Template) -> None:
     policies = template.find_resources("AWS::IAM::Policy")
     assert len(policies) == 1
     statements = next(iter(policies.values()))["Properties"]["PolicyDocument"]["Statement"]
     assert [s["Sid"] for s in statements] == ["DownloadArtifacts", "DecryptArtifacts"]
     download, decrypt = statements
-    assert download["Action"] == "s3:GetObject"
-    assert resources_of(download) == [f"{BUCKET}/components/*", f"{BUCKET}/models/*"]
     assert decrypt["Action"] == "kms:Decrypt"
     assert "ModelStoreKey" in flatten(decrypt["Resource"])
+    # Exactly one statement grants S3 reads, on components/* alone: models/ holds candidates the gate
+    # rejected or nobody deployed, and devices must not read them.
+    s3_reads = [s for s in statements if "s3:GetObject" in as_list(s["Action"])]
+    assert s3_reads == [download]
+    assert download["Action"] == "s3:GetObject"
+    assert resources_of(download) == [f"{BUCKET}/components/*"]
+    assert not any("/models/" in r for s in statements for r in resources_of(s))
+    other_actions = [a for s in statements if s is not download for a in as_list(s["Action"])]
+    assert other_actions == ["kms:Decrypt"]

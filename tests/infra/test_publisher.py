@@ -187,6 +187,11 @@ def test_eventbridge_may_invoke_and_dead_letter(template: Template) -> None:
 def test_exact_publisher_statements(statements: dict[str, dict[str, Any]]) -> None:
     expected = {
         "ModelObjects": (["s3:GetObject", "s3:PutObject"], [f"{BUCKET}/models/*"]),
+        # Only the model component's own prefix under components/, the one devices read from.
+        "ModelComponentArtifacts": (
+            ["s3:GetObject", "s3:PutObject"],
+            [f"{BUCKET}/components/com.edgeml.AnomalyModel/*"],
+        ),
         "ModelComponent": (
             ["greengrass:CreateComponentVersion", "greengrass:ListComponentVersions"],
             [f"{GG}components:com.edgeml.AnomalyModel"],

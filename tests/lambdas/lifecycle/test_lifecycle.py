@@ -96,6 +96,14 @@ def test_publish_deploys_to_the_canary_with_rollback_abort_and_rate_and_records_
         "1.0.0",
     )
     assert model.model_uri == f"s3://edgeml-models/{version_key(V1)}"
+    # Devices download the released copy under components/ (the only prefix their role reads).
+    assert outcome.publish is not None
+    artifact_uri = f"s3://edgeml-models/components/{MODEL_COMPONENT}/1.0.0/model.onnx"
+    assert outcome.publish.artifact_uri == artifact_uri
+    recipe = json.loads(
+        plane.gg.get_component(arn=outcome.publish.component_arn, recipeOutputFormat="JSON")["recipe"]
+    )
+    assert [a["URI"] for a in recipe["Manifests"][0]["Artifacts"]] == [artifact_uri]
     assert model.training_metrics["n_windows"] == 2000
     assert [(d.deployment_id, d.stage, d.target_arn) for d in deployments] == [
         (outcome.deployment_id, Stage.CANARY, CANARY)
@@ -117,6 +125,8 @@ def test_gate_floor_failure_is_recorded_and_changes_nothing_in_greengrass(plane:
     names = [c["componentName"] for c in plane.gg.list_components()["components"]]
     assert names == [INFERENCE_COMPONENT]
     assert plane.deployment_count(CANARY) == 0
+    # Nothing devices could read was written for the rejected model.
+    assert plane.s3.list_objects_v2(Bucket="edgeml-models", Prefix="components/")["KeyCount"] == 0
 
 
 def test_gate_regression_against_production_is_rejected(plane: Plane):

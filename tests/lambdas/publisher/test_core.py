@@ -22,9 +22,9 @@ from lambdas.publisher.errors import (
     ModelNotFoundError,
     ModelValidationError,
 )
-from lambdas.publisher.events import ArtifactKind, PublishRequest, model_key
+from lambdas.publisher.events import ArtifactKind, PublishRequest, component_artifact_key, model_key
 from lambdas.publisher.recipe import recipe_json, render_model_recipe
-from lambdas.publisher.validation import validate_model
+from lambdas.publisher.validation import sha256_hex, validate_model
 from tests.lambdas.publisher.onnx_models import MODEL_VERSION, build_model
 from tests.lambdas.publisher.stubs import ARN_PREFIX, MemoryComponents, MemoryDeployments, MemoryStore
 from tests.lambdas.publisher.test_validation import tarball
@@ -35,6 +35,7 @@ CONFIG = load_config(
     {"MODEL_BUCKET": BUCKET, "INFERENCE_COMPONENT_VERSION": "1.2.0", "TARGET_THING_GROUP_ARN": TARGET}
 )
 KEY = model_key("pump", MODEL_VERSION)
+ARTIFACT_KEY = component_artifact_key("com.edgeml.AnomalyModel", "1.0.0")
 
 
 def request(key: str = KEY, *, kind: ArtifactKind = ArtifactKind.ONNX, expected: str | None = MODEL_VERSION):
@@ -75,6 +76,8 @@ def test_publish_creates_version_and_deployment():
     )
     assert result.component_arn == f"{ARN_PREFIX}com.edgeml.AnomalyModel:versions:1.0.0"
     assert result.model_uri == f"s3://{BUCKET}/{KEY}"
+    assert ARTIFACT_KEY == "components/com.edgeml.AnomalyModel/1.0.0/model.onnx"
+    assert result.artifact_uri == f"s3://{BUCKET}/{ARTIFACT_KEY}"
     (plan,) = world.deployments.created
     assert plan.target_arn == TARGET
     assert plan.name == "edgeml-pumps"
@@ -91,8 +94,12 @@ def test_publish_creates_version_and_deployment():
     }
     assert plan.policy.failure_handling == "ROLLBACK"
     assert plan.policy.component_update_action == "NOTIFY_COMPONENTS"
-    # The version-addressed key was already the source: nothing is written to the store.
-    assert world.store.puts == []
+    # The version-addressed key was already the source: only the component's artifact is written, and
+    # the recipe downloads it from there, the one prefix devices can read.
+    assert world.store.puts == [(BUCKET, ARTIFACT_KEY)]
+    assert world.store.objects[(BUCKET, ARTIFACT_KEY)] == world.store.objects[(BUCKET, KEY)]
+    recipe = json.loads(world.components.recipes[result.component_arn])
+    assert [a["URI"] for a in recipe["Manifests"][0]["Artifacts"]] == [result.artifact_uri]
 
 
 def test_refused_model_writes_nothing():
@@ -127,7 +134,7 @@ def test_tarball_model_is_stored_version_addressed_once():
     source = "training/job-1/output/model.tar.gz"
     world.store.objects[(BUCKET, source)] = tarball({"model.onnx": data})
     first = world.publish(request(source, kind=ArtifactKind.TARBALL, expected=None))
-    assert world.store.puts == [(BUCKET, KEY)]
+    assert world.store.puts == [(BUCKET, KEY), (BUCKET, ARTIFACT_KEY)]
     assert world.store.objects[(BUCKET, KEY)] == data
     assert first.model_uri == f"s3://{BUCKET}/{KEY}"
     # The S3 event that our own write triggers publishes the same model: nothing new happens.
@@ -139,6 +146,7 @@ def test_tarball_model_is_stored_version_addressed_once():
     )
     assert second.deployment_id == first.deployment_id
     assert len(world.deployments.created) == 1
+    assert world.store.puts == [(BUCKET, KEY), (BUCKET, ARTIFACT_KEY)]
 
 
 def test_version_addressed_key_is_never_overwritten():
@@ -150,6 +158,67 @@ def test_version_addressed_key_is_never_overwritten():
         world.publish(request(source, kind=ArtifactKind.TARBALL, expected=None))
     assert world.store.objects[(BUCKET, KEY)] == build_model(metadata={"detector": "older"})
     assert world.components.recipes == {}
+
+
+def test_republishing_the_same_model_writes_nothing_more():
+    world = World()
+    world.store.objects[(BUCKET, KEY)] = build_model()
+    first = world.publish()
+    again = world.publish()
+    assert (again.component_arn, again.artifact_uri, again.deployment_id) == (
+        first.component_arn,
+        first.artifact_uri,
+        first.deployment_id,
+    )
+    assert (again.component_created, again.deployment_created) == (False, False)
+    assert world.store.puts == [(BUCKET, ARTIFACT_KEY)]
+    assert len(world.components.recipes) == 1
+
+
+def test_same_bytes_already_at_the_artifact_key_are_reused():
+    # A publish that wrote the artifact and then failed before creating the version, retried.
+    world = World()
+    data = build_model()
+    world.store.objects[(BUCKET, KEY)] = data
+    world.store.objects[(BUCKET, ARTIFACT_KEY)] = data
+    result = world.publish()
+    assert (result.component_version, result.component_created) == ("1.0.0", True)
+    assert result.artifact_uri == f"s3://{BUCKET}/{ARTIFACT_KEY}"
+    assert world.store.puts == []
+
+
+def test_other_bytes_at_the_artifact_key_are_a_conflict_and_create_no_version():
+    world = World()
+    world.store.objects[(BUCKET, KEY)] = build_model()
+    squatter = build_model(metadata={"detector": "other"})
+    world.store.objects[(BUCKET, ARTIFACT_KEY)] = squatter
+    with pytest.raises(
+        ArtifactConflictError,
+        match=(
+            f"s3://{BUCKET}/{ARTIFACT_KEY} already holds a different model "
+            f"\\(sha256 {sha256_hex(squatter)}\\); keys are written once"
+        ),
+    ):
+        world.publish()
+    assert world.store.objects[(BUCKET, ARTIFACT_KEY)] == squatter
+    assert (world.components.recipes, world.deployments.created, world.store.puts) == ({}, [], [])
+
+
+def test_a_version_whose_artifact_is_outside_components_is_not_reused():
+    # An older layout pointed the recipe at models/, which the devices' role can no longer read.
+    world = World()
+    data = build_model()
+    world.store.objects[(BUCKET, KEY)] = data
+    legacy = render_model_recipe(
+        component_name="com.edgeml.AnomalyModel",
+        component_version="1.0.0",
+        model=validate_model(data, max_bytes=10**6),
+        artifact_uri=f"s3://{BUCKET}/{KEY}",
+    )
+    world.components.recipes[f"{ARN_PREFIX}com.edgeml.AnomalyModel:versions:1.0.0"] = recipe_json(legacy)
+    result = world.publish()
+    assert (result.component_version, result.component_created) == ("1.0.1", True)
+    assert result.artifact_uri == f"s3://{BUCKET}/components/com.edgeml.AnomalyModel/1.0.1/model.onnx"
 
 
 def test_waits_until_deployable_with_the_injected_sleep():
@@ -191,7 +260,7 @@ def test_concurrent_publish_of_the_same_model_reuses_the_winner():
         component_name="com.edgeml.AnomalyModel",
         component_version="1.0.0",
         model=validate_model(data, max_bytes=10**6),
-        artifact_uri=f"s3://{BUCKET}/{KEY}",
+        artifact_uri=f"s3://{BUCKET}/{ARTIFACT_KEY}",
     )
     world.components.race = {f"{ARN_PREFIX}com.edgeml.AnomalyModel:versions:1.0.0": recipe_json(winner)}
     result = world.publish()

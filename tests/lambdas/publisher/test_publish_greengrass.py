@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from moto import mock_aws
 from lambdas.publisher.adapters import GreengrassComponents, GreengrassDeployments, S3ModelStore
 from lambdas.publisher.config import PublisherConfig, load_config
 from lambdas.publisher.core import PublishResult, WaitPolicy, publish_model
-from lambdas.publisher.errors import ModelNotFoundError, ModelValidationError
+from lambdas.publisher.errors import ArtifactConflictError, ModelNotFoundError, ModelValidationError
 from lambdas.publisher.events import model_key, parse_event
 from standins.greengrass_fake import GreengrassV2Fake, serve
 from tests.lambdas.publisher.onnx_models import MODEL_VERSION, build_model
@@ -27,6 +28,7 @@ TARGET = "arn:aws:iot:us-east-1:123456789012:thinggroup/pumps"
 MODEL_COMPONENT = "com.edgeml.AnomalyModel"
 INFERENCE_COMPONENT = "com.edgeml.AnomalyDetector"
 KEY = model_key("pump", MODEL_VERSION)
+ARTIFACT_KEY = f"components/{MODEL_COMPONENT}/1.0.0/model.onnx"
 ENVIRONMENT = {
     "MODEL_BUCKET": BUCKET,
     "INFERENCE_COMPONENT_VERSION": "1.2.0",
@@ -99,6 +101,8 @@ def stack() -> Iterator[Stack]:
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
+        # Versioned like the real model store, so a rewrite of a write-once key would show as a version.
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
         with serve(fake=GreengrassV2Fake(s3_client=s3), host="127.0.0.1", port=0) as running:
             gg = boto3.client("greengrassv2", endpoint_url=running.endpoint_url, region_name="us-east-1")
             # The inference component is published once per code release, before any model.
@@ -126,9 +130,13 @@ def test_publish_creates_the_component_version_and_deploys_both_components(stack
     assert result.model_sha256 == hashlib.sha256(data).hexdigest()
     recipe = json.loads(stack.gg.get_component(arn=result.component_arn, recipeOutputFormat="JSON")["recipe"])
     (artifact,) = recipe["Manifests"][0]["Artifacts"]
-    assert artifact["URI"] == f"s3://{BUCKET}/{KEY}" == result.model_uri
+    # Devices download the released copy under components/, never the candidate under models/.
+    assert artifact["URI"] == f"s3://{BUCKET}/{ARTIFACT_KEY}" == result.artifact_uri
+    assert result.model_uri == f"s3://{BUCKET}/{KEY}"
+    assert stack.s3.get_object(Bucket=BUCKET, Key=ARTIFACT_KEY)["Body"].read() == data
     # The fake computes the digest from the S3 object, as the service does: the artifact is readable.
     assert artifact["Algorithm"] == "SHA-256"
+    assert artifact["Digest"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
 
     deployment = stack.latest_deployment()
     assert deployment["deploymentId"] == result.deployment_id
@@ -202,6 +210,9 @@ def test_republishing_the_same_model_changes_nothing(stack: Stack):
     assert len(stack.deployments("ALL")) == 1
     assert (again.component_arn, again.deployment_id) == (first.component_arn, first.deployment_id)
     assert (again.component_created, again.deployment_created) == (False, False)
+    assert again.artifact_uri == first.artifact_uri == f"s3://{BUCKET}/{ARTIFACT_KEY}"
+    listed = stack.s3.list_object_versions(Bucket=BUCKET, Prefix="components/")["Versions"]
+    assert [v["Key"] for v in listed] == [ARTIFACT_KEY]  # written once, not rewritten by the retry
 
 
 def test_sagemaker_tarball_is_stored_version_addressed_and_published(stack: Stack):
@@ -236,6 +247,19 @@ def test_bad_model_creates_no_component_and_no_deployment(stack: Stack, data: by
     with pytest.raises(ModelValidationError) as caught:
         stack.publish(s3_notification(KEY))
     assert message in str(caught.value)
+    assert stack.component_names() == [INFERENCE_COMPONENT]
+    assert stack.deployments("ALL") == []
+
+
+def test_a_different_model_at_the_artifact_key_is_a_conflict_and_creates_no_version(stack: Stack):
+    stack.put(KEY, build_model())
+    squatter = build_model(metadata={"detector": "other"})
+    stack.put(ARTIFACT_KEY, squatter)
+    with pytest.raises(
+        ArtifactConflictError, match=f"s3://{BUCKET}/{ARTIFACT_KEY} already holds a different"
+    ):
+        stack.publish(s3_notification(KEY))
+    assert stack.s3.get_object(Bucket=BUCKET, Key=ARTIFACT_KEY)["Body"].read() == squatter
     assert stack.component_names() == [INFERENCE_COMPONENT]
     assert stack.deployments("ALL") == []
 

@@ -3,11 +3,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lambdas.publisher.recipe import recipe_json, recipe_model_sha256, render_model_recipe
+from lambdas.publisher.recipe import (
+    recipe_artifact_uris,
+    recipe_json,
+    recipe_model_sha256,
+    render_model_recipe,
+)
 from lambdas.publisher.validation import validate_model
 from tests.lambdas.publisher.onnx_models import build_model
 
-URI = "s3://edgeml-models/models/pump/20261124T201500Z-3f2a9c1d/model.onnx"
+URI = "s3://edgeml-models/components/com.edgeml.AnomalyModel/1.0.3/model.onnx"
 
 
 def rendered() -> tuple[dict[str, Any], bytes]:
@@ -53,3 +58,12 @@ def test_recipes_without_a_model_sha256_are_recognised_as_such():
     assert recipe_model_sha256(b"RecipeFormatVersion: '2020-01-25'") is None
     assert recipe_model_sha256(b'{"ComponentConfiguration": {"DefaultConfiguration": {}}}') is None
     assert recipe_model_sha256(b"[1]") is None
+
+
+def test_artifact_uris_are_read_back_from_a_recipe():
+    assert recipe_artifact_uris(rendered()[1]) == [URI]
+    two = {"Manifests": [{"Artifacts": [{"URI": "s3://b/a"}]}, {"Artifacts": [{"URI": "s3://b/c"}, {}]}]}
+    assert recipe_artifact_uris(json.dumps(two).encode()) == ["s3://b/a", "s3://b/c"]
+    assert recipe_artifact_uris(b"RecipeFormatVersion: '2020-01-25'") == []
+    assert recipe_artifact_uris(b'{"Manifests": "none"}') == []
+    assert recipe_artifact_uris(b"[1]") == []
