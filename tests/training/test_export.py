@@ -109,7 +109,8 @@ def test_signature_follows_the_contract(nab_model):
 
 def test_normalisation_is_inside_the_graph():
     # Raw sensor values in, hand-computed score out: z = [0, 1, 3], residual 4, deviation 2.5 (see
-    # test_detector.test_score_follows_the_documented_formula); a graph without Sub/Div would give otherwise.
+    # test_detector.test_score_follows_the_documented_formula); without the centre and scales folded into the
+    # graph the raw values would give otherwise.
     out = onnx_scores(
         session(export(hand_model())), np.array([[[100.0], [110.0], [130.0]], [[90.0], [90.0], [90.0]]])
     )
