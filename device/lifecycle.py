@@ -68,20 +68,12 @@ def run_to_completion(
 ) -> None:
     """Run one finite step (Install); a non-zero exit or a timeout fails the component."""
     timeout = step.timeout_s if step.timeout_s is not None else DEFAULT_INSTALL_TIMEOUT_S
-    with logs.stdout.open("ab") as out, logs.stderr.open("ab") as err:
-        proc = subprocess.Popen(  # noqa: S603 - the script is the recipe's, as on a device
-            ["/bin/sh", "-c", step.script],
-            cwd=cwd,
-            env=dict(env),
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            terminate(proc)
-            raise LifecycleError(f"{component} {phase} timed out after {timeout:.0f} s") from None
+    proc = start(step, cwd=cwd, env=env, logs=logs)
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        terminate(proc)
+        raise LifecycleError(f"{component} {phase} timed out after {timeout:.0f} s") from None
     if code != 0:
         raise LifecycleError(f"{component} {phase} exited with code {code}: see {logs.stderr}")
 

@@ -7,12 +7,11 @@ arguments, points AWS clients at the chosen endpoints, maps failures to exit cod
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final, TextIO
 
@@ -40,12 +39,13 @@ from lambdas.publisher.errors import (
     PublisherError,
 )
 from lambdas.publisher.errors import ConfigError as PublisherConfigError
+from lambdas.publisher.handler import dependencies_from_environ
 from training.errors import TrainingError
+from training.launch import default_region, parse_key_value, run_parsed, scoped_environ
 from training.launch_config import (
     DEFAULT_INSTANCE_TYPE,
     DEFAULT_JOB_NAME_PREFIX,
     DEFAULT_MAX_RUNTIME_SECONDS,
-    DEFAULT_REGION,
     LaunchConfigError,
     LaunchError,
 )
@@ -58,7 +58,6 @@ EXIT_AWS: Final = 3
 
 ENV_ENDPOINT_URL: Final = "AWS_ENDPOINT_URL"
 ENV_GREENGRASS_ENDPOINT_URL: Final = "AWS_ENDPOINT_URL_GREENGRASSV2"
-ENV_REGIONS: Final = ("AWS_REGION", "AWS_DEFAULT_REGION")
 
 EPILOG: Final = """\
 exit codes:
@@ -111,15 +110,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return key, value
-
-
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    region = next((environ[name] for name in ENV_REGIONS if environ.get(name)), DEFAULT_REGION)
+    region = default_region(environ)
     parser = argparse.ArgumentParser(
         prog="edgeml",
         description="Train, evaluate, publish, deploy, promote and roll back anomaly models; run a "
@@ -168,7 +160,7 @@ def _add(
 
 def _hyperparameters(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "-p", "--hyperparameter", dest="hyperparameters", action="append", type=_key_value, default=[],
+        "-p", "--hyperparameter", dest="hyperparameters", action="append", type=parse_key_value, default=[],
         metavar="NAME=VALUE", help="passed to training/train.py as --NAME VALUE (repeatable)",
     )  # fmt: skip
 
@@ -199,7 +191,7 @@ def _add_train(commands: _Commands[argparse.ArgumentParser], region: str) -> Non
     cloud.add_argument("--max-runtime-seconds", type=int, default=DEFAULT_MAX_RUNTIME_SECONDS)
     cloud.add_argument("--job-name-prefix", default=DEFAULT_JOB_NAME_PREFIX)
     cloud.add_argument(
-        "--tag", dest="tags", action="append", type=_key_value, default=[], metavar="KEY=VALUE"
+        "--tag", dest="tags", action="append", type=parse_key_value, default=[], metavar="KEY=VALUE"
     )
     cloud.add_argument(
         "--skip-role-validation", action="store_true", help="skip iam:SimulatePrincipalPolicy (moto lacks it)"
@@ -321,21 +313,6 @@ def _add_local(commands: _Commands[argparse.ArgumentParser], region: str) -> Non
     demo_parser.add_argument("demo_args", nargs=argparse.REMAINDER, metavar="-- ARGS")
 
 
-@contextlib.contextmanager
-def scoped_environ(updates: Mapping[str, str]) -> Iterator[None]:
-    """Set variables for the command and restore them after (callers in the same process see no change)."""
-    saved = {name: os.environ.get(name) for name in updates}
-    os.environ.update(updates)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     stdout = out if out is not None else sys.stdout
     args = build_parser(os.environ).parse_args(argv)  # exits 2 on usage errors, 0 on --help
@@ -422,30 +399,9 @@ def _dispatch(args: argparse.Namespace, stdout: TextIO, level: int) -> int:
         extra = args.demo_args[1:] if args.demo_args[:1] == ["--"] else args.demo_args
         return EXIT_OK if demo.run.main(extra) == 0 else EXIT_FAILED
     text: str | None = None
-    if command == "train" and args.mode == "local":
-        document = jobs.train_local(
-            data_dir=args.data_dir,
-            model_dir=args.model_dir,
-            output_dir=args.output_dir,
-            hyperparameters=dict(args.hyperparameters),
-        )
-    elif command == "train":
-        document = jobs.train_sagemaker(
-            jobs.SageMakerJob(
-                bucket=args.bucket,
-                dataset=args.dataset,
-                role_arn=args.role_arn,
-                region=args.region,
-                instance_type=args.instance_type,
-                instance_count=args.instance_count,
-                image=args.image,
-                max_runtime_seconds=args.max_runtime_seconds,
-                job_name_prefix=args.job_name_prefix,
-                tags=dict(args.tags),
-                hyperparameters=dict(args.hyperparameters),
-            ),
-            validate_role=not args.skip_role_validation,
-        )
+    if command == "train":
+        # The train options carry training.launch's names: it runs them exactly as its own CLI does.
+        document = run_parsed(args)
     elif command == "evaluate":
         document, text = jobs.evaluate(
             args.benchmark,
@@ -470,7 +426,7 @@ def _dispatch(args: argparse.Namespace, stdout: TextIO, level: int) -> int:
             build_dir=args.build_dir,
         )
     elif command == "deploy":
-        parts = jobs.PublisherParts.from_environ(os.environ)
+        parts = dependencies_from_environ(os.environ)
         uri = args.model_uri
         if uri is None:
             uploaded = jobs.publish_model_file(

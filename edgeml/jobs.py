@@ -1,17 +1,16 @@
 """The jobs behind the ``edgeml`` commands: thin calls into the parts that own the work.
 
-Nothing here re-implements a part: training goes through ``training.launch``, evaluation through
-``training.evaluate``, model publishing through the publisher Lambda's cores (``publish_model`` /
-``publish_gated``), component publishing through ``greengrass_components.publish``, and replay through the
-edge component's own runtime (``anomaly_detector.app.build_runtime``). Each job returns a JSON-ready dict.
+Nothing here re-implements a part: training goes through ``training.launch`` (``edgeml.cli`` calls it
+directly), evaluation through ``training.evaluate``, model publishing through the publisher Lambda's
+own wiring and cores (``lambdas.publisher.handler``), component publishing through
+``greengrass_components.publish``, and replay through the edge component's own runtime
+(``anomaly_detector.app.build_runtime``). Each job returns a JSON-ready dict.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,17 +22,12 @@ from greengrass_components.anomaly_detector.app import build_runtime
 from greengrass_components.anomaly_detector.config import parse_config
 from greengrass_components.anomaly_detector.logs import configure_logging as configure_component_logging
 from greengrass_components.publish import publish_component
-from lambdas.lifecycle.adapters import DynamoRegistry
-from lambdas.lifecycle.config import ENV_LINEAGE_TABLE, LifecycleConfig
-from lambdas.lifecycle.config import load_config as load_lifecycle_config
-from lambdas.lifecycle.core import publish_gated
-from lambdas.lifecycle.registry import Registry
-from lambdas.publisher.adapters import GreengrassComponents, GreengrassDeployments, S3ModelStore
-from lambdas.publisher.config import DEFAULT_MAX_MODEL_BYTES, PublisherConfig
-from lambdas.publisher.config import load_config as load_publisher_config
-from lambdas.publisher.core import ComponentRegistry, DeploymentService, ModelStore, publish_model
+from lambdas.lifecycle.core import PublishOutcome
+from lambdas.publisher.config import DEFAULT_MAX_MODEL_BYTES
+from lambdas.publisher.core import ModelStore
 from lambdas.publisher.errors import ArtifactConflictError
 from lambdas.publisher.events import S3_OBJECT_CREATED, S3_SOURCE, model_key, parse_event
+from lambdas.publisher.handler import Dependencies, publish_request
 from lambdas.publisher.validation import validate_model
 from training.evaluate import (
     NAB_HYPERPARAMETERS,
@@ -44,70 +38,10 @@ from training.evaluate import (
     format_skab,
     hyperparameter_argv,
 )
-from training.launch import launch_cloud, resolve_training_image, run_local
-from training.launch_config import HyperparameterValue, LaunchConfig
 
 DEFAULT_MODEL_NAME: Final = "anomaly-detector"  # training.train's default model_name
 COMPONENT_DIR: Final = Path(__file__).resolve().parents[1] / "greengrass_components" / "anomaly_detector"
 EVALUATE_LOGGER: Final = "training.evaluate"
-
-
-# --- train -----------------------------------------------------------------------------------------
-
-
-def train_local(
-    *, data_dir: Path, model_dir: Path, output_dir: Path | None, hyperparameters: Mapping[str, str]
-) -> dict[str, object]:
-    """train.py in this process, exactly as ``python -m training.launch local`` runs it."""
-    model_path = run_local(
-        LaunchConfig(hyperparameters=dict(hyperparameters)),
-        data_dir=data_dir,
-        model_dir=model_dir,
-        output_dir=output_dir,
-    )
-    return {"model_path": str(model_path)}
-
-
-@dataclass(frozen=True)
-class SageMakerJob:
-    bucket: str
-    dataset: str
-    role_arn: str
-    region: str
-    instance_type: str
-    instance_count: int
-    image: str | None
-    max_runtime_seconds: int
-    job_name_prefix: str
-    tags: Mapping[str, str] = field(default_factory=dict)
-    hyperparameters: Mapping[str, HyperparameterValue] = field(default_factory=dict)
-
-
-def train_sagemaker(
-    job: SageMakerJob, *, validate_role: bool = True, boto_session: boto3.Session | None = None
-) -> dict[str, object]:
-    """Create the SageMaker training job (no waiting), as ``python -m training.launch cloud`` does."""
-    cfg = LaunchConfig.for_model_store(
-        bucket=job.bucket,
-        dataset=job.dataset,
-        role_arn=job.role_arn,
-        region=job.region,
-        instance_type=job.instance_type,
-        instance_count=job.instance_count,
-        training_image=job.image,
-        max_runtime_seconds=job.max_runtime_seconds,
-        job_name_prefix=job.job_name_prefix,
-        tags=dict(job.tags),
-        hyperparameters=dict(job.hyperparameters),
-    )
-    name = launch_cloud(cfg, boto_session=boto_session, validate_role=validate_role)
-    return {
-        "training_job_name": name,
-        "region": cfg.region,
-        "training_image": resolve_training_image(cfg),
-        "train_s3_uri": cfg.train_s3_uri,
-        "output_s3_uri": cfg.output_s3_uri,
-    }
 
 
 # --- evaluate --------------------------------------------------------------------------------------
@@ -181,32 +115,6 @@ def publish_code_component(
     }
 
 
-@dataclass(frozen=True)
-class PublisherParts:
-    """What the publisher Lambda's handler wires from its environment, for a run in this process."""
-
-    config: PublisherConfig
-    store: ModelStore
-    components: ComponentRegistry
-    deployments: DeploymentService
-    lifecycle: LifecycleConfig | None = None
-    registry: Registry | None = None
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> PublisherParts:
-        # Same rule as the Lambda: LINEAGE_TABLE set means the gated lifecycle publish to the canary.
-        lifecycle = load_lifecycle_config(environ) if environ.get(ENV_LINEAGE_TABLE) else None
-        return cls(
-            config=load_publisher_config(environ),
-            store=S3ModelStore(),
-            components=GreengrassComponents(),
-            deployments=GreengrassDeployments(),
-            lifecycle=lifecycle,
-            registry=DynamoRegistry(lifecycle.lineage_table) if lifecycle is not None else None,
-        )
-
-
 def object_created_event(uri: str) -> dict[str, object]:
     """The EventBridge ``Object Created`` event S3 sends for ``uri`` (what triggers the Lambda)."""
     bucket, sep, key = uri.removeprefix("s3://").partition("/")
@@ -220,7 +128,7 @@ def object_created_event(uri: str) -> dict[str, object]:
     }
 
 
-def deploy(uri: str, parts: PublisherParts) -> dict[str, object]:
+def deploy(uri: str, parts: Dependencies) -> dict[str, object]:
     """Publish the model at ``uri`` as the publisher Lambda would on its upload event.
 
     With the lifecycle configured: the gate, a deployment to the canary group and the lineage record
@@ -228,26 +136,10 @@ def deploy(uri: str, parts: PublisherParts) -> dict[str, object]:
     """
     results: list[dict[str, object]] = []
     for request in parse_event(object_created_event(uri), model_bucket=parts.config.model_bucket):
-        if parts.lifecycle is None or parts.registry is None:
-            result = publish_model(
-                request,
-                config=parts.config,
-                store=parts.store,
-                components=parts.components,
-                deployments=parts.deployments,
-            )
-            results.append({"outcome": "published", "publish": result.to_dict()})
+        outcome = publish_request(request, parts)
+        if not isinstance(outcome, PublishOutcome):
+            results.append({"outcome": "published", "publish": outcome.to_dict()})
             continue
-        outcome = publish_gated(
-            request,
-            publisher=parts.config,
-            lifecycle=parts.lifecycle,
-            store=parts.store,
-            components=parts.components,
-            deployments=parts.deployments,
-            registry=parts.registry,
-            clock=parts.clock,
-        )
         if outcome.outcome == "rejected":
             raise RefusedError(
                 f"the gate rejected model {outcome.model.model_version}: {outcome.model.reason}"

@@ -223,7 +223,7 @@ def launch_cloud(
     with tempfile.TemporaryDirectory(prefix="edgeml-launch-") as staging:
         entry_script = stage_source(cfg, Path(staging))
         try:
-            with _scoped_environ({} if validate_role else {ENV_VALIDATE_ROLE: "false"}):
+            with scoped_environ({} if validate_role else {ENV_VALIDATE_ROLE: "false"}):
                 trainer = ModelTrainer(
                     sagemaker_session=sm_session,
                     role=cloud.role_arn,
@@ -297,7 +297,7 @@ def run_local(cfg: LaunchConfig, *, data_dir: Path, model_dir: Path, output_dir:
     _log.info(
         "running the entry point locally", extra={"entry_module": entry.module.__name__, "argv": args, **env}
     )
-    with _scoped_environ(env):
+    with scoped_environ(env):
         exit_code = entry.main(args)
     if exit_code != 0:
         reason = failure_file.read_text().strip() if failure_file.is_file() else None
@@ -309,7 +309,7 @@ def run_local(cfg: LaunchConfig, *, data_dir: Path, model_dir: Path, output_dir:
 
 
 @contextlib.contextmanager
-def _scoped_environ(updates: Mapping[str, str | None]) -> Iterator[None]:
+def scoped_environ(updates: Mapping[str, str | None]) -> Iterator[None]:
     """Set (or, for ``None``, remove) variables for the duration of the block, then restore them."""
     saved = {name: os.environ.get(name) for name in updates}
     try:
@@ -332,15 +332,21 @@ def _set_env(name: str, value: str | None) -> None:
 # CLI
 
 
-def _key_value(text: str) -> tuple[str, str]:
+def parse_key_value(text: str) -> tuple[str, str]:
+    """argparse ``type`` for ``NAME=VALUE`` options (also ``edgeml train``'s)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     return key, value
 
 
+def default_region(environ: Mapping[str, str]) -> str:
+    """The first of ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` that is set, else :data:`DEFAULT_REGION`."""
+    return next((environ[name] for name in ENV_REGIONS if environ.get(name)), DEFAULT_REGION)
+
+
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    default_region = next((environ[name] for name in ENV_REGIONS if environ.get(name)), DEFAULT_REGION)
+    region = default_region(environ)
     parser = argparse.ArgumentParser(
         prog="python -m training.launch",
         description=(
@@ -358,7 +364,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
             "-p",
             dest="hyperparameters",
             action="append",
-            type=_key_value,
+            type=parse_key_value,
             default=[],
             metavar="NAME=VALUE",
             help="passed to train.py as --NAME VALUE (repeatable), e.g. -p window_length=32",
@@ -375,14 +381,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     cloud.add_argument("--bucket", required=True, help="the model store bucket")
     cloud.add_argument("--dataset", required=True, help="data set name under datasets/ in the bucket")
     cloud.add_argument("--role-arn", required=True, help="IAM execution role of the training job")
-    cloud.add_argument("--region", default=default_region, help=f"default: $AWS_REGION or {DEFAULT_REGION}")
+    cloud.add_argument("--region", default=region, help=f"default: $AWS_REGION or {DEFAULT_REGION}")
     cloud.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
     cloud.add_argument("--instance-count", type=int, default=1)
     cloud.add_argument("--image", default=None, help="training image URI (default: the scikit-learn image)")
     cloud.add_argument("--max-runtime-seconds", type=int, default=DEFAULT_MAX_RUNTIME_SECONDS)
     cloud.add_argument("--job-name-prefix", default=DEFAULT_JOB_NAME_PREFIX)
     cloud.add_argument(
-        "--tag", dest="tags", action="append", type=_key_value, default=[], metavar="KEY=VALUE"
+        "--tag", dest="tags", action="append", type=parse_key_value, default=[], metavar="KEY=VALUE"
     )
     cloud.add_argument(
         "--skip-role-validation",
@@ -409,7 +415,7 @@ def main(argv: Sequence[str] | None = None, *, boto_session: boto3.Session | Non
     configure_logging()
     args = build_parser(os.environ).parse_args(argv)
     try:
-        result = _run_cli(args, boto_session=boto_session)
+        result = run_parsed(args, boto_session=boto_session)
     except LaunchConfigError as exc:
         return _fail(EXIT_USAGE, exc)
     except (LaunchError, ClientError, BotoCoreError) as exc:
@@ -418,7 +424,12 @@ def main(argv: Sequence[str] | None = None, *, boto_session: boto3.Session | Non
     return EXIT_OK
 
 
-def _run_cli(args: argparse.Namespace, *, boto_session: boto3.Session | None) -> dict[str, object]:
+def run_parsed(args: argparse.Namespace, *, boto_session: boto3.Session | None = None) -> dict[str, object]:
+    """Run parsed ``local`` (``args.mode == "local"``) or cloud options; the JSON-ready result.
+
+    ``edgeml train local|sagemaker`` parses options with the same names and calls this, so the two
+    command lines cannot drift apart.
+    """
     hyperparameters = dict(args.hyperparameters)
     if args.mode == "local":
         cfg = LaunchConfig(hyperparameters=hyperparameters)

@@ -422,13 +422,7 @@ def score_corpus(
 
     ``results`` must cover exactly the files of ``windows``: a missing file would dodge its misses.
     """
-    _check_same_files(results.keys(), windows.keys())
-    if not profiles:
-        raise NabScoringError("no profiles to score")
-    names = sorted(results)
-    plans = {
-        name: _plan_file(results[name].timestamps, windows[name], probationary_percent) for name in names
-    }
+    names, plans = _plan_corpus(results, windows, profiles, probationary_percent)
     values = {name: _as_scores(results[name].scores, plans[name].n_rows) for name in names}
     sweep = _sweep(plans, values, names)
 
@@ -455,13 +449,7 @@ def fixed_threshold_report(
 ) -> FixedThresholdReport:
     """Score decisions that were made with per-file thresholds fixed in advance (as on a device in the
     field, which cannot sweep thresholds against labels). Same NAB rules, including the probation."""
-    _check_same_files(decisions.keys(), windows.keys())
-    if not profiles:
-        raise NabScoringError("no profiles to score")
-    names = sorted(decisions)
-    plans = {
-        name: _plan_file(decisions[name].timestamps, windows[name], probationary_percent) for name in names
-    }
+    names, plans = _plan_corpus(decisions, windows, profiles, probationary_percent)
     detected = {name: _as_detections(decisions[name].detections, plans[name].n_rows) for name in names}
     report = {
         profile_name: _profile_result(
@@ -471,6 +459,21 @@ def fixed_threshold_report(
     }
     first = next(iter(report.values()))
     return FixedThresholdReport(profiles=report, summary=first.summary)
+
+
+def _plan_corpus(
+    series: Mapping[str, ResultSeries | DetectionSeries],
+    windows: Mapping[str, Sequence[Window]],
+    profiles: Mapping[str, CostProfile],
+    probationary_percent: float,
+) -> tuple[list[str], dict[str, _FilePlan]]:
+    """Both reports' checks (the same files on both sides, some profile) and each file's plan, by name."""
+    _check_same_files(series.keys(), windows.keys())
+    if not profiles:
+        raise NabScoringError("no profiles to score")
+    names = sorted(series)
+    plans = {name: _plan_file(series[name].timestamps, windows[name], probationary_percent) for name in names}
+    return names, plans
 
 
 def summarize(files: Mapping[str, FileScore]) -> DetectionSummary:

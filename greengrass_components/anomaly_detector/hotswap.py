@@ -104,12 +104,7 @@ class ModelWatcher:
 
     def take(self) -> LoadedModel | None:
         """The newest validated model waiting to be swapped in, if any (non-blocking)."""
-        latest = None
-        while True:
-            try:
-                latest = self._ready.get_nowait()
-            except queue.Empty:
-                return latest
+        return _newest(self._ready)
 
     def check_now(self) -> None:
         """Handle one update synchronously (used by the loop thread and by tests)."""
@@ -260,12 +255,8 @@ class FileModelWatcher:
         self._ready.put(model)
 
     def take(self) -> LoadedModel | None:
-        latest = None
-        while True:
-            try:
-                latest = self._ready.get_nowait()
-            except queue.Empty:
-                return latest
+        """The newest validated model waiting to be swapped in, if any (non-blocking)."""
+        return _newest(self._ready)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="model-file-watcher", daemon=True)
@@ -279,3 +270,13 @@ class FileModelWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def _newest(ready: queue.Queue[LoadedModel]) -> LoadedModel | None:
+    # Drains the queue: models validated in between are superseded, only the last one is swapped in.
+    latest = None
+    while True:
+        try:
+            latest = ready.get_nowait()
+        except queue.Empty:
+            return latest

@@ -14,7 +14,7 @@ normal outcome, not a failure: it is recorded as REJECTED with the reason and lo
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -32,7 +32,13 @@ from lambdas.lifecycle.errors import RetryableError as LifecycleRetryableError
 from lambdas.lifecycle.registry import Registry
 from lambdas.publisher.adapters import GreengrassComponents, GreengrassDeployments, S3ModelStore
 from lambdas.publisher.config import PublisherConfig, load_config
-from lambdas.publisher.core import ComponentRegistry, DeploymentService, ModelStore, publish_model
+from lambdas.publisher.core import (
+    ComponentRegistry,
+    DeploymentService,
+    ModelStore,
+    PublishResult,
+    publish_model,
+)
 from lambdas.publisher.errors import (
     ArtifactConflictError,
     BadEventError,
@@ -61,17 +67,45 @@ class Dependencies:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
-@cache
-def _dependencies() -> Dependencies:
-    # Built on the first invocation and reused while the execution environment stays warm.
-    lifecycle = load_lifecycle_config(os.environ) if os.environ.get(ENV_LINEAGE_TABLE) else None
+def dependencies_from_environ(environ: Mapping[str, str]) -> Dependencies:
+    """The function's wiring from its environment (also ``edgeml deploy``'s, in its own process)."""
+    # LINEAGE_TABLE set means the gated lifecycle publish to the canary.
+    lifecycle = load_lifecycle_config(environ) if environ.get(ENV_LINEAGE_TABLE) else None
     return Dependencies(
-        config=load_config(os.environ),
+        config=load_config(environ),
         store=S3ModelStore(),
         components=GreengrassComponents(),
         deployments=GreengrassDeployments(),
         lifecycle=lifecycle,
         registry=DynamoRegistry(lifecycle.lineage_table) if lifecycle is not None else None,
+    )
+
+
+@cache
+def _dependencies() -> Dependencies:
+    # Built on the first invocation and reused while the execution environment stays warm.
+    return dependencies_from_environ(os.environ)
+
+
+def publish_request(request: PublishRequest, deps: Dependencies) -> PublishOutcome | PublishResult:
+    """One request as the function publishes it: gated to the canary with the lifecycle, else plain."""
+    if deps.lifecycle is not None and deps.registry is not None:
+        return publish_gated(
+            request,
+            publisher=deps.config,
+            lifecycle=deps.lifecycle,
+            store=deps.store,
+            components=deps.components,
+            deployments=deps.deployments,
+            registry=deps.registry,
+            clock=deps.clock,
+        )
+    return publish_model(
+        request,
+        config=deps.config,
+        store=deps.store,
+        components=deps.components,
+        deployments=deps.deployments,
     )
 
 
@@ -89,21 +123,14 @@ def handle(event: object, deps: Dependencies) -> dict[str, object]:
             logger.append_keys(
                 model_uri=request.uri, origin=request.origin, training_job=request.training_job
             )
-            if deps.lifecycle is not None and deps.registry is not None:
-                outcome = _publish_gated(request, deps, deps.lifecycle, deps.registry)
+            outcome = _publish(request, deps)
+            if isinstance(outcome, PublishOutcome):
                 outcomes.append(outcome.to_dict())
                 if outcome.publish is not None:
                     published.append(outcome.publish.to_dict())
                 continue
-            result = publish_model(
-                request,
-                config=deps.config,
-                store=deps.store,
-                components=deps.components,
-                deployments=deps.deployments,
-            )
-            logger.info("model published", extra=result.to_dict())
-            published.append(result.to_dict())
+            logger.info("model published", extra=outcome.to_dict())
+            published.append(outcome.to_dict())
     except _REFUSALS as exc:
         # Expected outcomes of a bad event or model: the reason is the message, a traceback adds nothing.
         logger.error("publish refused", error_type=type(exc).__name__, error=str(exc))  # noqa: TRY400
@@ -122,22 +149,13 @@ def handle(event: object, deps: Dependencies) -> dict[str, object]:
     return response
 
 
-def _publish_gated(
-    request: PublishRequest, deps: Dependencies, lifecycle: LifecycleConfig, registry: Registry
-) -> PublishOutcome:
+def _publish(request: PublishRequest, deps: Dependencies) -> PublishOutcome | PublishResult:
     try:
-        outcome = publish_gated(
-            request,
-            publisher=deps.config,
-            lifecycle=lifecycle,
-            store=deps.store,
-            components=deps.components,
-            deployments=deps.deployments,
-            registry=registry,
-            clock=deps.clock,
-        )
+        outcome = publish_request(request, deps)
     except LifecycleRetryableError as exc:
         raise RetryableError(str(exc)) from exc
+    if not isinstance(outcome, PublishOutcome):
+        return outcome
     details: dict[str, object] = {
         "model_version": outcome.model.model_version,
         "status": str(outcome.model.status),

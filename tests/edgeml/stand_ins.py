@@ -13,24 +13,15 @@ from dataclasses import dataclass
 
 import boto3
 import requests
-from moto.server import ThreadedMotoServer
 
-from lambdas.lifecycle.config import load_config
-from lambdas.lifecycle.registry import LINEAGE_TABLE_SCHEMA
-from lambdas.publisher.config import load_config as load_publisher_config
-from standins.greengrass_fake import GreengrassV2Fake, serve
-from standins.processes import free_port
 from tests.lambdas.lifecycle.helpers import (
     ACCOUNT,
-    BUCKET,
-    CANARY_THINGS,
     ENVIRONMENT,
-    FLEET_THINGS,
-    LINEAGE_TABLE,
     REGION,
     Plane,
-    inference_recipe,
+    served_plane,
 )
+from tests.support.moto import moto_server
 
 
 @dataclass
@@ -48,49 +39,21 @@ class ServerPlane:
 def server_plane(
     *, canary_group: str = "edgeml-canary", fleet_group: str = "edgeml-fleet"
 ) -> Iterator[ServerPlane]:
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    moto_url = f"http://127.0.0.1:{port}"
-    try:
+    with moto_server() as moto_url:
         # moto's backends are process-wide: start from an empty account whatever ran before.
         requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
         s3 = boto3.client("s3", endpoint_url=moto_url, region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
         ddb = boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION)
-        ddb.create_table(**LINEAGE_TABLE_SCHEMA.create_table_kwargs(LINEAGE_TABLE))
         iot = boto3.client("iot", endpoint_url=moto_url, region_name=REGION)
-        for group, things in ((canary_group, CANARY_THINGS), (fleet_group, FLEET_THINGS)):
-            iot.create_thing_group(thingGroupName=group)
-            for thing in things:
-                iot.create_thing(thingName=thing)
-                iot.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
-        fake = GreengrassV2Fake(s3_client=s3, iot_client=iot)
-        for thing in CANARY_THINGS + FLEET_THINGS:
-            fake.register_core_device(thing)
-        with serve(fake=fake, host="127.0.0.1", port=0) as running:
-            gg = boto3.client("greengrassv2", endpoint_url=running.endpoint_url, region_name=REGION)
-            gg.create_component_version(inlineRecipe=inference_recipe())
-            arn = f"arn:aws:iot:{REGION}:{ACCOUNT}:thinggroup/"
-            environment = {
-                **ENVIRONMENT,
-                "TARGET_THING_GROUP_ARN": arn + canary_group,
-                "FLEET_THING_GROUP_ARN": arn + fleet_group,
-            }
+        arn = f"arn:aws:iot:{REGION}:{ACCOUNT}:thinggroup/"
+        environment = {
+            **ENVIRONMENT,
+            "TARGET_THING_GROUP_ARN": arn + canary_group,
+            "FLEET_THING_GROUP_ARN": arn + fleet_group,
+        }
+        with served_plane(
+            s3, ddb, iot, environment, canary_group=canary_group, fleet_group=fleet_group
+        ) as plane:
             yield ServerPlane(
-                plane=Plane(
-                    s3=s3,
-                    gg=gg,
-                    ddb=ddb,
-                    iot=iot,
-                    fake=running.fake,
-                    endpoint_url=running.endpoint_url,
-                    publisher=load_publisher_config(environment),
-                    lifecycle=load_config(environment),
-                ),
-                moto_url=moto_url,
-                greengrass_url=running.endpoint_url,
-                environment=environment,
+                plane=plane, moto_url=moto_url, greengrass_url=plane.endpoint_url, environment=environment
             )
-    finally:
-        moto.stop()

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from edgeml.cli import EXIT_AWS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, main, render_text
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.cli import REPO, module_help
 
 SUBCOMMANDS = [
     [],
@@ -112,14 +108,7 @@ def test_render_text_nests_mappings_and_skips_empty_values():
 
 def test_console_script_and_module_entry_point_agree():
     """`python -m edgeml` works from the checkout; the `edgeml` script, when installed, is the same main."""
-    done = subprocess.run(
-        [sys.executable, "-m", "edgeml", "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = module_help("edgeml")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: edgeml")
     import tomllib

@@ -19,6 +19,7 @@ import yaml
 from device.recipe_vars import RecipeContext, interpolate
 from greengrass_components.gdk_build import GDK_URI_PREFIX, build, read_gdk_config
 from greengrass_components.packaging import PackagingError
+from tests.support.recipes import lower_keys
 
 REPO = Path(__file__).resolve().parents[2]
 COMPONENT_DIR = REPO / "greengrass_components" / "anomaly_detector"
@@ -61,15 +62,6 @@ GDK_CONFIG_SCHEMA: dict[str, Any] = {
         },
     },
 }
-
-
-def lower_keys(node: Any) -> Any:
-    """GDK validates recipes case-insensitively (it lower-cases keys first)."""
-    if isinstance(node, dict):
-        return {str(k).lower(): lower_keys(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [lower_keys(v) for v in node]
-    return node
 
 
 @pytest.fixture

@@ -9,19 +9,11 @@ import pytest
 import yaml
 
 import greengrass_components
+from tests.support.recipes import lower_keys
 
 RECIPE = Path(greengrass_components.__file__).parent / "anomaly_detector" / "recipe.yaml"
 SCHEMA = Path("/work/shared/schemas/greengrass-recipe.schema.json")
 COMPONENT = "com.edgeml.AnomalyDetector"
-
-
-def lower_keys(node: Any) -> Any:
-    """GDK treats recipe keys case-insensitively: it lower-cases every key before validating."""
-    if isinstance(node, dict):
-        return {str(k).lower(): lower_keys(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [lower_keys(v) for v in node]
-    return node
 
 
 def rendered(version: str = "1.2.0", uri: str = "s3://bucket/components/x/1.2.0/anomaly_detector.zip") -> Any:

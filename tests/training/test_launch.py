@@ -20,8 +20,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from botocore.parsers import ResponseParserError
-from moto.server import ThreadedMotoServer
 
+from tests.support.moto import moto_server
 from tests.training.train_helpers import NAB_SLICE, timestamps, write_csv
 from training.launch import (
     REQUIREMENTS_FILE,
@@ -104,13 +104,8 @@ def offsite_connections(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @dataclass(frozen=True)

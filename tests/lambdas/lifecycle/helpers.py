@@ -196,32 +196,47 @@ class Plane:
 def control_plane(extra_env: dict[str, str] | None = None) -> Iterator[Plane]:
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
         ddb = boto3.client("dynamodb", region_name=REGION)
-        ddb.create_table(**LINEAGE_TABLE_SCHEMA.create_table_kwargs(LINEAGE_TABLE))
         iot = boto3.client("iot", region_name=REGION)
-        for group, things in (("edgeml-canary", CANARY_THINGS), ("edgeml-fleet", FLEET_THINGS)):
-            iot.create_thing_group(thingGroupName=group)
-            for thing in things:
-                iot.create_thing(thingName=thing)
-                iot.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
-        fake = GreengrassV2Fake(s3_client=s3, iot_client=iot)
-        for thing in CANARY_THINGS + FLEET_THINGS:
-            fake.register_core_device(thing)
-        with serve(fake=fake, host="127.0.0.1", port=0) as running:
-            gg = boto3.client("greengrassv2", endpoint_url=running.endpoint_url, region_name=REGION)
-            gg.create_component_version(inlineRecipe=inference_recipe())
-            environ = {**ENVIRONMENT, **(extra_env or {})}
-            yield Plane(
-                s3=s3,
-                gg=gg,
-                ddb=ddb,
-                iot=iot,
-                fake=running.fake,
-                endpoint_url=running.endpoint_url,
-                publisher=load_publisher_config(environ),
-                lifecycle=load_config(environ),
-            )
+        with served_plane(s3, ddb, iot, {**ENVIRONMENT, **(extra_env or {})}) as plane:
+            yield plane
+
+
+@contextmanager
+def served_plane(
+    s3: Any,
+    ddb: Any,
+    iot: Any,
+    environ: dict[str, str],
+    *,
+    canary_group: str = "edgeml-canary",
+    fleet_group: str = "edgeml-fleet",
+) -> Iterator[Plane]:
+    """The model bucket, lineage table, canary and fleet groups with their things on these clients
+    (``mock_aws`` or a moto server), and the Greengrass fake over HTTP with the inference component."""
+    s3.create_bucket(Bucket=BUCKET)
+    ddb.create_table(**LINEAGE_TABLE_SCHEMA.create_table_kwargs(LINEAGE_TABLE))
+    for group, things in ((canary_group, CANARY_THINGS), (fleet_group, FLEET_THINGS)):
+        iot.create_thing_group(thingGroupName=group)
+        for thing in things:
+            iot.create_thing(thingName=thing)
+            iot.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
+    fake = GreengrassV2Fake(s3_client=s3, iot_client=iot)
+    for thing in CANARY_THINGS + FLEET_THINGS:
+        fake.register_core_device(thing)
+    with serve(fake=fake, host="127.0.0.1", port=0) as running:
+        gg = boto3.client("greengrassv2", endpoint_url=running.endpoint_url, region_name=REGION)
+        gg.create_component_version(inlineRecipe=inference_recipe())
+        yield Plane(
+            s3=s3,
+            gg=gg,
+            ddb=ddb,
+            iot=iot,
+            fake=running.fake,
+            endpoint_url=running.endpoint_url,
+            publisher=load_publisher_config(environ),
+            lifecycle=load_config(environ),
+        )
 
 
 def version_key(model_version: str) -> str:

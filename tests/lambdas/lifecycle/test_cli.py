@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 
 import pytest
 
 from lambdas.lifecycle.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
 from lambdas.lifecycle.services import Services
 from tests.lambdas.lifecycle.helpers import CANARY_THINGS, FLEET, MODEL_COMPONENT, Plane, control_plane
+from tests.support.cli import module_help
 
-REPO = Path(__file__).resolve().parents[3]
 V1 = "20261124T200000Z-00000001"
 
 
@@ -111,14 +108,7 @@ def test_missing_configuration_exits_2(capsys: pytest.CaptureFixture[str]):
 
 
 def test_module_entry_point_help():
-    done = subprocess.run(
-        [sys.executable, "-m", "lambdas.lifecycle", "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = module_help("lambdas.lifecycle")
     assert done.returncode == 0
     for command in ("status", "promote", "rollback", "what-runs-where"):
         assert command in done.stdout

@@ -7,17 +7,16 @@ without the SDK. Only the job name may differ.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from lambdas.retrain.adapters import SageMakerTrainingJobs
 from lambdas.retrain.core import training_job_request
 from tests.lambdas.retrain.helpers import BUCKET, CONFIG, PREFIX, ROLE_ARN
+from tests.support.moto import moto_server
 from training.launch import launch_cloud
 from training.launch_config import LaunchConfig
 
@@ -26,13 +25,8 @@ REGION = "us-east-1"
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with moto_server() as url:
+        yield url
 
 
 def test_retrain_request_matches_the_launchers(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
