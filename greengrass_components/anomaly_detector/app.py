@@ -30,7 +30,7 @@ from .model import LoadedModel, ModelLoader
 from .postprocess import METADATA_KEY as POSTPROCESS_KEY
 from .scoring import BatchPolicy, ScoredBatch, ScoringEngine
 from .sources import FileReplaySource, Inbound, IpcSource, MqttSource, Source
-from .spool import IN_MEMORY, Spool, SpooledEvent
+from .spool import IN_MEMORY, Spool, SpooledEvent, SpoolItem
 from .stats import Distributions, LatencyRing, RunStats
 from .transport import InMemoryTransport, IpcTransport, MqttTransport, Transport
 
@@ -211,32 +211,44 @@ class DetectorApp:
         flags = anomalous[start:].tolist()
         streams = batch.streams
         channels = self._engine.metadata.channels
+        closed: list[AnomalyEvent] = []
         for offset, flag in enumerate(flags):
             index = start + offset
             if flag or events.is_open(streams[index]):
-                self._spool_events(events.offer(batch.decision(index), channels, now))
+                closed += events.offer(batch.decision(index), channels, now)
+        # Every event of the batch in one spool transaction, committed before the forwarder sees any.
+        self._spool_events(closed)
 
     def _spool_events(self, events: list[AnomalyEvent]) -> None:
-        for event in events:
-            payload = event.to_json_bytes()
-            try:
-                result = self._spool.put(
-                    event_id=event.event_id,
-                    stream=event.stream,
-                    topic=self._anomaly_topic,
-                    payload=payload,
-                    created_at=self._wall_clock(),
-                )
-            except SpoolError as exc:
-                # Disk full or broken: nothing durable is possible; say so loudly and keep scoring.
-                self.stats.spool_dropped += 1
-                log.error(  # noqa: TRY400 - expected failure, the message says what happened
-                    "event lost: spool write failed", extra={"error": str(exc), "event_id": event.event_id}
-                )
-                continue
+        if not events:
+            return
+        created_at = self._wall_clock()
+        items = [
+            SpoolItem(
+                event_id=event.event_id,
+                stream=event.stream,
+                topic=self._anomaly_topic,
+                payload=event.to_json_bytes(),
+                created_at=created_at,
+            )
+            for event in events
+        ]
+        try:
+            results = self._spool.put_many(items)
+        except SpoolError as exc:
+            # Disk full or broken: nothing durable is possible; say so loudly and keep scoring.
+            self.stats.spool_dropped += len(events)
+            log.error(  # noqa: TRY400 - expected failure, the message says what happened
+                "events lost: spool write failed",
+                extra={"error": str(exc), "event_ids": [event.event_id for event in events]},
+            )
+            return
+        stored = 0
+        for event, result in zip(events, results, strict=True):
             self.stats.spool_dropped += result.dropped
             if result.stored:
-                self.stats.anomalies_spooled += 1
+                stored += 1
+                # One structured line per event: operators grep event ids in the component log.
                 log.info(
                     "anomaly event",
                     extra={
@@ -248,8 +260,9 @@ class DetectorApp:
                         "windows": event.windows,
                     },
                 )
-        if events:
-            self._forwarder.notify()
+        self.stats.anomalies_spooled += stored
+        # One wake-up of the forwarder per batch, after the commit.
+        self._forwarder.notify()
 
     def _on_sent(self, event: SpooledEvent) -> None:
         # Runs on the forwarder thread; plain counter updates are atomic enough under the GIL.

@@ -1,10 +1,13 @@
 """Parse sensor messages (contracts §5) into typed samples, in the model's channel order.
 
-Three shapes (see greengrass_components/README.md for the schema):
+Three JSON shapes and one binary one (see greengrass_components/README.md for the schema):
 - single: ``{"stream": "s", "timestamp": 1700000000.0, "values": {"value": 71.3}}``
 - row batch: ``{"stream": "s", "samples": [{"timestamp": ..., "values": {...}}, ...]}``
 - columnar batch: ``{"stream": "s", "timestamps": [...], "values": {"value": [...], ...}}``; parsed with
   numpy in one pass, it is the cheap shape for high-rate sensors.
+- binary columnar (``EDG1``): a small header (stream, channel names, sample count) then little-endian
+  float64 timestamps and float32 values ``[n, channels]``, read with ``np.frombuffer``: no per-sample
+  Python at all. A payload starting with the magic bytes is binary, anything else is JSON.
 
 Every way a message can be wrong raises :class:`MessageError` with a stable ``kind``, so the caller can
 count rejects by kind (a health signal) and skip the message without stopping the stream. A message is
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +42,13 @@ OVERSIZED = "oversized"
 OUT_OF_ORDER = "out_of_order"
 DUPLICATE_TIMESTAMP = "duplicate_timestamp"
 TOO_MANY_STREAMS = "too_many_streams"
+BAD_BINARY = "bad_binary"
+
+# Binary columnar message (contracts §5): header, stream name, channel names, then the two arrays.
+BINARY_MAGIC = b"EDG1"
+BINARY_VERSION = 1
+# magic, version (u8), channel count (u8), stream name length (u16), sample count (u32); little-endian.
+_BINARY_HEADER = struct.Struct("<4sBBHI")
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_MAX_SAMPLES_PER_MESSAGE = 100_000
@@ -116,6 +127,8 @@ class MessageParser:
                 OVERSIZED, f"payload has {len(payload)} bytes, the limit is {self.max_message_bytes}"
             )
         if isinstance(payload, bytes):
+            if payload[:4] == BINARY_MAGIC:
+                return self.parse_binary(payload, default_stream=default_stream)
             try:
                 text = payload.decode("utf-8")
             except UnicodeDecodeError:
@@ -223,3 +236,112 @@ class MessageParser:
         if not np.isfinite(values).all():
             raise MessageError(NON_FINITE, "values overflow float32")
         return SampleBlock(stream=stream, timestamps=timestamps, values=values)
+
+    def parse_binary(self, payload: bytes, *, default_stream: str | None = None) -> SampleBlock:
+        """Parse a binary columnar (``EDG1``) message; the same checks as the JSON columnar shape."""
+        if len(payload) > self.max_message_bytes:
+            raise MessageError(
+                OVERSIZED, f"payload has {len(payload)} bytes, the limit is {self.max_message_bytes}"
+            )
+        stream, names, n, offset = self._binary_header(payload, default_stream)
+        n_channels = len(names)
+        expected = offset + 8 * n + 4 * n * n_channels
+        if len(payload) != expected:
+            raise MessageError(
+                BAD_BINARY,
+                f"binary message of {n} samples x {n_channels} channels needs {expected} bytes, "
+                f"got {len(payload)}",
+            )
+        # Copies (not views of the payload): the engine keeps rows of them in its per-stream windows.
+        timestamps = np.frombuffer(payload, dtype="<f8", count=n, offset=offset).astype(np.float64)
+        if not np.isfinite(timestamps).all():
+            raise MessageError(BAD_TIMESTAMP, "timestamps must be finite")
+        raw = np.frombuffer(payload, dtype="<f4", count=n * n_channels, offset=offset + 8 * n)
+        raw = raw.reshape(n, n_channels)
+        if tuple(names) == self._channels:
+            values = raw.astype(np.float32)
+        else:
+            index = []
+            for channel in self._channels:
+                if channel not in names:
+                    raise MessageError(MISSING_CHANNEL, f"no values for channel {channel!r}")
+                index.append(names.index(channel))
+            values = np.ascontiguousarray(raw[:, index], dtype=np.float32)
+        if not np.isfinite(values).all():
+            raise MessageError(NON_FINITE, "values must be finite")
+        return SampleBlock(stream=stream, timestamps=timestamps, values=values)
+
+    def _binary_header(self, payload: bytes, default_stream: str | None) -> tuple[str, list[str], int, int]:
+        """Stream, channel names, sample count and the offset of the timestamps."""
+        if len(payload) < _BINARY_HEADER.size:
+            raise MessageError(BAD_BINARY, f"binary message truncated: {len(payload)} bytes, no full header")
+        magic, version, n_channels, name_len, n = _BINARY_HEADER.unpack_from(payload)
+        if magic != BINARY_MAGIC:
+            raise MessageError(BAD_BINARY, f"binary message must start with {BINARY_MAGIC!r}, got {magic!r}")
+        if version != BINARY_VERSION:
+            raise MessageError(BAD_BINARY, f"binary message version {version} is not supported (only 1)")
+        if n == 0:
+            raise MessageError(BAD_SHAPE, "binary message has no samples")
+        if n > self.max_samples:
+            raise MessageError(OVERSIZED, f"{n} samples, the limit is {self.max_samples}")
+        if n_channels == 0:
+            raise MessageError(BAD_BINARY, "binary message has no channels")
+        offset = _BINARY_HEADER.size
+        stream, offset = _binary_text(payload, offset, name_len, "stream name")
+        if not stream:
+            stream = default_stream or ""
+        if not stream:
+            raise MessageError(BAD_STREAM, "message needs a non-empty stream (header or topic)")
+        names: list[str] = []
+        for _ in range(n_channels):
+            if offset >= len(payload):
+                raise MessageError(BAD_BINARY, "binary message truncated in the channel names")
+            name, offset = _binary_text(payload, offset + 1, payload[offset], "channel name")
+            names.append(name)
+        if len(set(names)) != len(names):
+            raise MessageError(BAD_BINARY, f"binary message names a channel twice: {names}")
+        return stream, names, n, offset
+
+
+def _binary_text(payload: bytes, offset: int, length: int, what: str) -> tuple[str, int]:
+    end = offset + length
+    if end > len(payload):
+        raise MessageError(BAD_BINARY, f"binary message truncated in the {what}")
+    try:
+        return payload[offset:end].decode("utf-8"), end
+    except UnicodeDecodeError:
+        raise MessageError(BAD_BINARY, f"binary message {what} is not UTF-8") from None
+
+
+def encode_binary(
+    stream: str,
+    timestamps: NDArray[np.float64] | Sequence[float],
+    values: NDArray[np.floating[Any]],
+    channels: Sequence[str],
+) -> bytes:
+    """Build a binary columnar (``EDG1``) message: ``timestamps`` [n] epoch s, ``values`` [n, channels].
+
+    What a gateway (or a test) sends; the layout is documented in contracts §5.
+    """
+    stamps = np.asarray(timestamps, dtype="<f8")
+    table = np.asarray(values, dtype="<f4")
+    if table.ndim == 1:
+        table = table[:, None]
+    if table.shape != (stamps.shape[0], len(channels)):
+        raise ValueError(f"values must be [{stamps.shape[0]}, {len(channels)}], got {list(table.shape)}")
+    if not 1 <= len(channels) <= 255:
+        raise ValueError(f"a binary message carries 1 to 255 channels, got {len(channels)}")
+    name = stream.encode("utf-8")
+    if len(name) > 0xFFFF:
+        raise ValueError(f"stream name longer than 65535 bytes: {len(name)}")
+    parts = [
+        _BINARY_HEADER.pack(BINARY_MAGIC, BINARY_VERSION, len(channels), len(name), stamps.shape[0]),
+        name,
+    ]
+    for channel in channels:
+        encoded = channel.encode("utf-8")
+        if len(encoded) > 255:
+            raise ValueError(f"channel name longer than 255 bytes: {channel!r}")
+        parts += [bytes([len(encoded)]), encoded]
+    parts += [stamps.tobytes(), np.ascontiguousarray(table).tobytes()]
+    return b"".join(parts)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +53,17 @@ class SpooledEvent:
     stream: str
     topic: str
     payload: bytes
+
+
+@dataclass(frozen=True)
+class SpoolItem:
+    """One event to store (``put_many``)."""
+
+    event_id: str
+    stream: str
+    topic: str
+    payload: bytes
+    created_at: float
 
 
 @dataclass(frozen=True)
@@ -127,38 +138,65 @@ class Spool:
 
     def put(self, *, event_id: str, stream: str, topic: str, payload: bytes, created_at: float) -> PutResult:
         """Store one event durably (committed when this returns), applying the full-spool policy."""
-        size = len(payload)
-        if size > self.max_bytes:
-            self._record_drop(stream, 1, "event larger than the whole spool")
-            return PutResult(stored=False, dropped=1)
-        dropped = 0
+        return self.put_many([SpoolItem(event_id, stream, topic, payload, created_at)])[0]
+
+    def put_many(self, items: Sequence[SpoolItem]) -> list[PutResult]:
+        """Store events durably in ONE transaction (all committed when this returns), in order.
+
+        The app spools every event of a micro-batch this way before the forwarder may send any of them:
+        one commit per batch instead of one per event, with the same at-least-once guarantee.
+        """
+        if not items:
+            return []
+        results: list[PutResult] = []
+        warnings: list[tuple[str, dict[str, object]]] = []
         try:
             with self._transaction() as db:
-                if self._bytes + size > self.max_bytes:
-                    if self.policy == "drop_newest":
-                        self._bump(db, f"dropped:{stream}", 1)
-                        dropped = -1
-                    else:
-                        dropped = self._evict(db, self._bytes + size - self.max_bytes)
-                if dropped >= 0:
-                    db.execute(
-                        "INSERT INTO outbox(event_id, stream, topic, payload, created_at) VALUES (?,?,?,?,?)",
-                        (event_id, stream, topic, payload, created_at),
-                    )
-                    self._depth += 1
-                    self._bytes += size
+                for item in items:
+                    results.append(self._put_in(db, item, warnings))
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot write to spool {self.path}: {exc}") from exc
-        if dropped < 0:
-            log.warning(
-                "spool full: new event dropped (policy drop_newest)",
-                extra={"stream": stream, "event_id": event_id, "spool_bytes": self._bytes},
+        for message, fields in warnings:
+            log.warning(message, extra=fields)
+        return results
+
+    def _put_in(
+        self, db: sqlite3.Connection, item: SpoolItem, warnings: list[tuple[str, dict[str, object]]]
+    ) -> PutResult:
+        size = len(item.payload)
+        if size > self.max_bytes:
+            self._bump(db, f"dropped:{item.stream}", 1)
+            warnings.append(
+                (
+                    "spool: event dropped",
+                    {"stream": item.stream, "reason": "event larger than the whole spool"},
+                )
             )
             return PutResult(stored=False, dropped=1)
+        dropped = 0
+        if self._bytes + size > self.max_bytes:
+            if self.policy == "drop_newest":
+                self._bump(db, f"dropped:{item.stream}", 1)
+                warnings.append(
+                    (
+                        "spool full: new event dropped (policy drop_newest)",
+                        {"stream": item.stream, "event_id": item.event_id, "spool_bytes": self._bytes},
+                    )
+                )
+                return PutResult(stored=False, dropped=1)
+            dropped = self._evict(db, self._bytes + size - self.max_bytes)
+        db.execute(
+            "INSERT INTO outbox(event_id, stream, topic, payload, created_at) VALUES (?,?,?,?,?)",
+            (item.event_id, item.stream, item.topic, item.payload, item.created_at),
+        )
+        self._depth += 1
+        self._bytes += size
         if dropped:
-            log.warning(
-                "spool full: oldest events dropped (policy drop_oldest)",
-                extra={"dropped": dropped, "spool_bytes": self._bytes, "max_bytes": self.max_bytes},
+            warnings.append(
+                (
+                    "spool full: oldest events dropped (policy drop_oldest)",
+                    {"dropped": dropped, "spool_bytes": self._bytes, "max_bytes": self.max_bytes},
+                )
             )
         return PutResult(stored=True, dropped=dropped)
 
@@ -176,11 +214,6 @@ class Spool:
             self._depth -= 1
             self._bytes -= size
         return len(victims)
-
-    def _record_drop(self, stream: str, count: int, why: str) -> None:
-        with self._transaction() as db:
-            self._bump(db, f"dropped:{stream}", count)
-        log.warning("spool: event dropped", extra={"stream": stream, "reason": why})
 
     def peek(self, limit: int = 100) -> list[SpooledEvent]:
         """The oldest ``limit`` events, oldest first."""

@@ -16,7 +16,7 @@ ALLOWED_TOP_LEVEL = {
     "__future__", "argparse", "collections", "contextlib", "csv", "dataclasses", "datetime", "hashlib",
     "json", "logging", "math", "os", "pathlib", "queue", "re", "signal", "sqlite3", "ssl", "sys", "threading",
     "time",
-    "types", "typing", "uuid", "numpy", "onnxruntime", "awsiot", "paho",
+    "struct", "types", "typing", "uuid", "numpy", "onnxruntime", "awsiot", "paho",
 }  # fmt: skip
 
 

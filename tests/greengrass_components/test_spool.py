@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from greengrass_components.anomaly_detector.spool import Spool
+from greengrass_components.anomaly_detector.errors import SpoolError
+from greengrass_components.anomaly_detector.spool import Spool, SpoolItem
 
 
 def put(spool: Spool, n: int, stream: str = "s", size: int = 10) -> None:
@@ -57,3 +58,28 @@ def test_bad_settings_are_refused() -> None:
         Spool(":memory:", max_bytes=0)
     with pytest.raises(ValueError, match="policy must be one of"):
         Spool(":memory:", policy="keep_all")  # type: ignore[arg-type]
+
+
+def test_put_many_commits_a_batch_in_one_transaction_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    spool = Spool(path, max_bytes=25)
+    items = [SpoolItem(f"b{n}", "s", "t", bytes([n]) * 10, 0.0) for n in range(3)]
+    results = spool.put_many(items)
+    # The third does not fit: drop_oldest evicts the first, inside the same transaction.
+    assert [r.stored for r in results] == [True, True, True]
+    assert [r.dropped for r in results] == [0, 0, 1]
+    assert spool.put_many([]) == []
+    spool.close()  # committed when put_many returned: a reopen (as after kill -9) sees the batch
+    reopened = Spool(path, max_bytes=25)
+    assert [e.event_id for e in reopened.peek()] == ["b1", "b2"]
+    assert reopened.dropped() == {"s": 1}
+
+
+def test_put_many_rolls_back_the_whole_batch_on_error(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    put(spool, 1)
+    spool._db.execute("CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.event_id = 'bad' "
+                      "BEGIN SELECT RAISE(ABORT, 'refused'); END")  # fmt: skip
+    with pytest.raises(SpoolError, match=r"cannot write to spool .*refused"):
+        spool.put_many([SpoolItem("ok", "s", "t", b"x", 0.0), SpoolItem("bad", "s", "t", b"x", 0.0)])
+    assert [e.event_id for e in spool.peek()] == ["e1"]  # "ok" was rolled back with "bad"
