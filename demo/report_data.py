@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,28 +12,57 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from greengrass_components.anomaly_detector.postprocess import METADATA_KEY, PostprocessConfig
+from greengrass_components.anomaly_detector.scoring import DecisionRule
 from report import Anomaly, ReportData, StreamView
 
 from .cloud_listener import Received
 from .sensors import SeriesSlice, epoch
 
 
-def offline_scores(model_path: Path, values: Sequence[float]) -> tuple[list[int], list[float], float]:
-    """Score every full window with the deployed model (the device forwards anomalies only, not scores).
+@dataclass(frozen=True)
+class OfflineScores:
+    """The deployed model's scores of one stream, recomputed offline (the device forwards anomalies only).
 
-    Returns the index of the sample that completes each window, the scores, and the model's threshold.
+    ``index[i]`` is the sample that completes window ``i``. With an ``edge_postprocess`` model,
+    ``post_scores`` are what the component decided on (0-1, anomalous at ``>= decision_level``);
+    otherwise both are None and the decision is ``raw > threshold``.
+    """
+
+    index: list[int]
+    raw: list[float]
+    threshold: float
+    post_scores: list[float] | None = None
+    decision_level: float | None = None
+
+
+def offline_scores(model_path: Path, values: Sequence[float], stream: str = "stream") -> OfflineScores:
+    """Score every full window with the deployed model, then decide as the component does.
+
+    The post-processing is the component's own :class:`DecisionRule`, fed the windows in stream order
+    (its state depends on every earlier window, normal ones included), so the curve is the one the
+    device compared to the decision level.
     """
     meta = {p.key: p.value for p in onnx.load(str(model_path), load_external_data=False).metadata_props}
     length, threshold = int(meta["window_length"]), float(meta["threshold"])
+    config = PostprocessConfig.from_metadata(meta) if METADATA_KEY in meta else None
+    level = config.decision_level if config is not None else None
     series = np.asarray(values, dtype=np.float32)
     if series.size < length:
-        return [], [], threshold
+        return OfflineScores([], [], threshold, [] if config else None, level)
     windows = np.lib.stride_tricks.sliding_window_view(series, length)[:, :, None]
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    scores = np.concatenate(
-        [session.run(["score"], {"window": windows[i : i + 4096]})[0] for i in range(0, len(windows), 4096)]
-    )
-    return list(range(length - 1, series.size)), [float(s) for s in scores], threshold
+    rule = DecisionRule(threshold, config)
+    raw: list[float] = []
+    post: list[float] | None = [] if config is not None else None
+    for i in range(0, len(windows), 4096):
+        chunk = windows[i : i + 4096]
+        scores = np.asarray(session.run(["score"], {"window": chunk})[0], dtype=np.float32).reshape(-1)
+        raw += [float(s) for s in scores]
+        _flags, chunk_post = rule.decide([stream] * len(chunk), scores, chunk)
+        if post is not None and chunk_post is not None:
+            post += [float(s) for s in chunk_post]
+    return OfflineScores(list(range(length - 1, series.size)), raw, threshold, post, level)
 
 
 def _to_epoch(value: object) -> float:
@@ -61,7 +91,7 @@ def build_report_data(
         events = [m.json() for m in received if m.topic == f"edge/{thing}/anomalies"]
         health_bytes = sum(len(m.payload) for m in received if m.topic == f"edge/{thing}/health")
         anomaly_bytes = sum(len(m.payload) for m in received if m.topic == f"edge/{thing}/anomalies")
-        idx, scores, threshold = offline_scores(model_path, piece.values)
+        scored = offline_scores(model_path, piece.values, piece.stream)
         first, last = piece.timestamps[0], piece.timestamps[-1]
         streams.append(
             StreamView(
@@ -69,13 +99,15 @@ def build_report_data(
                 thing_name=thing,
                 timestamps=piece.timestamps,
                 values=piece.values,
-                score_timestamps=[piece.timestamps[i] for i in idx],
-                scores=scores,
-                threshold=threshold,
+                score_timestamps=[piece.timestamps[i] for i in scored.index],
+                scores=scored.post_scores if scored.post_scores is not None else scored.raw,
+                threshold=scored.threshold,
+                decision_level=scored.decision_level,
                 anomalies=[
                     Anomaly(
                         timestamp=_to_epoch(e["timestamp"]),
                         score=float(e["score"]),
+                        post_score=float(e["post_score"]) if e.get("post_score") is not None else None,
                         event_id=str(e["event_id"]),
                     )
                     for e in events
@@ -93,6 +125,7 @@ def build_report_data(
         ("detector", meta.get("detector", "")),
         ("window length", meta.get("window_length", "")),
         ("threshold", meta.get("threshold", "")),
+        ("edge post-processing", meta.get("edge_postprocess", "none (decides score > threshold)")),
         ("training data sha256", meta.get("training_data_sha256", "")),
         ("model created at", meta.get("created_at", "")),
         *lineage_extra.items(),

@@ -1,5 +1,7 @@
-"""Render the report: per stream a chart (raw series, label windows, forwarded anomalies, score and
-threshold), then bandwidth per device and the model's lineage. One file, no scripts, no network."""
+"""Render the report: per stream a chart (raw series, label windows, forwarded anomalies, and the score
+the device decided on against its line: the post-processed 0-1 score and its decision level for a model
+with ``edge_postprocess``, else the raw score and threshold),
+then bandwidth per device and the model's lineage. One file, no scripts, no network."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from html import escape
 from pathlib import Path
 
 from . import svg
-from .model import ReportData, StreamView
+from .model import Anomaly, ReportData, StreamView
 
 WIDTH, LEFT, RIGHT = 1240, 70, 20
 VALUE_TOP, VALUE_H = 28, 210
@@ -40,12 +42,17 @@ def _chart(view: StreamView) -> str:
     plot_w = WIDTH - LEFT - RIGHT
     y0, y1 = svg.nice_range(view.values)
     values = svg.Frame(LEFT, VALUE_TOP, plot_w, VALUE_H, t0, t1, y0, y1)
-    ceiling = max([*view.scores, view.threshold]) if view.scores else view.threshold * 2
-    ceiling = min(ceiling, view.threshold * SCORE_CLIP) if view.threshold > 0 else ceiling
-    s0, s1 = svg.nice_range(view.scores, floor=0.0, ceiling=ceiling)
+    if view.decision_level is not None:
+        # Post-processed scores live in [0, 1] whatever the model's units: no clipping needed.
+        s0, s1 = svg.nice_range(view.scores, floor=0.0, ceiling=1.0)
+    else:
+        ceiling = max([*view.scores, view.threshold]) if view.scores else view.threshold * 2
+        ceiling = min(ceiling, view.threshold * SCORE_CLIP) if view.threshold > 0 else ceiling
+        s0, s1 = svg.nice_range(view.scores, floor=0.0, ceiling=ceiling)
     scores = svg.Frame(LEFT, SCORE_TOP, plot_w, SCORE_H, t0, t1, s0, s1)
     parts = [
-        f'<svg class="chart" data-stream="{escape(view.stream)}" viewBox="0 0 {WIDTH} {HEIGHT}" '
+        f'<svg class="chart" data-stream="{escape(view.stream)}" data-score-kind="{_score_kind(view)}" '
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{escape(view.stream)}">'
     ]
     for frame in (values, scores):
@@ -58,13 +65,18 @@ def _chart(view: StreamView) -> str:
             )
     parts += [svg.time_axis(values), svg.value_axis(values, "sensor value (raw)")]
     parts.append(svg.polyline(svg.decimate(view.timestamps, view.values, values, plot_w), "series"))
-    score_label = f"anomaly score (clipped at {SCORE_CLIP:g}x threshold)"
+    if view.decision_level is not None:
+        score_label = f"post-processed anomaly score (0-1), decision level {view.decision_level:g}"
+    else:
+        score_label = f"anomaly score (clipped at {SCORE_CLIP:g}x threshold)"
     parts += [svg.time_axis(scores), svg.value_axis(scores, score_label)]
     parts.append(svg.polyline(svg.decimate(view.score_timestamps, view.scores, scores, plot_w), "score"))
-    ty = scores.y(view.threshold)
+    if view.decision_level is not None:
+        ty, data = scores.y(view.decision_level), f'data-decision-level="{view.decision_level:.6g}"'
+    else:
+        ty, data = scores.y(view.threshold), f'data-threshold="{view.threshold:.6g}"'
     parts.append(
-        f'<line class="threshold" data-threshold="{view.threshold:.6g}" x1="{LEFT}" y1="{ty:.1f}" '
-        f'x2="{LEFT + plot_w}" y2="{ty:.1f}"/>'
+        f'<line class="threshold" {data} x1="{LEFT}" y1="{ty:.1f}" x2="{LEFT + plot_w}" y2="{ty:.1f}"/>'
     )
     by_time = dict(zip(view.timestamps, view.values, strict=False))
     for anomaly in view.anomalies:
@@ -80,11 +92,23 @@ def _chart(view: StreamView) -> str:
     return "".join(parts)
 
 
-def _legend() -> str:
+def _score_kind(view: StreamView) -> str:
+    return "post-processed" if view.postprocessed else "raw"
+
+
+def _legend(data: ReportData) -> str:
+    kinds = {v.postprocessed for v in data.streams}
+    if kinds == {True}:
+        levels = ", ".join(sorted({f"{v.decision_level:g}" for v in data.streams}))
+        score, line = "post-processed score (0-1", f"decision level ({levels})"
+    elif kinds == {True, False}:
+        score, line = "score (post-processed 0-1 or raw", "decision level or threshold"
+    else:
+        score, line = "score (raw", "threshold"
     items = [
         ("#0969da", "raw series"),
-        ("#8250df", "score (recomputed offline with the deployed model)"),
-        ("#cf222e", "threshold / forwarded anomaly"),
+        ("#8250df", f"{score}, recomputed offline with the deployed model)"),
+        ("#cf222e", f"{line} / forwarded anomaly"),
         ("#d4a72c", "NAB label window"),
     ]
     return (
@@ -135,18 +159,24 @@ def _bandwidth(data: ReportData) -> str:
     return f'<h2>Bandwidth</h2><table id="bandwidth">{head}{"".join(rows)}</table>'
 
 
+def _vs_decision(view: StreamView, anomaly: Anomaly) -> str:
+    """How far past its decision line the event was, on the score the component decided on."""
+    if view.decision_level is not None and anomaly.post_score is not None:
+        return f"{anomaly.post_score:.3f} (level {view.decision_level:g})"
+    return f"{anomaly.score / view.threshold:.2f}x threshold" if view.threshold > 0 else "-"
+
+
 def _anomalies(data: ReportData) -> str:
     rows = [
         f'<tr class="anomaly-row"><td>{escape(v.thing_name)}</td><td>{escape(v.stream)}</td>'
         f'<td>{escape(svg.day(a.timestamp))}</td><td class="num">{a.score:.4g}</td>'
-        f'<td class="num">{a.score / v.threshold:.2f}x</td>'
+        f'<td class="num">{escape(_vs_decision(v, a))}</td>'
         f"<td><code>{escape(a.event_id)}</code></td></tr>"
         for v in data.streams
         for a in sorted(v.anomalies, key=lambda a: a.timestamp)
-        if v.threshold > 0
     ]
     head = (
-        "<tr><th>device</th><th>stream</th><th>day</th><th>score</th><th>vs threshold</th>"
+        "<tr><th>device</th><th>stream</th><th>day</th><th>raw score</th><th>decided on</th>"
         "<th>event id</th></tr>"
     )
     return f'<h2>Forwarded anomalies</h2><table id="anomalies">{head}{"".join(rows)}</table>'
@@ -166,7 +196,7 @@ def render_report(data: ReportData) -> str:
         f"<h1>{escape(data.title)}</h1>"
         f'<p class="muted">series <code>{escape(data.series)}</code> · '
         f"generated {escape(data.generated_at)} · "
-        f"{len(data.streams)} stream(s)</p>{_legend()}{sections}{_bandwidth(data)}{_anomalies(data)}"
+        f"{len(data.streams)} stream(s)</p>{_legend(data)}{sections}{_bandwidth(data)}{_anomalies(data)}"
         f"{_lineage(data)}</body></html>\n"
     )
 

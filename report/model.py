@@ -11,8 +11,10 @@ class Anomaly:
     """One anomaly event the cloud received."""
 
     timestamp: float
-    score: float
+    score: float  # the model's raw score
     event_id: str
+    # What the component decided on, with an ``edge_postprocess`` model (docs/contracts.md §6).
+    post_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,13 @@ class StreamView:
     anomaly_bytes: int
     health_bytes: int
     lifecycle_states: Mapping[str, str] = field(default_factory=dict)
+    # Set when the model carries ``edge_postprocess``: ``scores`` are then the post-processed scores
+    # (0-1) the component compared to this level; None: ``scores`` are raw, compared to ``threshold``.
+    decision_level: float | None = None
+
+    @property
+    def postprocessed(self) -> bool:
+        return self.decision_level is not None
 
     @property
     def saved_fraction(self) -> float:

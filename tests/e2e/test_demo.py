@@ -134,15 +134,21 @@ def test_demo_ran_several_devices_through_the_published_recipe(demo_run: DemoRun
 
 def test_demo_writes_a_report_that_chromium_renders(demo_run: DemoRun) -> None:
     from report.browser import dump_dom
-    from tests.report.helpers import parse
+    from tests.report.helpers import legend, parse
     from tests.report.png import decode
     from tests.report.test_chromium import colour_counts
 
     _done, summary, _b, _a = demo_run
-    dom = parse(dump_dom(Path(summary["report_path"])))
+    html = dump_dom(Path(summary["report_path"]))
+    dom = parse(html)
     assert [c["data-stream"] for c in dom.find("svg", "chart")] == [
         f"machine_temperature_system_failure-{i}" for i in (1, 2, 3)
     ]
+    # The demo deploys the evaluated NAB detector (edge_postprocess): the charts show the score the
+    # component decided on, against its decision level, not the raw score against the raw threshold.
+    assert [c["data-score-kind"] for c in dom.find("svg", "chart")] == ["post-processed"] * 3
+    assert legend(html)[1].startswith("post-processed score (0-1")
+    assert [line["data-decision-level"] for line in dom.find("line", "threshold")] == ["0.5"] * 3
     assert len(dom.find("circle", "anomaly")) == summary["anomalies_forwarded"]
     # Label windows that straddle two slices are drawn on both; every window is drawn at least once.
     windows = {(r["data-start"], r["data-end"]) for r in dom.find("rect", "label-window")}

@@ -10,7 +10,7 @@ import pytest
 from report import write_report
 from report.browser import WINDOW, BrowserError, dump_dom, screenshot
 
-from .helpers import parse, sample_report
+from .helpers import legend, parse, sample_report
 from .png import Image, decode
 
 
@@ -19,6 +19,13 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     tmp = tmp_path_factory.mktemp("chromium")
     page = write_report(sample_report(), tmp / "report.html")
     return dump_dom(page), screenshot(page, tmp / "report.png")
+
+
+def test_browser_shows_the_post_processed_score_in_the_legend(tmp_path: Path) -> None:
+    page = write_report(sample_report(post=True), tmp_path / "report.html")
+    html = dump_dom(page)
+    assert [c["data-score-kind"] for c in parse(html).find("svg", "chart")] == ["post-processed"] * 3
+    assert legend(html)[1].startswith("post-processed score (0-1")
 
 
 def test_browser_dom_has_every_part_of_the_report(rendered: tuple[str, Path]) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 from report import render_report, write_report
 from report.svg import Frame, decimate
 
-from .helpers import parse, sample_report
+from .helpers import legend, parse, sample_report
 
 
 def test_one_chart_per_stream_with_its_anomalies_and_label_windows() -> None:
@@ -23,6 +23,37 @@ def test_one_chart_per_stream_with_its_anomalies_and_label_windows() -> None:
     assert [c["data-event-id"] for c in dom.find("circle", "anomaly")] == ["ev-gw-01", "ev-gw-02", "ev-gw-03"]
     assert [t["data-threshold"] for t in dom.find("line", "threshold")] == ["2", "2", "2"]
     assert len(dom.find("polyline", "series")) == len(dom.find("polyline", "score")) == 3
+
+
+def test_raw_score_charts_name_the_threshold() -> None:
+    html = render_report(sample_report())
+    dom = parse(html)
+    assert [c["data-score-kind"] for c in dom.find("svg", "chart")] == ["raw", "raw", "raw"]
+    assert legend(html)[1:3] == [
+        "score (raw, recomputed offline with the deployed model)",
+        "threshold / forwarded anomaly",
+    ]
+    assert "anomaly score (clipped at 4x threshold)" in dom.text
+    assert "15.00x threshold" in dom.text
+
+
+def test_post_processed_charts_plot_the_score_against_the_decision_level() -> None:
+    html = render_report(sample_report(post=True))
+    dom = parse(html)
+    assert [c["data-score-kind"] for c in dom.find("svg", "chart")] == ["post-processed"] * 3
+    assert legend(html)[1:3] == [
+        "post-processed score (0-1, recomputed offline with the deployed model)",
+        "decision level (0.5) / forwarded anomaly",
+    ]
+    # The line is at the decision level, not at the raw threshold (2.0, off this 0-1 axis).
+    lines = dom.find("line", "threshold")
+    assert [line["data-decision-level"] for line in lines] == ["0.5"] * 3
+    assert all("data-threshold" not in line for line in lines)
+    assert "post-processed anomaly score (0-1), decision level 0.5" in dom.text
+    # The axis spans 0-1 (padded), so the decision level sits halfway up the score panel.
+    score_top, score_h = 28 + 210 + 46, 150
+    assert {float(line["y1"]) for line in lines} == {round(score_top + score_h / 2, 1)}
+    assert "1.000 (level 0.5)" in dom.text
 
 
 def test_bandwidth_totals_and_lineage() -> None:
