@@ -119,12 +119,20 @@ def run_file(job: FileJob) -> FileOutcome:
             f"{job.name}: model channels {meta.channels} != file channels {series.channels}"
         )
     config = job.postprocess or PostprocessConfig.from_metadata(model.extra_metadata)
-    raw = stream_scores(
+    decisions = stream_decisions(
         ScoringEngine(model, batch_size=EVAL_BATCH_SIZE), job.name, series.timestamps, series.values
     )
     first = meta.window_length - 1
+    raw = np.zeros(n_rows)
+    raw[first:] = [d.score for d in decisions]
     scores = np.zeros(n_rows)
-    scores[first:] = postprocess_scores(raw[first:], config, meta.threshold, series.values[first:])
+    post = [d.post_score for d in decisions]
+    if job.postprocess is None and all(p is not None for p in post):
+        # The engine already applied the model's own post-processing, exactly as the device does.
+        scores[first:] = post
+    else:
+        # A tuning override, or a model without edge_postprocess: post-process the raw scores here.
+        scores[first:] = postprocess_scores(raw[first:], config, meta.threshold, series.values[first:])
     raw_decisions = raw > meta.threshold
     raw_decisions[:first] = False
     return FileOutcome(
@@ -145,13 +153,13 @@ def run_file(job: FileJob) -> FileOutcome:
     )
 
 
-def stream_scores(
+def stream_decisions(
     engine: ScoringEngine,
     stream: str,
     timestamps: npt.NDArray[np.datetime64],
     values: npt.NDArray[np.float64],
-) -> npt.NDArray[np.float64]:
-    """Feed every row as a sample, in order; the raw score of row i is the window ending at row i.
+) -> list[Decision]:
+    """Feed every row as a sample, in order; decision i is the window ending at row ``i + window - 1``.
 
     Timestamps are made strictly increasing (a repeated or earlier one moves 1 ms after its predecessor):
     real NAB files step back an hour at daylight-saving changes, and the edge rightly refuses a sample
@@ -165,14 +173,14 @@ def stream_scores(
             for t, row in zip(epoch, values, strict=True)
         )
     )
-    decisions.extend(_drain(engine.flush()))
+    flushed = engine.flush()
+    if flushed is not None:
+        decisions.extend(flushed.decisions())
     first = engine.metadata.window_length - 1
     n_rows = values.shape[0]
     if len(decisions) != max(n_rows - first, 0):
         raise EvaluationError(f"{stream}: {len(decisions)} decisions for {n_rows} rows")
-    raw = np.zeros(n_rows)
-    raw[first:] = [d.score for d in decisions]
-    return raw
+    return decisions
 
 
 def strictly_increasing(epoch: npt.NDArray[np.float64], step: float = 1e-3) -> npt.NDArray[np.float64]:
@@ -181,19 +189,6 @@ def strictly_increasing(epoch: npt.NDArray[np.float64], step: float = 1e-3) -> n
         if out[i] <= out[i - 1]:
             out[i] = out[i - 1] + step
     return out
-
-
-def _drain(flushed: object) -> list[Decision]:
-    """What a final ``flush`` returned: nothing, a list of decisions, or a scored batch."""
-    if flushed is None:
-        return []
-    if isinstance(flushed, list):
-        return flushed
-    decisions = getattr(flushed, "decisions", None)
-    if callable(decisions):
-        result: list[Decision] = decisions()
-        return result
-    raise EvaluationError(f"unexpected flush result {type(flushed).__name__}")
 
 
 def postprocess_scores(
