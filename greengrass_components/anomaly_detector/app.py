@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .config import ComponentConfig
 from .errors import MessageError, SpoolError
@@ -196,28 +197,45 @@ class DetectorApp:
     def _consume(self, batch: ScoredBatch, now: float) -> None:
         self.stats.windows_scored = self._engine.windows_scored
         self.stats.batches_run = self._engine.batches_run
-        self.latency.add_many(now - np.asarray(batch.arrived_at))
+        self.latency.add_many(now - batch.arrived_at)
         self.distributions.add(batch.scores, batch.windows[:, -1, :], batch.threshold)
         anomalous = batch.anomalous()
         hits = np.flatnonzero(anomalous)
         self.stats.anomalous_windows += int(hits.size)
-        events = self._events
-        open_streams = events.open_streams
-        if hits.size == 0 and not open_streams:
+        if hits.size == 0 and not self._events.open_streams:
             return
-        # Only anomalous windows and, per stream with an open event, its next normal window (which closes
-        # it) reach the event builder: no per-window object for the normal bulk of a batch.
-        start = 0 if open_streams else int(hits[0])
-        flags = anomalous[start:].tolist()
-        streams = batch.streams
-        channels = self._engine.metadata.channels
-        closed: list[AnomalyEvent] = []
-        for offset, flag in enumerate(flags):
-            index = start + offset
-            if flag or events.is_open(streams[index]):
-                closed += events.offer(batch.decision(index), channels, now)
+        closed = self._offer_events(batch, anomalous, hits, now)
         # Every event of the batch in one spool transaction, committed before the forwarder sees any.
         self._spool_events(closed)
+
+    def _offer_events(
+        self, batch: ScoredBatch, anomalous: NDArray[np.bool_], hits: NDArray[np.intp], now: float
+    ) -> list[AnomalyEvent]:
+        """Offer the event builder only the windows that can change an event, segment by segment.
+
+        Those are the anomalous windows and, after each anomalous run, the next window of the same
+        stream (the normal one that closes its event); a stream whose event is open when a segment
+        starts also offers that segment's first window. Every other window is normal with no open
+        event, which the builder would ignore: no per-window Python for the normal bulk of a batch.
+        """
+        events = self._events
+        channels = self._engine.metadata.channels
+        segments = batch.segments
+        with_hits = {int(k) for k in np.searchsorted(batch.segment_starts, hits, side="right") - 1}
+        closed: list[AnomalyEvent] = []
+        for k, segment in enumerate(segments):
+            is_open = events.is_open(segment.stream)
+            if k not in with_hits and not is_open:
+                continue
+            start, stop = segment.start, segment.stop
+            local = (np.flatnonzero(anomalous[start:stop]) + start).tolist() if k in with_hits else []
+            offered = set(local)
+            offered.update(i + 1 for i in local if i + 1 < stop)
+            if is_open:
+                offered.add(start)
+            for index in sorted(offered):
+                closed += events.offer(batch.decision(index, segment), channels, now)
+        return closed
 
     def _spool_events(self, events: list[AnomalyEvent]) -> None:
         if not events:

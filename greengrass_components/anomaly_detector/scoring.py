@@ -10,8 +10,9 @@ when the model carries ``edge_postprocess`` metadata, the online post-processing
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -79,31 +80,48 @@ class DecisionRule:
         return None if self.postprocess is None else self.postprocess.decision_level
 
     def decide(
-        self, streams: list[str], scores: NDArray[np.float32], windows: NDArray[np.float32]
+        self, segments: Sequence[Segment], scores: NDArray[np.float32], windows: NDArray[np.float32]
     ) -> tuple[NDArray[np.bool_], NDArray[np.float64] | None]:
         if self._post is None:
             return scores > self.threshold, None
         post = self._post
         raw = scores.tolist()
         # The value checks read each window's newest sample; skip building those rows when unused.
-        if post.config.uses_values:
-            newest = windows[:, -1, :].tolist()
-            out = [post.update(stream, raw[i], newest[i]) for i, stream in enumerate(streams)]
-        else:
-            out = [post.update(stream, raw[i]) for i, stream in enumerate(streams)]
+        newest = windows[:, -1, :].tolist() if post.config.uses_values else None
+        out: list[float] = []
+        for segment in segments:
+            stream = segment.stream
+            for i in range(segment.start, segment.stop):
+                out.append(post.update(stream, raw[i], None if newest is None else newest[i]))
         flags = [post.is_anomaly(score) for score in out]
         return np.array(flags, dtype=np.bool_), np.array(out, dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Consecutive windows of ONE stream in a micro-batch: rows ``start`` to ``stop`` of the batch.
+
+    A batch is a few segments (one per message block, or one per single sample), not one Python object
+    per window: the bookkeeping of a 512-sample block is one tuple, whatever its size.
+    """
+
+    stream: str
+    start: int
+    timestamps: Sequence[float] | NDArray[np.float64]  # of each window's newest sample
+    arrived_at: float
+
+    @property
+    def stop(self) -> int:
+        return self.start + len(self.timestamps)
 
 
 @dataclass(frozen=True)
 class ScoredBatch:
     """One micro-batch's result. ``windows`` is a view of the engine's buffer: use it before the next add."""
 
-    streams: list[str]
-    timestamps: list[float]
+    segments: tuple[Segment, ...]
     scores: NDArray[np.float32]
     windows: NDArray[np.float32]
-    arrived_at: list[float]
     threshold: float
     model_version: str
     flags: NDArray[np.bool_] | None = None  # the rule's decisions; None: ``scores > threshold``
@@ -111,7 +129,40 @@ class ScoredBatch:
     decision_level: float | None = None
 
     def __len__(self) -> int:
-        return len(self.streams)
+        return int(self.scores.shape[0])
+
+    @cached_property
+    def streams(self) -> list[str]:
+        """The stream of every window (built on demand: the hot path reads segments)."""
+        return [segment.stream for segment in self.segments for _ in range(segment.start, segment.stop)]
+
+    @cached_property
+    def timestamps(self) -> list[float]:
+        out: list[float] = []
+        for segment in self.segments:
+            stamps = segment.timestamps
+            out.extend(stamps.tolist() if isinstance(stamps, np.ndarray) else stamps)
+        return out
+
+    @cached_property
+    def arrived_at(self) -> NDArray[np.float64]:
+        """Arrival time of every window (the arrival of the message that completed it)."""
+        if len(self.segments) == 1:
+            return np.full(len(self), self.segments[0].arrived_at)
+        counts = [segment.stop - segment.start for segment in self.segments]
+        return np.repeat(np.array([segment.arrived_at for segment in self.segments]), counts)
+
+    @cached_property
+    def segment_starts(self) -> NDArray[np.int64]:
+        """The first row of every segment, ascending (for ``searchsorted`` from rows to segments)."""
+        return np.fromiter(
+            (segment.start for segment in self.segments), dtype=np.int64, count=len(self.segments)
+        )
+
+    def segment_of(self, index: int) -> Segment:
+        if not 0 <= index < len(self):
+            raise IndexError(f"window {index} of a batch of {len(self)}")
+        return self.segments[int(np.searchsorted(self.segment_starts, index, side="right")) - 1]
 
     def anomalous(self) -> NDArray[np.bool_]:
         if self.flags is not None:
@@ -119,11 +170,13 @@ class ScoredBatch:
         # Strictly greater, per the contract: a score equal to the threshold is normal.
         return self.scores > self.threshold
 
-    def decision(self, index: int) -> Decision:
+    def decision(self, index: int, segment: Segment | None = None) -> Decision:
+        """Window ``index`` as a :class:`Decision` (``segment``: its segment, when the caller knows it)."""
+        segment = segment if segment is not None else self.segment_of(index)
         score = float(self.scores[index])
         return Decision(
-            stream=self.streams[index],
-            timestamp=self.timestamps[index],
+            stream=segment.stream,
+            timestamp=float(segment.timestamps[index - segment.start]),
             score=score,
             threshold=self.threshold,
             is_anomaly=bool(self.flags[index]) if self.flags is not None else score > self.threshold,
@@ -134,7 +187,9 @@ class ScoredBatch:
         )
 
     def decisions(self) -> list[Decision]:
-        return [self.decision(i) for i in range(len(self))]
+        return [
+            self.decision(i, segment) for segment in self.segments for i in range(segment.start, segment.stop)
+        ]
 
 
 class BatchPolicy:
@@ -213,9 +268,7 @@ class ScoringEngine:
         self._windows = WindowStore(meta.window_length, meta.channels, max_streams=self._max_streams)
         self._buf = np.empty((self.batch_size, meta.window_length, len(meta.channels)), dtype=np.float32)
         self._n = 0
-        self._streams: list[str] = []
-        self._timestamps: list[float] = []
-        self._arrived: list[float] = []
+        self._segments: list[Segment] = []
 
     @property
     def model(self) -> ScoringModel:
@@ -231,7 +284,7 @@ class ScoringEngine:
 
     @property
     def oldest_arrival(self) -> float | None:
-        return self._arrived[0] if self._n else None
+        return self._segments[0].arrived_at if self._n else None
 
     @property
     def stream_count(self) -> int:
@@ -256,10 +309,8 @@ class ScoringEngine:
             return False
         self._room(1)
         self._buf[self._n] = ring.window()
+        self._segments.append(Segment(sample.stream, self._n, (sample.timestamp,), arrived_at))
         self._n += 1
-        self._streams.append(sample.stream)
-        self._timestamps.append(sample.timestamp)
-        self._arrived.append(arrived_at)
         return True
 
     def add_block(self, block: SampleBlock, arrived_at: float = 0.0) -> int:
@@ -288,10 +339,8 @@ class ScoringEngine:
         windows = _windows_view(joined, w, complete)
         self._room(complete)
         self._buf[self._n : self._n + complete] = windows
+        self._segments.append(Segment(block.stream, self._n, stamps[-complete:], arrived_at))
         self._n += complete
-        self._streams.extend([block.stream] * complete)
-        self._timestamps.extend(stamps[-complete:].tolist())
-        self._arrived.extend([arrived_at] * complete)
         return complete
 
     def flush(self) -> ScoredBatch | None:
@@ -304,13 +353,11 @@ class ScoringEngine:
         if scores.shape != (n,):
             raise ValueError(f"model returned {scores.shape} scores for a batch of {n}")
         meta = self._model.metadata
-        flags, post_scores = self.rule.decide(self._streams, scores, windows)
+        flags, post_scores = self.rule.decide(self._segments, scores, windows)
         batch = ScoredBatch(
-            streams=self._streams,
-            timestamps=self._timestamps,
+            segments=tuple(self._segments),
             scores=scores,
             windows=windows,
-            arrived_at=self._arrived,
             threshold=meta.threshold,
             model_version=meta.model_version,
             flags=flags,
@@ -318,7 +365,7 @@ class ScoringEngine:
             decision_level=self.rule.decision_level,
         )
         self._n = 0
-        self._streams, self._timestamps, self._arrived = [], [], []
+        self._segments = []
         self.windows_scored += n
         self.batches_run += 1
         return batch

@@ -47,7 +47,12 @@ class LatencyRing:
 
 
 class Moments:
-    """Running count / mean / std / min / max (per column) merged batch by batch."""
+    """Running count / mean / std / min / max (per column) merged batch by batch.
+
+    Sums are kept in float64 (and each batch is widened to float64 first): a device adds millions of
+    rows between two heartbeats. The batch is reduced column-major (``[columns, n]``): numpy reduces
+    along a contiguous axis several times faster than across a narrow one (``axis=0`` of ``[512, 2]``).
+    """
 
     def __init__(self, columns: int) -> None:
         self.count = 0
@@ -57,14 +62,18 @@ class Moments:
         self._max = np.full(columns, -np.inf)
 
     def add(self, rows: NDArray[Any]) -> None:
-        if rows.shape[0] == 0:
+        """``rows`` ``[n, columns]``."""
+        self.add_columns(np.ascontiguousarray(rows.T, dtype=np.float64))
+
+    def add_columns(self, cols: NDArray[np.float64]) -> None:
+        """The same batch column-major: ``cols`` ``[columns, n]``, C-contiguous float64."""
+        if cols.shape[1] == 0:
             return
-        rows64 = rows.astype(np.float64, copy=False)
-        self.count += rows.shape[0]
-        self._sum += rows64.sum(axis=0)
-        self._sumsq += np.square(rows64).sum(axis=0)
-        self._min = np.minimum(self._min, rows64.min(axis=0))
-        self._max = np.maximum(self._max, rows64.max(axis=0))
+        self.count += cols.shape[1]
+        self._sum += np.add.reduce(cols, axis=1)
+        self._sumsq += np.add.reduce(cols * cols, axis=1)
+        np.minimum(self._min, np.minimum.reduce(cols, axis=1), out=self._min)
+        np.maximum(self._max, np.maximum.reduce(cols, axis=1), out=self._max)
 
     def summary(self) -> list[dict[str, float]]:
         if self.count == 0:
@@ -83,39 +92,53 @@ def _r(value: float) -> float:
 
 @dataclass
 class Distributions:
-    """Per heartbeat period: score moments + histogram (relative to threshold), input moments per channel."""
+    """Per heartbeat period: score moments + histogram (relative to threshold), input moments per channel.
+
+    Scores and the newest inputs are summarised together, as the columns of one ``[n, 1 + channels]``
+    array: one set of reductions per micro-batch instead of one per statistic (this runs on every batch
+    of the hot path).
+    """
 
     channels: tuple[str, ...]
-    scores: Moments = field(init=False)
-    inputs: Moments = field(init=False)
+    moments: Moments = field(init=False)
     histogram: NDArray[np.int64] = field(init=False)
 
     def __post_init__(self) -> None:
+        self._edges_for: float | None = None
+        self._edges = np.asarray(SCORE_EDGES, dtype=np.float64)
         self.reset()
 
     def reset(self) -> None:
-        self.scores = Moments(1)
-        self.inputs = Moments(len(self.channels))
+        self.moments = Moments(1 + len(self.channels))
         self.histogram = np.zeros(len(SCORE_EDGES) + 1, dtype=np.int64)
 
     def add(self, scores: NDArray[np.float32], newest_inputs: NDArray[np.float32], threshold: float) -> None:
-        self.scores.add(scores.reshape(-1, 1))
-        self.inputs.add(newest_inputs)
-        scale = threshold if threshold > 0 else 1.0
+        n = scores.shape[0]
+        if n == 0:
+            return
+        cols = np.empty((1 + newest_inputs.shape[1], n), dtype=np.float64)
+        cols[0] = scores
+        cols[1:] = newest_inputs.T
+        self.moments.add_columns(cols)
+        if self._edges_for != threshold:
+            # Bin edges in score units, once per threshold (not a division of every score per batch).
+            scale = threshold if threshold > 0 else 1.0
+            self._edges = np.asarray(SCORE_EDGES, dtype=np.float64) * scale
+            self._edges_for = threshold
         self.histogram += np.bincount(
-            np.searchsorted(SCORE_EDGES, scores / scale, side="right"), minlength=len(SCORE_EDGES) + 1
-        )[: len(SCORE_EDGES) + 1]
+            self._edges.searchsorted(scores, side="right"), minlength=self.histogram.size
+        )
 
     def summary(self) -> dict[str, Any]:
-        score = self.scores.summary()
+        columns = self.moments.summary()
         return {
-            "windows": self.scores.count,
-            "score": score[0] if score else None,
+            "windows": self.moments.count,
+            "score": columns[0] if columns else None,
             "score_histogram": {
                 "edges_x_threshold": list(SCORE_EDGES),
                 "counts": [int(c) for c in self.histogram],
             },
-            "inputs": dict(zip(self.channels, self.inputs.summary(), strict=False)),
+            "inputs": dict(zip(self.channels, columns[1:], strict=False)),
         }
 
 

@@ -13,7 +13,8 @@ import greengrass_components
 
 PACKAGE = Path(greengrass_components.__file__).parent / "anomaly_detector"
 ALLOWED_TOP_LEVEL = {
-    "__future__", "argparse", "collections", "contextlib", "csv", "dataclasses", "datetime", "hashlib",
+    "__future__", "argparse", "collections", "contextlib", "csv", "dataclasses", "datetime", "functools",
+    "hashlib",
     "json", "logging", "math", "os", "pathlib", "queue", "re", "signal", "sqlite3", "ssl", "sys", "threading",
     "time",
     "struct", "types", "typing", "uuid", "numpy", "onnxruntime", "awsiot", "paho",
