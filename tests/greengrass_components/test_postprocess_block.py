@@ -1,0 +1,134 @@
+"""The vectorised post-processing computes what the per-window reference computes, block size regardless."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from greengrass_components.anomaly_detector.postprocess import (
+    PostprocessConfig,
+    StreamPostprocessor,
+    log10_tail,
+)
+from greengrass_components.anomaly_detector.postprocess_block import BlockPostprocessor, log10_tails, supports
+from greengrass_components.anomaly_detector.scoring import DecisionRule, Segment
+from training.evaluate import NAB_POSTPROCESS, SKAB_POSTPROCESS
+
+THRESHOLD = 2.5
+
+
+def _stream(n: int, channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw scores and values with what every check reacts to: spikes, a level shift, a broken daily cycle."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    values = 50.0 + 5.0 * np.sin(2 * np.pi * t / 288)[:, None] + rng.normal(0.0, 0.5, size=(n, channels))
+    values[n // 2 :, 0] += 4.0  # level shift
+    flat = n // 4
+    values[flat : flat + 150, :] = values[flat - 1, :]  # the daily cycle stops (flat line)
+    values[(7 * n) // 12, -1] += 40.0  # out of the range seen so far
+    raw = np.abs(rng.standard_t(3, size=n)) * 0.8
+    for at in range(900, n, 1700):
+        raw[at : at + 6] += rng.uniform(5.0, 30.0)
+    return raw.astype(np.float32), values.astype(np.float32)
+
+
+def _reference(config: PostprocessConfig, raw: np.ndarray, values: np.ndarray) -> np.ndarray:
+    state = StreamPostprocessor(config, THRESHOLD)
+    rows = values.tolist()
+    return np.array([state.update(float(r), rows[i]) for i, r in enumerate(raw.tolist())])
+
+
+def _blocks(config: PostprocessConfig, raw: np.ndarray, values: np.ndarray, seed: int) -> np.ndarray:
+    block = BlockPostprocessor(config, THRESHOLD)
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    start = 0
+    while start < raw.shape[0]:
+        # Every size from a single window to more than a whole damping period.
+        size = int(rng.choice([1, 2, 7, 64, 300, 1100]))
+        stop = min(raw.shape[0], start + size)
+        out.append(block.update_block("s", raw[start:stop], values[start:stop]))
+        start = stop
+    return np.concatenate(out)
+
+
+# The flat stretch (150 rows) is shorter than every reference window: over an exactly constant reference
+# the std is rounding noise in both implementations (each its own), and the ratio to it is not comparable.
+CONFIGS = {
+    "nab": dict(NAB_POSTPROCESS),
+    "skab-ratio-hold": dict(SKAB_POSTPROCESS),
+    "log-scores-fixed-history": {
+        "method": "likelihood", "short_window": 5, "long_window": 700, "warmup": 50, "log_scores": True,
+        "suppress_level": 0.6, "suppress_rows": 150, "suppress_factor": 0.25, "hold_rows": 20,
+        "spatial_tolerance": 0.1, "seasonal_lag": 100, "reference_window": 200, "value_short_window": 12,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_block_scores_equal_the_reference(name: str) -> None:
+    config = PostprocessConfig.from_json(json.dumps(CONFIGS[name]))
+    assert supports(config)
+    raw, values = _stream(12_000, channels=2, seed=3)
+
+    expected = _reference(config, raw, values)
+    got = _blocks(config, raw, values, seed=11)
+
+    assert got == pytest.approx(expected, abs=1e-9)
+    level = config.decision_level
+    assert np.array_equal(got >= level, expected >= level)
+    # The data exercises the rules: alarms, and (for damping settings) damped rows after them.
+    assert 3 <= int((expected >= level).sum()) < 3000
+
+
+def test_unsupported_settings_stay_on_the_reference() -> None:
+    for extra in ({"level_windows": [12]}, {"variance_window": 48}, {"combine": "union"}):
+        config = PostprocessConfig.from_json(json.dumps({**NAB_POSTPROCESS, **extra}))
+        assert not supports(config)
+        with pytest.raises(ValueError, match="vectorised subset"):
+            BlockPostprocessor(config, THRESHOLD)
+    # A rule for such a model still post-processes (per window), whatever the segment sizes.
+    rule = DecisionRule(
+        THRESHOLD, PostprocessConfig.from_json(json.dumps({**NAB_POSTPROCESS, "combine": "union"}))
+    )
+    raw, values = _stream(400, channels=1, seed=5)
+    windows = np.repeat(values[:, None, :], 4, axis=1)
+    flags, post = rule.decide([Segment("s", 0, np.arange(400.0), 0.0)], raw, windows)
+    assert post is not None
+    assert post.shape == flags.shape == (400,)
+
+
+def test_rule_mixes_block_and_single_streams_with_reference_results() -> None:
+    config = PostprocessConfig.from_json(json.dumps(NAB_POSTPROCESS))
+    raw, values = _stream(3000, channels=1, seed=9)
+    windows = np.repeat(values[:, None, :], 4, axis=1)  # the newest sample is each window's last row
+    rule = DecisionRule(THRESHOLD, config)
+    got: dict[str, list[float]] = {"blocks": [], "singles": []}
+    # Same data on two streams: one arrives in 500-window segments, one window at a time.
+    for lo in range(0, 3000, 500):
+        segments = [Segment("blocks", 0, np.arange(lo, lo + 500.0), 0.0)]
+        segments += [Segment("singles", 500 + i, (float(lo + i),), 0.0) for i in range(500)]
+        batch_raw = np.concatenate([raw[lo : lo + 500], raw[lo : lo + 500]])
+        batch_windows = np.concatenate([windows[lo : lo + 500], windows[lo : lo + 500]])
+        _, post = rule.decide(segments, batch_raw, batch_windows)
+        assert post is not None
+        got["blocks"].extend(post[:500].tolist())
+        got["singles"].extend(post[500:].tolist())
+    expected = _reference(config, raw, values)
+    assert got["blocks"] == pytest.approx(expected, abs=1e-9)
+    assert got["singles"] == expected.tolist()  # the per-window reference itself
+
+
+def test_block_refuses_a_changed_channel_count() -> None:
+    block = BlockPostprocessor(PostprocessConfig.from_json(json.dumps(NAB_POSTPROCESS)), THRESHOLD)
+    raw, values = _stream(10, channels=2, seed=1)
+    block.update_block("s", raw, values)
+    with pytest.raises(ValueError, match="expected 2 values, got 1"):
+        block.update_block("s", raw, values[:, :1])
+
+
+def test_vectorised_tail_matches_the_reference_far_into_the_tail() -> None:
+    z = np.array([1e-6, 0.5, 1.0, 3.0, 8.0, 29.9, 30.0, 37.5, 40.0, 1e3])
+    assert log10_tails(z) == pytest.approx([log10_tail(float(v)) for v in z], rel=1e-12)
