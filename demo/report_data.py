@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 
 from greengrass_components.anomaly_detector.postprocess import METADATA_KEY, PostprocessConfig
-from greengrass_components.anomaly_detector.scoring import DecisionRule
+from greengrass_components.anomaly_detector.scoring import DecisionRule, Segment
 from report import Anomaly, ReportData, StreamView
 
 from .cloud_listener import Received
@@ -59,7 +59,8 @@ def offline_scores(model_path: Path, values: Sequence[float], stream: str = "str
         chunk = windows[i : i + 4096]
         scores = np.asarray(session.run(["score"], {"window": chunk})[0], dtype=np.float32).reshape(-1)
         raw += [float(s) for s in scores]
-        _flags, chunk_post = rule.decide([stream] * len(chunk), scores, chunk)
+        segment = Segment(stream, 0, np.arange(i, i + len(chunk), dtype=np.float64), 0.0)
+        _flags, chunk_post = rule.decide([segment], scores, chunk)
         if post is not None and chunk_post is not None:
             post += [float(s) for s in chunk_post]
     return OfflineScores(list(range(length - 1, series.size)), raw, threshold, post, level)

@@ -70,7 +70,7 @@ _ASYMPTOTIC_Z = 30.0
 
 def log10_tails(z: Floats) -> Floats:
     """:func:`~.postprocess.log10_tail` of every (positive) ``z``, vectorised, same formulas."""
-    q = 0.5 * _ERFC(z / math.sqrt(2.0)).astype(np.float64)
+    q = 0.5 * np.asarray(_ERFC(z / math.sqrt(2.0)), dtype=np.float64)
     far = (z >= _ASYMPTOTIC_Z) | (q <= 0.0)
     with np.errstate(divide="ignore"):
         out = -np.log10(q)
