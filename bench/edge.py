@@ -64,6 +64,7 @@ SERIES = (
 )
 TRAIN_FRACTION = 0.15
 BLOCK = 512  # samples per columnar batch message
+LARGE_BLOCK = 4096  # diagnostic: a high-rate sensor's frame (e.g. 1 s of a 4 kHz accelerometer)
 REPEAT = 16
 RUNS = 2
 # Every throughput is the best of this many measurements: on a shared machine the slow ones measure the
@@ -122,13 +123,13 @@ def timed(fn: Callable[[], int], min_s: float = 1.0) -> float:
     return best
 
 
-def bench_raw_ort(model: LoadedModel, values: np.ndarray) -> float:
-    """The better of batches of 256 and of BLOCK windows: the limit for any component on this model."""
+def bench_raw_ort(model: LoadedModel, values: np.ndarray, sizes: tuple[int, ...] = (256, BLOCK)) -> float:
+    """The best of the batch sizes: the limit for any component on this model at those batch sizes."""
     w = model.metadata.window_length
     windows = np.lib.stride_tricks.sliding_window_view(values, w)[:, :, None].astype(np.float32)
     session = model.session
     best = 0.0
-    for size in (256, BLOCK):
+    for size in sizes:
         batches = [np.ascontiguousarray(windows[i : i + size]) for i in range(0, len(windows) - size, size)]
         index = [0]
 
@@ -341,6 +342,7 @@ def measure(
     epoch, values, singles, blocks = data["epoch"], data["values"], data["singles"], data["blocks"]
     n = len(values)
     raw = bench_raw_ort(model, data["one_values"])
+    raw_large = bench_raw_ort(model, data["one_values"], (LARGE_BLOCK,))
     naive = bench_naive(model, singles)
     json_floor = bench_json_decode(blocks, n)
     edge, events = bench_edge(model, blocks, work, f"edge-{tag}", n)
@@ -351,6 +353,14 @@ def measure(
     quiet_model = replace(model, metadata=replace(model.metadata, threshold=float("inf")))
     edge_quiet, _ = bench_edge(quiet_model, blocks, work, f"edge-quiet-{tag}", n)
     edge_post, post_events = bench_edge(post_model, blocks, work, f"edge-post-{tag}", n)
+    edge_post_binary, _ = bench_edge(post_model, data["binary_blocks"], work, f"edge-post-binary-{tag}", n)
+    large = data["large_binary_blocks"]
+    edge_large, large_events = bench_edge(model, large, work, f"edge-large-{tag}", n)
+    if large_events != events:
+        raise RuntimeError(
+            f"{LARGE_BLOCK}-sample messages spooled {large_events} events, {BLOCK} ones {events}"
+        )
+    edge_large_quiet, _ = bench_edge(quiet_model, large, work, f"edge-large-quiet-{tag}", n)
     edge_single, _ = bench_edge(model, singles, work, f"edge-single-{tag}", n, best_of=1)
     latency = paced_run(
         model, work, f"latency-{tag}", streams=1, rate=1000.0, duration_s=3.0, epoch=epoch, values=values
@@ -371,6 +381,13 @@ def measure(
         "edge_samples_per_s": round(edge),
         "edge_binary_samples_per_s": round(edge_binary),
         "edge_postprocess_samples_per_s": round(edge_post),
+        "edge_postprocess_binary_samples_per_s": round(edge_post_binary),
+        "edge_binary_large_samples_per_s": round(edge_large),
+        "edge_binary_large_no_events_samples_per_s": round(edge_large_quiet),
+        "raw_ort_large_samples_per_s": round(raw_large),
+        "edge_binary_large_vs_raw_large": round(edge_large / raw_large, 3),
+        "edge_binary_large_no_events_vs_raw_large": round(edge_large_quiet / raw_large, 3),
+        "edge_postprocess_vs_naive": round(edge_post / naive, 1),
         "edge_no_events_samples_per_s": round(edge_quiet),
         "edge_single_message_samples_per_s": round(edge_single),
         "raw_ort_samples_per_s": round(raw),
@@ -430,8 +447,15 @@ def main() -> int:
             encode_binary("machine_temperature", epoch[i : i + BLOCK], values[i : i + BLOCK], ["value"])
             for i in range(0, n, BLOCK)
         ]
+        large_binary_blocks = [
+            encode_binary(
+                "machine_temperature", epoch[i : i + LARGE_BLOCK], values[i : i + LARGE_BLOCK], ["value"]
+            )
+            for i in range(0, n, LARGE_BLOCK)
+        ]
         data = {
             "binary_blocks": binary_blocks,
+            "large_binary_blocks": large_binary_blocks,
             "epoch": epoch,
             "values": values,
             "singles": singles,
@@ -449,7 +473,8 @@ def main() -> int:
         "targets": TARGETS,
         "data": {"series": str(SERIES.relative_to(REPO.parent)), "samples": n, "repeats": REPEAT,
                  "train_fraction": TRAIN_FRACTION, "window_length": model.metadata.window_length,
-                 "block_samples": BLOCK, "edge_postprocess": NAB_POSTPROCESS,
+                 "block_samples": BLOCK, "large_block_samples": LARGE_BLOCK,
+                 "edge_postprocess": NAB_POSTPROCESS,
                  "graph_ops": ops},
         "machine": {"cpu_pinned": cpu, "cpus_visible": os.cpu_count(),
                     "processor": platform.processor() or platform.machine(),
@@ -532,7 +557,17 @@ def render(r: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
         row("raw / naive (upper bound of edge / naive)", "raw_vs_naive", "", "{}"),
         row("edge_no_events_samples_per_s (diagnostic: nothing anomalous)", "edge_no_events_samples_per_s"),
         row("edge_no_events / raw", "edge_no_events_vs_raw", "", "{}"),
-        row("edge_postprocess_samples_per_s (NAB edge_postprocess)", "edge_postprocess_samples_per_s"),
+        row("edge_postprocess_samples_per_s (NAB edge_postprocess, JSON)", "edge_postprocess_samples_per_s"),
+        row("edge_postprocess_binary_samples_per_s (NAB edge_postprocess, binary)",
+            "edge_postprocess_binary_samples_per_s"),
+        row("edge_postprocess / naive", "edge_postprocess_vs_naive", "", "{}"),
+        row(f"edge_binary_large_samples_per_s (binary, {LARGE_BLOCK:,}/message)",
+            "edge_binary_large_samples_per_s"),
+        row(f"edge_binary_large_no_events_samples_per_s ({LARGE_BLOCK:,}/message, nothing anomalous)",
+            "edge_binary_large_no_events_samples_per_s"),
+        row(f"raw_ort_large_samples_per_s (batches of {LARGE_BLOCK:,})", "raw_ort_large_samples_per_s"),
+        row("edge_binary_large / raw_large", "edge_binary_large_vs_raw_large", "", "{}"),
+        row("edge_binary_large_no_events / raw_large", "edge_binary_large_no_events_vs_raw_large", "", "{}"),
         row("edge_single_message_samples_per_s", "edge_single_message_samples_per_s"),
         row("latency_p50_ms @ 1,000/s", "latency_p50_ms", "", "{}"),
         row("latency_p99_ms @ 1,000/s", "latency_p99_ms", f"<= {t['latency_p99_ms']}: "
@@ -557,6 +592,12 @@ def render(r: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
         return f"{1e6 / rate:.3f}" if rate else "-"
 
     quiet_gap_us = 1e6 / first["edge_samples_per_s"] - 1e6 / first["edge_no_events_samples_per_s"]
+    event_us_per_sample = quiet_gap_us
+    large_gap_us = (
+        1e6 / first["edge_binary_large_samples_per_s"]
+        - 1e6 / first["edge_binary_large_no_events_samples_per_s"]
+    )
+    large_event_ms = f"{large_gap_us * d['samples'] / max(first['events_spooled'], 1) / 1000:.2f}"
     parse_vs_raw = first["json_decode_samples_per_s"] / first["raw_ort_samples_per_s"]
     event_ms = f"{quiet_gap_us * d['samples'] / max(first['events_spooled'], 1) / 1000:.2f}"
     streams = "; ".join(f"run {i + 1}: {x['streams_p99_ms']}" for i, x in enumerate(runs))
@@ -583,15 +624,22 @@ Streams, p99 decision latency (ms) per stream count, each stream 1 sample/s: {st
   parse, per-stream windows (one strided view per block), one `session.run` per micro-batch,
   vectorised decisions, event merging, and a real sqlite spool on disk (every event of a micro-batch
   in one committed transaction before the forwarder is woken, once per batch). The model has no
-  `edge_postprocess`, so decisions are `score > threshold`.
+  `edge_postprocess`, so decisions are `score > threshold`. A micro-batch is bookkept as one segment
+  per message block (stream, first row, the block's timestamps array, arrival time), not one Python
+  object per window, and the event builder is offered only the windows that can change an event.
 - **edge_binary**: exactly the same run (same data, model, spool on disk, the same events) fed the same
   blocks as binary columnar `EDG1` messages (contracts §5: a small header, then little-endian float64
   timestamps and float32 values, read with `np.frombuffer`).
 - **edge_postprocess**: the same path with a model trained with the NAB `edge_postprocess` settings
-  ({json.dumps(d["edge_postprocess"])}): every window also goes through the online post-processing,
-  which is per-window Python (one `Postprocessor.update` per window, value checks included).
+  ({json.dumps(d["edge_postprocess"])}), i.e. what a device running the evaluated NAB model does. A
+  stream whose first message is a block is post-processed block-wise by the vectorised twin
+  (`postprocess_block.py`: the same scores as the per-window reference to 1e-9, tested); a stream of
+  single samples keeps the per-window reference.
+- **edge_binary_large**: binary messages of {d.get("large_block_samples", "-")} samples (one micro-batch
+  per message), with and without events, against raw ORT on batches of the same size: how the ratio to
+  raw ORT moves when per-message costs are spread over more samples.
 - **raw ORT**: `session.run` on pre-built batches, nothing else; the better of batches of 256 and of
-  {d["block_samples"]} windows.
+  {d["block_samples"]} windows (for the large-message ratio: batches of {d.get("large_block_samples", "-")}).
 - **naive**: `json.loads` + a deque window + `np.array` of it + one `session.run` per sample, on the same
   session (same options) as the others.
 - **latency**: single-sample messages stamped on arrival (as the MQTT/IPC sources do) at 1,000/s;
@@ -614,42 +662,41 @@ Per sample, run 1 (us): edge {us(first["edge_samples_per_s"])}; edge on binary m
 {us(first["edge_no_events_samples_per_s"])}; `json.loads` of the messages alone
 {us(first["json_decode_samples_per_s"])}; naive {us(first["naive_samples_per_s"])}; raw ORT
 {us(first["raw_ort_samples_per_s"])} per window. The {first["events_spooled"]:,} events of this series (one
-per ~{d["samples"] // max(first["events_spooled"], 1):,} samples) cost about {event_ms} ms each all told.
+per ~{d["samples"] // max(first["events_spooled"], 1):,} samples) cost about {event_ms} ms each all told
+(JSON path, with vs without events), {large_event_ms} ms each on the large binary messages.
 
-- **edge >= 0.5 x raw is out of reach for a component that parses JSON, on this model**: the model is a
+- **edge >= 0.5 x raw is out of reach on this model and series, for any input format.** The model is a
   {len(d.get("graph_ops", [])) or "few"}-node float32 graph ({" -> ".join(d.get("graph_ops", []))}) that
-  costs ONNX Runtime {us(first["raw_ort_samples_per_s"])} us per window in a batch, while the stdlib
-  `json.loads` of the very messages the component reads costs {us(first["json_decode_samples_per_s"])} us
-  per sample, {first["raw_ort_samples_per_s"] / first["json_decode_samples_per_s"]:.0f}x the model. No
-  amount of tuning after the parse gets above parse / raw = {parse_vs_raw:.3f}.
-  The target was written when the model dominated (the float64 graph, 0.6 us per window: see "What
-  changed"); making the model slow again to meet it would only make every number worse.
-- **binary columnar messages** (`EDG1`) take the parse off the table: edge on binary messages is
-  {us(first["edge_binary_samples_per_s"])} us per sample against {us(first["edge_samples_per_s"])} us
-  on JSON, i.e. {first["edge_binary_vs_naive"]}x naive and {first["edge_binary_vs_raw"]} x raw (run 1).
-  What is left is the component's own per-batch work (windows, decisions, distributions, latency ring)
-  and the events, still {first["raw_ort_samples_per_s"] / first["edge_binary_samples_per_s"]:.0f}x the
-  model's {us(first["raw_ort_samples_per_s"])} us per window: 0.5 x raw stays out of reach on this
-  6-node model for any input format. The naive rate is not changed for this comparison (it parses one
-  JSON sample per call), so edge_binary / naive also credits the cheaper wire format, as a gateway that
-  packs samples would see it.
-- **edge >= 20 x naive** needs {20 * first["naive_samples_per_s"]:,} samples/s here. With the stdlib
-  parser the ceiling is json_decode / naive = {first["json_decode_vs_naive"]}x (run 1); the path without
-  events reaches {first["edge_no_events_vs_naive"]}x; events bring it to {first["edge_vs_naive"]}x.
-  Where the time goes (cProfile of the no-events path, 710 messages of 512 samples, 2026-11-24):
-  `json.loads` ~40%, the columnar type and finiteness checks (`messages.py`) ~13%, per-batch score/input
-  distributions and latency ring (`stats.py`, `app.py`) ~20%, `session.run` ~10%, windows (`add_block`)
-  ~8%, the loop the rest. Each event costs the loop ~0.15 ms (event building with `uuid4`, JSON encoding,
-  a sqlite commit, and a Python pass over every later window of its batch while it is open) and the
-  forwarder thread about as much again on the same pinned core. The events of one micro-batch are now
-  spooled in one sqlite transaction and wake the forwarder once, but on this series events are ~1 per
-  1,344 samples (about one per 5 batches of 256), so nearly every batch still carries one event: the
-  per-event cost did not move measurably. The `"anomaly event"` log line is INFO and the bench does not
-  configure logging, so it costs nothing here. Closing the JSON gap needs a faster JSON parser (such as
-  orjson, which is not a dependency) or the binary format, not work in the model or the scoring core.
-- **edge_postprocess**: the NAB post-processing settings add per-window Python work (about 5 us per
-  window with their spatial and seasonal value checks); that rate, not the raw-threshold one, is what a
-  device running such a model gets, and it is still above naive.
+  costs ONNX Runtime {us(first["raw_ort_samples_per_s"])} us per window, so 0.5 x raw leaves the
+  component {2 * 1e6 / first["raw_ort_samples_per_s"] - 1e6 / first["raw_ort_samples_per_s"]:.3f} us per
+  sample for everything else. Three costs each exceed that on their own: the stdlib `json.loads` of the
+  messages ({us(first["json_decode_samples_per_s"])} us per sample: parse / raw = {parse_vs_raw:.3f} is the
+  JSON ceiling); the events (~{event_us_per_sample:.3f} us per sample on average: each costs a JSON
+  encoding, a committed sqlite insert, and the forwarder's send + delete, and this series alarms every
+  ~{d["samples"] // max(first["events_spooled"], 1):,} samples); and a 512-sample message's fixed
+  per-message work (header, checks, windows, one `session.run` call, decisions, heartbeat statistics:
+  dozens of numpy calls of ~1 us each). Large binary messages spread the fixed work: without events the
+  component reaches {first["edge_binary_large_no_events_vs_raw_large"]} x raw ORT at the same batch size
+  ({first["edge_binary_large_no_events_samples_per_s"]:,} vs {first["raw_ort_large_samples_per_s"]:,}
+  samples/s, run 1; cProfile of that path, 89 messages of 4,096 samples: `session.run` ~32 %, the
+  heartbeat statistics (score histogram and moments) ~27 %, copying the windows into the batch ~14 %,
+  parsing ~7 %); with this series' events it is {first["edge_binary_large_vs_raw_large"]} x. The target
+  was written when the model dominated (the float64 graph, 0.6 us per window: see "What changed");
+  making the model slower to meet it would only make every number worse.
+- **edge >= 20 x naive** needs {20 * first["naive_samples_per_s"]:,} samples/s here: met with binary
+  messages ({first["edge_binary_vs_naive"]}x, run 1), missed with JSON ({first["edge_vs_naive"]}x; without
+  events {first["edge_no_events_vs_naive"]}x; the parse alone caps it at json_decode / naive =
+  {first["json_decode_vs_naive"]}x). Where the time goes on the JSON path without events (cProfile, 710
+  messages of 512 samples, 2026-11-24, after the segment bookkeeping): `json.loads` ~44 %, the columnar
+  type and finiteness checks (`messages.py`) ~15 %, `session.run` ~8 %, heartbeat statistics (`stats.py`)
+  ~8 %, windows (`add_block`) ~7 %, the loop the rest. Per event, the loop spends ~0.19 ms (decisions and
+  event building, `str()` of 32 float32 values, JSON encoding, one sqlite transaction) and the forwarder
+  thread ~0.06 ms (send, delete transaction) on the same pinned core. Closing the JSON gap needs a faster
+  JSON parser (such as orjson, which is not a dependency) or the binary format.
+- **edge_postprocess**: the deployed NAB model's rate, {first["edge_postprocess_vs_naive"]}x naive on JSON
+  (run 1). Before the vectorised twin it was per-window Python (~5 us per window; 194,393 samples/s,
+  1.5x naive, 2026-11-24T21:29); the twin costs ~0.4 us per window in blocks of 512 (numpy's per-call
+  overhead over about a hundred calls per block: two likelihoods, the range and the seasonal statistic).
 - **rss**: {first["rss_mb"]} MB. paho, the Greengrass IPC SDK and its awscrt are imported only when
   used, and ONNX Runtime's CPU arena is off (`enable_cpu_mem_arena=False`: no slower on batches of
   64-2048 windows in development measurements, and freed batch buffers are not kept resident).

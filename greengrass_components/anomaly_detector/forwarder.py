@@ -40,6 +40,8 @@ class Forwarder:
         self._clock = clock
         self._wake = threading.Event()
         self._retry = threading.Event()
+        # Set each time a pass finds the spool empty: drain() waits on it instead of polling.
+        self._emptied = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sent = 0
@@ -84,6 +86,7 @@ class Forwarder:
             batch = self._spool.peek(100)
             if not batch:
                 self._send_health()
+                self._emptied.set()
                 return True
             for event in batch:
                 if self._stop.is_set():
@@ -138,13 +141,15 @@ class Forwarder:
     def drain(self, timeout_s: float) -> bool:
         """Wait until the spool is empty (True) or ``timeout_s`` passed (False; rows stay for next run)."""
         deadline = self._clock() + timeout_s
-        self.notify()
         while self._spool.depth > 0:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return False
+            self._emptied.clear()
             self._wake.set()
-            time.sleep(min(0.01, remaining))
+            # Woken as soon as the forwarder empties the spool; the 10 ms bound covers a pass that
+            # emptied it between the depth check and the clear (and a forwarder that is not running).
+            self._emptied.wait(min(0.01, remaining))
         return True
 
     def close(self) -> None:

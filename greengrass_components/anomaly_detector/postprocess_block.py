@@ -87,6 +87,7 @@ class _TailState:
     short: Floats = field(default_factory=lambda: np.empty(0))
     history: Floats = field(default_factory=lambda: np.empty(0))
     window: int = 0  # the history length in force (it only grows)
+    shift: float | None = None  # the first average: sums are taken of values centred on it
 
 
 def _tails(
@@ -111,7 +112,6 @@ def _tails(
     averages = (sums[ends] - sums[ends - counts]) / counts
     # History before value i: the averages kept after value i - 1, i.e. the last min(window, available).
     n0 = state.history.shape[0]
-    hist = np.concatenate([state.history, averages])
     lengths = np.asarray(windows, dtype=np.int64)
     before = np.empty(k, dtype=np.int64)
     if lengths.ndim == 0:
@@ -121,25 +121,36 @@ def _tails(
         before[1:] = lengths[:-1]
     available = n0 + np.arange(k)
     h = np.minimum(before, available)
-    # Prefix sums relative to the first history value: the variance survives large offsets.
-    shift = hist[0] if hist.shape[0] else 0.0
-    centred = hist - shift
-    p1 = np.concatenate([[0.0], np.cumsum(centred)])
-    p2 = np.concatenate([[0.0], np.cumsum(centred * centred)])
-    stop = available
-    start = stop - h
+    # Window i is combined[dropped_i : n0 + i] of combined = history + this block's averages; history is
+    # exactly what the window kept, so dropped_0 = 0 and the dropped prefix is at most k long. Sums come
+    # from the history's totals plus prefix sums over O(k) values, never over the whole history. Values
+    # are centred on the stream's first average: the variance survives large offsets.
+    if state.shift is None:
+        state.shift = float(averages[0])
+    centred = np.concatenate([state.history - state.shift, averages - state.shift])
+    head, block = centred[:n0], centred[n0:]
+    block_sq = block * block
+    stop_sum = float(head.sum()) + np.concatenate([[0.0], np.cumsum(block)[:-1]])
+    stop_sq = float(np.dot(head, head)) + np.concatenate([[0.0], np.cumsum(block_sq)[:-1]])
+    dropped = available - h
+    front = centred[: int(dropped.max())]
+    front_sum = np.concatenate([[0.0], np.cumsum(front)])
+    front_sq = np.concatenate([[0.0], np.cumsum(front * front)])
     out = np.zeros(k)
     ok = h >= max(min_history, 2)
-    if ok.any():
-        hh = h[ok].astype(np.float64)
-        mean_c = (p1[stop[ok]] - p1[start[ok]]) / hh
-        var = (p2[stop[ok]] - p2[start[ok]]) / hh - mean_c * mean_c
+    every = bool(ok.all())
+    if every or ok.any():
+        sel = slice(None) if every else ok
+        hh = h[sel].astype(np.float64)
+        mean_c = (stop_sum[sel] - front_sum[dropped[sel]]) / hh
+        var = (stop_sq[sel] - front_sq[dropped[sel]]) / hh - mean_c * mean_c
         std = np.maximum(np.sqrt(np.maximum(var, 0.0)), min_std)
-        z = (averages[ok] - shift - mean_c) / std
+        z = (block[sel] - mean_c) / std
         positive = z > 0
         tails = np.zeros(z.shape[0])
         tails[positive] = log10_tails(z[positive])
-        out[ok] = tails
+        out[sel] = tails
+    hist = np.concatenate([state.history, averages])
     final = int(lengths) if lengths.ndim == 0 else int(lengths[-1])
     state.window = max(state.window, final)
     state.history = hist[-min(state.window, hist.shape[0]) :].copy() if hist.shape[0] else hist

@@ -122,7 +122,7 @@ class Distributions:
         self.moments.add_columns(cols)
         if self._edges_for != threshold:
             # Bin edges in score units, once per threshold (not a division of every score per batch).
-            scale = threshold if threshold > 0 else 1.0
+            scale = threshold if 0 < threshold < math.inf else 1.0
             self._edges = np.asarray(SCORE_EDGES, dtype=np.float64) * scale
             self._edges_for = threshold
         self.histogram += np.bincount(
