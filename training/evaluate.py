@@ -43,6 +43,7 @@ from training.nab_scorer import (
     load_windows,
     score_corpus,
 )
+from training.seasonal import SamplingInterval, resolve_edge_postprocess
 from training.skab_metrics import SKAB_TRAIN_ROWS, BinaryMetrics, corpus_binary_metrics
 
 EXIT_OK: Final = 0
@@ -50,8 +51,10 @@ EXIT_BAD_INPUT: Final = 2
 DEFAULT_WORKERS: Final = 2
 SKAB_LABEL: Final = "anomaly"
 
-# Chosen on the shared NAB corpus (docs/detection.md); one set for every file.
-NAB_POSTPROCESS: Final[Mapping[str, object]] = {
+# Chosen on the shared NAB corpus (docs/detection.md); one set for every file. The seasonal check is
+# given in time (training resolves it to rows from the training rows' median sampling interval,
+# training/seasonal.py), so an hourly or 30-minute stream also compares with the same time a day ago.
+NAB_POSTPROCESS_BY_TIME: Final[Mapping[str, object]] = {
     "method": "likelihood",
     "short_window": 10,
     "long_window": 1000,
@@ -66,16 +69,22 @@ NAB_POSTPROCESS: Final[Mapping[str, object]] = {
     "suppress_level": 0.5,
     "suppress_rows": 400,
     "suppress_factor": 0.0,
-    # Checks on the stream's values: HTM's spatial range check and a seasonal (one day of 5-minute rows)
-    # difference likelihood, against a two-day reference spread.
+    # Checks on the stream's values: HTM's spatial range check and a seasonal (one day) difference
+    # likelihood, against a two-day reference spread, averaged over a quarter of a day.
     "spatial_tolerance": 0.05,
-    "seasonal_lag": 288,
-    "value_short_window": 72,
-    "reference_window": 576,
+    "seasonal_period_s": 86400,
+    "reference_periods": 2,
+    "value_short_fraction": 0.25,
 }
+NAB_SAMPLING_S: Final = 300.0
+# What the device gets on NAB's 5-minute rows (seasonal_lag 288, reference_window 576,
+# value_short_window 72): the row-based form, for code that builds the edge's config directly.
+NAB_POSTPROCESS: Final[Mapping[str, object]] = resolve_edge_postprocess(
+    NAB_POSTPROCESS_BY_TIME, SamplingInterval(median_s=NAB_SAMPLING_S, regular_share=1.0, n_intervals=1)
+).edge_postprocess
 NAB_HYPERPARAMETERS: Final[Mapping[str, str]] = {
     "window_length": "32",
-    "edge_postprocess": json.dumps(NAB_POSTPROCESS),
+    "edge_postprocess": json.dumps(NAB_POSTPROCESS_BY_TIME),
 }
 # Chosen on the shared SKAB corpus (docs/detection.md).
 SKAB_POSTPROCESS: Final[Mapping[str, object]] = {

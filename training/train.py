@@ -34,6 +34,12 @@ from training.detector import DetectorConfig, ForecastResidualModel, fit, score_
 from training.errors import ConfigError, TrainingError
 from training.export import ModelMetadata, build_onnx_model, format_utc, save_model
 from training.logs import configure_logging
+from training.seasonal import (
+    SeasonalResolution,
+    resolve_edge_postprocess,
+    sampling_interval,
+    validate_time_keys,
+)
 
 ENV_MODEL_DIR: Final = "SM_MODEL_DIR"
 ENV_CHANNEL_TRAIN: Final = "SM_CHANNEL_TRAIN"
@@ -96,6 +102,8 @@ class TrainConfig:
         # Building these validates their parameters now, before any data is read.
         self.detector_config()
         self.calibration_rule()
+        if self.edge_postprocess is not None:
+            validate_time_keys(self.edge_postprocess)
 
     def detector_config(self) -> DetectorConfig:
         return DetectorConfig(
@@ -244,6 +252,7 @@ def train(config: TrainConfig, series: Sequence[Series], *, now: datetime) -> Tr
     scores = score_windows(detector, windows)
     calibration = calibrate_threshold(scores, config.calibration_rule())
     data_sha256 = fingerprint(series)
+    seasonal = resolve_postprocess(config.edge_postprocess, train_series)
     metrics = training_metrics(
         config,
         series=series,
@@ -251,6 +260,7 @@ def train(config: TrainConfig, series: Sequence[Series], *, now: datetime) -> Tr
         detector=detector,
         calibration=calibration,
         scores=scores,
+        seasonal=seasonal,
     )
     metadata = ModelMetadata(
         window_length=config.window_length,
@@ -262,7 +272,7 @@ def train(config: TrainConfig, series: Sequence[Series], *, now: datetime) -> Tr
         training_metrics=metrics,
         detector=detector.name,
         created_at=now,
-        edge_postprocess=config.edge_postprocess,
+        edge_postprocess=None if seasonal is None else seasonal.edge_postprocess,
     )
     return TrainedModel(
         detector=detector,
@@ -270,6 +280,19 @@ def train(config: TrainConfig, series: Sequence[Series], *, now: datetime) -> Tr
         metadata=metadata,
         proto=build_onnx_model(detector, metadata),
     )
+
+
+def resolve_postprocess(
+    settings: Mapping[str, object] | None, train_series: Sequence[Series]
+) -> SeasonalResolution | None:
+    """The model's row-based ``edge_postprocess``: time-based seasonal keys resolved from the training rows'
+    median sampling interval (training/seasonal.py); None when the hyperparameter is not given."""
+    if settings is None:
+        return None
+    resolution = resolve_edge_postprocess(settings, sampling_interval([s.timestamps for s in train_series]))
+    if resolution.status != "row-based":
+        _log.info("edge_postprocess seasonal settings resolved", extra=resolution.as_dict())
+    return resolution
 
 
 def training_metrics(
@@ -280,9 +303,15 @@ def training_metrics(
     detector: ForecastResidualModel,
     calibration: Calibration,
     scores: np.ndarray,
+    seasonal: SeasonalResolution | None = None,
 ) -> dict[str, object]:
-    """The ``training_metrics`` JSON object: data used, detector settings, score distribution, calibration."""
+    """The ``training_metrics`` JSON object: data used, detector settings, score distribution, calibration
+    (and, when ``edge_postprocess`` gave a period in seconds, how it was resolved to rows)."""
+    extra: dict[str, object] = {}
+    if seasonal is not None and seasonal.status != "row-based":
+        extra["edge_postprocess_seasonal"] = seasonal.as_dict()
     return {
+        **extra,
         "n_files": len(series),
         "files": [
             {
