@@ -318,6 +318,8 @@ class DetectorApp:
                 "from": old_version,
                 "to": model.metadata.model_version,
                 "edge_postprocess": model.extra_metadata.get(POSTPROCESS_KEY),
+                # Windows of recent rows replayed into the new model's post-processing (0: cold start).
+                "warm_start_windows": self._engine.last_warm_windows,
             },
         )
 
@@ -495,7 +497,12 @@ def build_runtime(
             source = IpcSource(ipc, topic=config.sensor_topic)
         stack.callback(source.close)
 
-        engine = ScoringEngine(model, batch_size=config.batch_size, max_streams=config.max_streams)
+        engine = ScoringEngine(
+            model,
+            batch_size=config.batch_size,
+            max_streams=config.max_streams,
+            warm_rows=config.warm_start_rows,
+        )
         forwarder = Forwarder(spool, transport)
         if isinstance(transport, MqttTransport):
             transport.on_connected = forwarder.retry_now

@@ -105,6 +105,7 @@ class ComponentConfig:
     drain_timeout_s: float = 10.0
     max_message_bytes: int = 1024 * 1024
     max_streams: int = 100_000
+    warm_start_rows: int = 1000
     model_poll_s: float = 0.0
     stats_json: Path | None = None
     log_level: str = "INFO"
@@ -156,6 +157,8 @@ class ComponentConfig:
         ):
             if count < 1:
                 raise ConfigError(f"{name} must be >= 1, got {count}")
+        if self.warm_start_rows < 0:
+            raise ConfigError(f"warm start rows must be >= 0 (0 = off), got {self.warm_start_rows}")
         if self.spool_policy not in SPOOL_POLICIES:
             raise ConfigError(f"spool policy must be one of {SPOOL_POLICIES}, got {self.spool_policy!r}")
         for name, value in (
@@ -238,6 +241,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout-s", type=float, default=10.0, help="on stop, time to send the spool")
     p.add_argument("--max-message-bytes", type=_int_like, default=1024 * 1024)
     p.add_argument("--max-streams", type=_int_like, default=100_000)
+    p.add_argument(
+        "--warm-start-rows",
+        type=_int_like,
+        default=1000,
+        help="recent rows per stream replayed through a new model's post-processing at a swap (0 = off)",
+    )
     p.add_argument("--model-poll-s", type=float, default=0.0, help="with --model: reload it when it changes")
     p.add_argument("--stats-json", type=Path, help="also write the run summary here")
     p.add_argument("--log-level", default="INFO")
@@ -285,6 +294,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         drain_timeout_s=args.drain_timeout_s,
         max_message_bytes=args.max_message_bytes,
         max_streams=args.max_streams,
+        warm_start_rows=args.warm_start_rows,
         model_poll_s=args.model_poll_s,
         stats_json=args.stats_json,
         log_level=args.log_level,
