@@ -8,8 +8,28 @@ the new model at swap time gives it the state it would have had if it had been r
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
+
+
+def write_ring(buffer: NDArray[Any], start: int, items: NDArray[Any]) -> int:
+    """Write ``items`` (along axis 0) into the circular ``buffer`` from ``start``; returns the next start.
+
+    Only the last ``len(buffer)`` items are written when more arrive at once.
+    """
+    size = int(buffer.shape[0])
+    items = items[-size:]
+    k = int(items.shape[0])
+    end = start + k
+    if end <= size:
+        buffer[start:end] = items
+    else:
+        first = size - start
+        buffer[start:] = items[:first]
+        buffer[: k - first] = items[first:]
+    return end % size
 
 
 class RecentRows:
@@ -32,21 +52,8 @@ class RecentRows:
 
     def extend(self, rows: NDArray[np.float32]) -> None:
         """Append ``rows`` ``[k, channels]`` (time order)."""
-        cap = self.capacity
-        k = rows.shape[0]
-        if k >= cap:
-            self._buf[:] = rows[-cap:]
-            self._next = 0
-        else:
-            end = self._next + k
-            if end <= cap:
-                self._buf[self._next : end] = rows
-            else:
-                first = cap - self._next
-                self._buf[self._next :] = rows[:first]
-                self._buf[: k - first] = rows[first:]
-            self._next = end % cap
-        self.count = min(cap, self.count + k)
+        self._next = write_ring(self._buf, self._next, rows)
+        self.count = min(self.capacity, self.count + rows.shape[0])
 
     def rows(self) -> NDArray[np.float32]:
         """A copy of the rows held, oldest first."""

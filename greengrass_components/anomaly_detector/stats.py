@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .recent import write_ring
+
 LATENCY_RING = 4096
 # Score histogram edges in units of the threshold: where the mass sits relative to "anomalous".
 SCORE_EDGES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
@@ -26,18 +28,8 @@ class LatencyRing:
         self._count = 0
 
     def add_many(self, values: NDArray[np.float64]) -> None:
-        size = self._values.shape[0]
-        values = values[-size:]
-        k = values.shape[0]
-        end = self._next + k
-        if end <= size:
-            self._values[self._next : end] = values
-        else:
-            first = size - self._next
-            self._values[self._next :] = values[:first]
-            self._values[: k - first] = values[first:]
-        self._next = end % size
-        self._count = min(size, self._count + k)
+        self._next = write_ring(self._values, self._next, values)
+        self._count = min(self._values.shape[0], self._count + values.shape[0])
 
     def percentiles_ms(self) -> dict[str, float | None]:
         if self._count == 0:

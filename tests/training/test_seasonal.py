@@ -1,7 +1,6 @@
 """Time-based seasonal settings resolved to rows (training/seasonal.py) and their path through train.py."""
 
 import json
-import logging
 import math
 import re
 from datetime import UTC, datetime
@@ -28,14 +27,6 @@ from training.train import main, parse_args, train
 DAY = 86400
 NOW = datetime(2026, 11, 24, 20, 15, 0, tzinfo=UTC)
 TIME_BASED = {"seasonal_period_s": DAY, "reference_periods": 2, "value_short_fraction": 0.25}
-
-
-@pytest.fixture(autouse=True)
-def _reset_training_logger():
-    yield
-    logger = logging.getLogger("training")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
 
 
 def regular(median_s: float) -> SamplingInterval:

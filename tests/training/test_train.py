@@ -1,6 +1,5 @@
 import hashlib
 import json
-import logging
 import re
 import shutil
 import subprocess
@@ -28,15 +27,6 @@ from training.train import TrainConfig, default_model_version, main, parse_args,
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 24, 20, 15, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def _reset_training_logger():
-    # main() attaches a JSON handler to the captured stderr; drop it so no test logs to a closed stream.
-    yield
-    logger = logging.getLogger("training")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
 
 
 @pytest.fixture
