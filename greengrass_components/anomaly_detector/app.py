@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 from numpy.typing import NDArray
 
 from .config import ComponentConfig
@@ -289,7 +290,7 @@ class DetectorApp:
         self.stats.anomalies_forwarded += 1
         self.stats.bytes_forwarded += len(event.payload)
         if len(self.stats.anomaly_timestamps) < MAX_RECORDED_TIMESTAMPS:
-            self.stats.anomaly_timestamps.append(str(json.loads(event.payload)["timestamp"]))
+            self.stats.anomaly_timestamps.append(str(orjson.loads(event.payload)["timestamp"]))
 
     def _housekeeping(self, now: float) -> None:
         self._spool_events(self._events.expire(now, self._engine.metadata.channels))

@@ -15,13 +15,14 @@ count in ``suppressed`` (the heartbeat reports the total too), so the cloud know
 
 from __future__ import annotations
 
-import json
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 import numpy as np
+import orjson
 from numpy.typing import NDArray
 
 from .scoring import Decision
@@ -36,6 +37,16 @@ def iso_utc(timestamp: float) -> str:
 
 def new_event_id() -> str:
     return uuid.uuid4().hex
+
+
+def float32_rows(window: NDArray[np.float32]) -> list[list[float]]:
+    """Each float32 as the shortest decimal that reads back as the same float32 (71.3, not 71.30000305).
+
+    orjson writes numpy float32 that way (the same digits as ``str(np.float32)``, tested), ~25x faster
+    than formatting each value in Python.
+    """
+    rows: list[list[float]] = orjson.loads(orjson.dumps(window, option=orjson.OPT_SERIALIZE_NUMPY))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,13 @@ class AnomalyEvent:
         return body
 
     def to_json_bytes(self) -> bytes:
-        # Compact separators: every byte counts on a cellular uplink.
-        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode("utf-8")
+        """Compact JSON (every byte counts on a cellular uplink); a non-finite number is refused, not
+        written as ``null`` (what orjson would do) or ``NaN`` (not JSON)."""
+        body = self.to_dict()
+        numbers = [self.score, self.peak_score, self.threshold, self.post_score, self.decision_level]
+        if not all(math.isfinite(x) for x in numbers if x is not None):
+            raise ValueError(f"event {self.event_id} has a non-finite score or threshold: {numbers}")
+        return orjson.dumps(body)
 
 
 @dataclass
@@ -214,8 +230,7 @@ class EventBuilder:
                 threshold=event.threshold,
                 model_version=event.model_version,
                 channels=list(channels),
-                # str(np.float32) is the shortest repr that round-trips the float32 (71.3, not 71.30000305).
-                values=[[float(str(v)) for v in row] for row in event.peak_window],
+                values=float32_rows(event.peak_window),
                 suppressed=self._held_back.pop(stream, 0),
                 windows=event.windows,
                 post_score=event.peak_post_score,

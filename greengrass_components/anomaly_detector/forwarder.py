@@ -139,18 +139,20 @@ class Forwarder:
                 delay = min(delay * 2, self._retry_max_s)
 
     def drain(self, timeout_s: float) -> bool:
-        """Wait until the spool is empty (True) or ``timeout_s`` passed (False; rows stay for next run)."""
+        """Wait until the spool is empty and the last heartbeat was tried, at most ``timeout_s``; True when
+        the spool is empty (False: spooled rows stay for the next run)."""
         deadline = self._clock() + timeout_s
-        while self._spool.depth > 0:
+        # A heartbeat offered just before the stop goes out too (best effort, like every heartbeat).
+        while self._spool.depth > 0 or self._health is not None:
             remaining = deadline - self._clock()
             if remaining <= 0:
-                return False
+                break
             self._emptied.clear()
             self._wake.set()
             # Woken as soon as the forwarder empties the spool; the 10 ms bound covers a pass that
             # emptied it between the depth check and the clear (and a forwarder that is not running).
             self._emptied.wait(min(0.01, remaining))
-        return True
+        return self._spool.depth == 0
 
     def close(self) -> None:
         self._stop.set()

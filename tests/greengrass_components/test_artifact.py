@@ -17,7 +17,7 @@ ALLOWED_TOP_LEVEL = {
     "hashlib",
     "json", "logging", "math", "os", "pathlib", "queue", "re", "signal", "sqlite3", "ssl", "sys", "threading",
     "time",
-    "struct", "types", "typing", "uuid", "numpy", "onnxruntime", "awsiot", "paho",
+    "struct", "types", "typing", "uuid", "numpy", "onnxruntime", "orjson", "awsiot", "paho",
 }  # fmt: skip
 
 

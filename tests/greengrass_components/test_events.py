@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from greengrass_components.anomaly_detector.events import SCHEMA, EventBuilder, iso_utc
+from greengrass_components.anomaly_detector.events import (
+    SCHEMA,
+    AnomalyEvent,
+    EventBuilder,
+    float32_rows,
+    iso_utc,
+)
 from greengrass_components.anomaly_detector.scoring import Decision
 
 CH = ("value",)
@@ -115,3 +122,23 @@ def test_bad_settings_are_refused() -> None:
         EventBuilder(thing_name="gw", cooldown_s=-1)
     with pytest.raises(ValueError, match="burst must be >= 1, got 0"):
         EventBuilder(thing_name="gw", burst=0)
+
+
+def test_event_values_are_the_shortest_float32_decimals() -> None:
+    rng = np.random.default_rng(0)
+    for scale in (1e-30, 1e-3, 1.0, 1e3, 1e9, 1e30):
+        window = (rng.standard_normal((400, 3)) * scale).astype(np.float32)
+        assert float32_rows(window) == [[float(str(v)) for v in row] for row in window]
+    assert float32_rows(np.array([[71.3]], dtype=np.float32)) == [[71.3]]
+
+
+def test_event_with_a_non_finite_score_is_refused_not_written_as_null() -> None:
+    event = AnomalyEvent(
+        event_id="e1", thing_name="gw", stream="s", timestamp="t", start="t", end="t",
+        score=float("inf"), peak_score=float("inf"), threshold=1.0, model_version="v",
+        channels=["value"], values=[[1.0]], suppressed=0,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="e1 has a non-finite score"):
+        event.to_json_bytes()
+    finite = dataclasses.replace(event, score=2.5, peak_score=2.5)
+    assert json.loads(finite.to_json_bytes())["score"] == 2.5

@@ -112,7 +112,13 @@ def test_run_reads_model_from_configuration_not_from_interpolation() -> None:
         assert "--model " not in run
         # '#' in sensors/# must be quoted or the shell drops the rest of the line
         assert "--sensor-topic '{configuration:/sensorTopic}'" in run
-        for pin in ("onnxruntime==1.31.1", "numpy==2.4.6", "awsiotsdk==1.31.0", "paho-mqtt==2.2.0"):
+        for pin in (
+            "onnxruntime==1.31.1",
+            "numpy==2.4.6",
+            "orjson==3.13.0",
+            "awsiotsdk==1.31.0",
+            "paho-mqtt==2.2.0",
+        ):
             assert pin in install
         assert "{work:path}/venv" in install
 
