@@ -5,6 +5,18 @@ recipes and artifacts, interpolates recipe variables and runs each component's l
 subprocesses. What it does not support is refused with :class:`UnsupportedRecipeError`, never ignored.
 """
 
-from .errors import DeviceError, InterpolationError, LifecycleError, UnsupportedRecipeError
+from .errors import (
+    ConfigurationValidationError,
+    DeviceError,
+    InterpolationError,
+    LifecycleError,
+    UnsupportedRecipeError,
+)
 
-__all__ = ["DeviceError", "InterpolationError", "LifecycleError", "UnsupportedRecipeError"]
+__all__ = [
+    "ConfigurationValidationError",
+    "DeviceError",
+    "InterpolationError",
+    "LifecycleError",
+    "UnsupportedRecipeError",
+]

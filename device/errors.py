@@ -17,3 +17,7 @@ class InterpolationError(DeviceError):
 
 class LifecycleError(DeviceError):
     """A lifecycle step failed (non-zero exit or timeout)."""
+
+
+class ConfigurationValidationError(DeviceError):
+    """A running component rejected the deployment's new configuration, or did not answer in time."""

@@ -12,12 +12,17 @@ gets the merged configuration while it keeps running, unless that configuration 
 interpolated lifecycle scripts (then it is restarted, as the nucleus restarts it); a new version of a
 HARD dependency restarts its dependents, a SOFT one does not (AWS-FACTS §2.9).
 
+Before a new configuration reaches a running component of unchanged version, the deployment's
+validation phase runs as on a nucleus (:mod:`device.validation`): a component that subscribed to
+``SubscribeToValidateConfigurationUpdates`` gets the proposed configuration and must answer ACCEPTED
+within the deployment's ``configurationValidationPolicy.timeoutInSeconds``; REJECTED or no answer fails
+the deployment before anything changes.
+
 Local policy (the documented differences from a nucleus, see :class:`LocalPolicy`): there is no IPC
 server. A component's configuration is written to a JSON file whose path is in
-``$EDGEML_LOCAL_CONFIG_FILE``; configuration updates rewrite that file (the component watches it). There
-is no configuration validation phase (``SubscribeToValidateConfigurationUpdates``): a component that
-refuses a new configuration can only say so itself, and the deployment is reported SUCCEEDED. A failed
-deployment is not rolled back: the device reports FAILED and keeps what it was running.
+``$EDGEML_LOCAL_CONFIG_FILE``; configuration updates rewrite that file (the component watches it), and the
+validation phase uses files next to it. A failed deployment is not rolled back: the device reports FAILED
+and keeps what it was running.
 """
 
 from __future__ import annotations
@@ -39,11 +44,12 @@ from urllib.parse import urlparse
 
 from standins.greengrass_fake.state import InstalledComponentReport
 
-from . import lifecycle
+from . import lifecycle, validation
 from .errors import DeviceError, LifecycleError, UnsupportedRecipeError
 from .lifecycle import ComponentState, LogPaths
 from .recipe import ComponentPlan, DevicePlatform, Step, plan_component
 from .recipe_vars import RecipeContext, interpolate, interpolate_configuration
+from .validation import ValidationChannel
 
 LOG = logging.getLogger("device.runner")
 
@@ -124,6 +130,13 @@ class InstalledComponent:
         return InstalledComponentReport(
             name=self.plan.name, version=self.plan.version, lifecycle_state=self.state.value
         )
+
+    @property
+    def validation(self) -> ValidationChannel:
+        return ValidationChannel(self.config_file)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
 
 @dataclass(frozen=True)
@@ -415,6 +428,8 @@ class DeviceRunner:
             record.state = ComponentState.FINISHED
             return
         script = interpolate(step.script, record.context)
+        # A new process subscribes (or not) for itself; what an earlier one left must not count.
+        record.validation.reset()
         record.state = ComponentState.STARTING
         record.process = lifecycle.start(
             replace(step, script=script), cwd=record.context.work_path, env=env, logs=record.logs
@@ -439,7 +454,11 @@ class DeviceRunner:
         return {n: c.state for n, c in self.components.items()}
 
     def update_configuration(self, component: str, merge: Mapping[str, object]) -> None:
-        """A configuration-only deployment: merged and handed to the running component, no restart."""
+        """Merge ``merge`` and hand it to the running component, no restart.
+
+        Not a deployment (there is no deployment id to vote on), so there is no validation phase: tests and
+        tools use it to push configuration directly; deployments go through :meth:`sync`.
+        """
         record = self.components.get(component)
         if record is None:
             raise DeviceError(f"{component} is not installed on {self.thing_name}")
@@ -478,7 +497,8 @@ class DeviceRunner:
         Reports IN_PROGRESS, then SUCCEEDED or FAILED (with the reason), for each new deployment id, with
         every component's state. A failed deployment is not retried and not rolled back: whatever was
         running before keeps running when the failure came before anything changed (a recipe, a
-        dependency or an artifact digest), and a component whose new Install failed is left BROKEN.
+        dependency, an artifact digest, or a component that rejected its new configuration in the
+        validation phase), and a component whose new Install failed is left BROKEN.
         """
         if not self.components:
             raise DeviceError(f"{self.thing_name} has applied no deployment yet: deploy() first")
@@ -490,7 +510,7 @@ class DeviceRunner:
         for deployment_id in new_ids:
             self._control.report_device_status(self.thing_name, deployment_id, "IN_PROGRESS", self._reports())
         try:
-            update = self._apply(new_ids, self._wanted(views))
+            update = self._apply(new_ids, self._wanted(views), self._validation_timeout_s(views, new_ids))
         except DeviceError as exc:
             for deployment_id in new_ids:
                 self._control.report_device_status(
@@ -511,6 +531,35 @@ class DeviceRunner:
             },
         )
         return update
+
+    @staticmethod
+    def _validation_timeout_s(views: Sequence[Mapping[str, Any]], new_ids: tuple[str, ...]) -> float:
+        """The newest new deployment's ``configurationValidationPolicy.timeoutInSeconds``, or the default."""
+        for view in reversed(views):
+            if str(view["deployment_id"]) in new_ids:
+                timeout = view.get("configuration_validation_timeout_s")
+                return float(timeout) if timeout is not None else validation.DEFAULT_TIMEOUT_S
+        return validation.DEFAULT_TIMEOUT_S
+
+    def _validate(self, deployment_id: str, update: _UpdatePlan, timeout_s: float) -> None:
+        """The validation phase: every running, subscribed component whose configuration is to change votes.
+
+        As on a nucleus, a component whose version changes is not asked (it restarts and reads the new
+        configuration at start), nor is one whose configuration stays the same.
+        """
+        proposals = {}
+        for name, change in update.changes.items():
+            record = self.components[name]
+            if change.configuration != record.configuration and record.running():
+                channel = record.validation
+                if channel.subscribed():
+                    proposals[name] = (channel, change.configuration)
+        validation.validate(
+            proposals,
+            deployment_id=deployment_id,
+            timeout_s=timeout_s,
+            running=lambda name: self.components[name].running(),
+        )
 
     @staticmethod
     def _lifecycle_text(
@@ -591,8 +640,12 @@ class DeviceRunner:
             removed=tuple(name for name in self.components if name not in wanted),
         )
 
-    def _apply(self, deployment_ids: tuple[str, ...], wanted: Wanted) -> DeploymentUpdate:
+    def _apply(
+        self, deployment_ids: tuple[str, ...], wanted: Wanted, validation_timeout_s: float
+    ) -> DeploymentUpdate:
         update = self._prepare(wanted)
+        # The newest id names the proposal: the device applies its new deployments as one.
+        self._validate(deployment_ids[-1], update, validation_timeout_s)
         # What stops, stops first (dependents before dependencies); then everything in dependency order.
         for name in reversed(list(self.components)):
             if name in update.removed or name in update.stopping:

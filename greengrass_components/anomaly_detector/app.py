@@ -431,9 +431,7 @@ def _load_model(
     watcher = ModelWatcher(ipc, loader=loader, kernel_root=config.kernel_root, current=ref)
     watcher.start()
     stack.callback(watcher.close)
-    # The local runner's file-based IPC stand-in has no validation phase.
-    if hasattr(ipc, "subscribe_to_validate_configuration_updates"):
-        watcher.start_validation(ipc)
+    watcher.start_validation(ipc)
     return model, watcher
 
 

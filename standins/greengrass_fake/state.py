@@ -95,6 +95,8 @@ class DeploymentView:
     created: dt.datetime
     components: dict[str, ComponentSpec]
     failure_handling_policy: str
+    # deploymentPolicies.configurationValidationPolicy.timeoutInSeconds (service default 30).
+    configuration_validation_timeout_s: int = 30
 
 
 @dataclass
@@ -795,6 +797,9 @@ class GreengrassV2Fake:
             created=d.created,
             components=components,
             failure_handling_policy=d.policies["failureHandlingPolicy"],
+            configuration_validation_timeout_s=int(
+                d.policies["configurationValidationPolicy"]["timeoutInSeconds"]
+            ),
         )
 
     def report_device_status(

@@ -1,10 +1,11 @@
-"""A new model reaches a running device without a restart; a corrupt one is refused, the last good one stays.
+"""A new model reaches a running device without a restart; a corrupt one is vetoed, the last good one stays.
 
 Real processes throughout: moto server (S3), the Greengrass v2 fake, mosquitto, and the inference component
 run by the local device runner from the published recipe. Two models are trained with the SageMaker entry
 point and published by the publisher Lambda's handler (each a new ``com.edgeml.AnomalyModel`` version and a
 new deployment revision for the thing group); a third, corrupt one is published the way a model that
-skipped the publisher's validation would arrive. A paced sensor stream flows over MQTT throughout.
+skipped the publisher's validation would arrive, and the component vetoes it in the deployment's
+validation phase. A paced sensor stream flows over MQTT throughout.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from demo.cloud_listener import CloudListener
+from device import ConfigurationValidationError
 from device.runner import DeploymentUpdate, DeviceRunner, LocalPolicy, S3ArtifactStore
 from greengrass_components.publish import publish_component
 from lambdas.publisher.adapters import GreengrassComponents, GreengrassDeployments, S3ModelStore
@@ -77,7 +79,7 @@ class Story:
     pid_b: int
     pid_c: int
     update_b: DeploymentUpdate
-    update_c: DeploymentUpdate
+    failure_c: str
     samples_at_publish_b: int
     health_at_swap: dict[str, Any]
     health_at_reject: dict[str, Any]
@@ -87,6 +89,7 @@ class Story:
     component_log: str
     cloud_after_b: dict[str, Any]
     cloud: dict[str, Any]
+    reason_c: str | None
     deployment_b: str
     deployment_c: str
     model_b_component_version: str
@@ -358,15 +361,17 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:  # noqa: PLR0915 -
                 sensor.send(SWAP_GATE, REJECT_GATE).join(DEADLINE_S)
                 _health(listener, "samples before C", lambda h: h["samples_in"] == REJECT_GATE)
 
-                # A corrupt model C: the device installs it, the component refuses it and keeps B.
+                # A corrupt model C: the device downloads it, the component vetoes it and keeps B.
                 deployment_c = _publish_corrupt_model(gg, s3, group_arn)
-                update_c = runner.sync()
-                assert update_c is not None
+                with pytest.raises(ConfigurationValidationError) as vetoed:
+                    runner.sync()
                 at_reject = _health(listener, "model C refused", lambda h: h["models_rejected"] >= 1)
                 pid_c = _pid(runner)
                 sensor.send(REJECT_GATE, len(values)).join(DEADLINE_S)
                 final = _health(listener, "every sample", lambda h: h["samples_in"] == len(values))
                 cloud = _cloud(gg)
+                effective = gg.list_effective_deployments(coreDeviceThingName=THING)["effectiveDeployments"]
+                reason_c = next(d.get("reason") for d in effective if d["deploymentId"] == deployment_c)
             finally:
                 exit_codes = runner.stop()
                 sensor.close()
@@ -384,7 +389,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:  # noqa: PLR0915 -
         pid_b=pid_b,
         pid_c=pid_c,
         update_b=update_b,
-        update_c=update_c,
+        failure_c=str(vetoed.value),
         samples_at_publish_b=int(at_publish["samples_in"]),
         health_at_swap=at_swap,
         health_at_reject=at_reject,
@@ -394,6 +399,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:  # noqa: PLR0915 -
         component_log=(work / "device" / "logs" / f"{DETECTOR}.log").read_text(encoding="utf-8"),
         cloud_after_b=cloud_after_b,
         cloud=cloud,
+        reason_c=reason_c,
         deployment_b=str(published_b["deployment_id"]),
         deployment_c=deployment_c,
         model_b_component_version=str(published_b["component_version"]),
@@ -456,33 +462,38 @@ def test_no_sample_was_dropped(story: Story) -> None:
     assert story.summary["rejects"] == {}
 
 
-def test_the_cloud_shows_each_new_revision_succeeded_on_the_device(story: Story) -> None:
+def test_the_cloud_shows_b_succeeded_and_c_failed_with_the_components_reason(story: Story) -> None:
     assert story.cloud_after_b == {
         "deployments": {story.deployment_b: "SUCCEEDED"},
         "components": {DETECTOR: ("1.0.0", "RUNNING"), MODEL: ("1.0.1", "FINISHED")},
     }
-    # One deployment per target: revision C replaced B's. It is SUCCEEDED although the component refused
-    # the model, because the local runner has no configuration validation phase (device/README.md).
+    # One deployment per target: revision C replaced B's. The component vetoed it in the validation
+    # phase, so it FAILED with no state change: the device still runs model component 1.0.1.
     assert story.cloud == {
-        "deployments": {story.deployment_c: "SUCCEEDED"},
-        "components": {DETECTOR: ("1.0.0", "RUNNING"), MODEL: ("1.0.2", "FINISHED")},
+        "deployments": {story.deployment_c: "FAILED"},
+        "components": {DETECTOR: ("1.0.0", "RUNNING"), MODEL: ("1.0.1", "FINISHED")},
     }
+    assert story.reason_c == story.failure_c
+    assert story.failure_c.startswith(
+        "Components reported that their to-be-deployed configuration is invalid "
+        f"{{ name = {DETECTOR}, message = model 1.0.2 fails validation"
+    )
 
 
-def test_a_corrupt_model_is_refused_and_model_b_keeps_running(story: Story) -> None:
-    assert story.update_c.installed == (MODEL,)
-    assert story.update_c.reconfigured == (DETECTOR,)
+def test_a_corrupt_model_is_vetoed_and_model_b_keeps_running(story: Story) -> None:
     assert story.pid_c == story.pid_a
     assert story.health_at_reject["models_rejected"] == 1
     assert story.health_at_reject["model_version"] == "mt-b"
     assert story.final_health["model_version"] == "mt-b"
     assert story.final_health["model_swaps"] == 1
-    refused = [
+    vetoed = [e for e in _log_lines(story.component_log) if e.get("message") == "configuration vetoed"]
+    assert [e["deployment_id"] for e in vetoed] == [story.deployment_c]
+    # Vetoed before it was applied: the watcher never tried to swap it in.
+    assert not [
         e
         for e in _log_lines(story.component_log)
         if e.get("message") == "model refused, keeping the running model"
     ]
-    assert len(refused) == 1
     after_reject = [
         e["model_version"] for e in story.events if _ts(e["start"]) >= story.timestamps[REJECT_GATE]
     ]

@@ -22,6 +22,7 @@ class FakeGreengrassIpc:
     def __init__(self, model_config: dict[str, Any]) -> None:
         self.model_config = model_config
         self.topic_kwargs: dict[str, Any] = {}
+        self.validate_kwargs: dict[str, Any] = {}
         self.published: list[dict[str, Any]] = []
         self.got_anomaly = threading.Event()
         self.closed = False
@@ -31,6 +32,10 @@ class FakeGreengrassIpc:
         return SimpleNamespace(value=self.model_config)
 
     def subscribe_to_configuration_update(self, **_kwargs: Any) -> tuple[object, object]:
+        return object(), SimpleNamespace(close=lambda: None)
+
+    def subscribe_to_validate_configuration_updates(self, **kwargs: Any) -> tuple[object, object]:
+        self.validate_kwargs = kwargs
         return object(), SimpleNamespace(close=lambda: None)
 
     def subscribe_to_topic(self, **kwargs: Any) -> tuple[object, object]:
@@ -64,6 +69,8 @@ def test_device_mode_reads_model_from_configuration_and_publishes_over_ipc(
     stop = threading.Event()
     with build_runtime(config, ipc_factory=lambda: ipc) as runtime:
         assert ipc.topic_kwargs["topic"] == "sensors/#"
+        # The model watcher takes part in the deployment's validation phase.
+        assert set(ipc.validate_kwargs) == {"on_stream_event", "on_stream_error", "on_stream_closed"}
         worker = threading.Thread(target=lambda: runtime.app.run(stop))
         worker.start()
         try:

@@ -212,6 +212,7 @@ def test_desired_deployments_merge_thing_and_group_targets(core, clock):
         {
             "targetArn": thing_arn("gw-1"),
             "components": {"aws.greengrass.Cli": {"componentVersion": "2.14.0"}},
+            "deploymentPolicies": {"configurationValidationPolicy": {"timeoutInSeconds": 5}},
         },
     )
 
@@ -222,6 +223,8 @@ def test_desired_deployments_merge_thing_and_group_targets(core, clock):
         "com.example.Hello": ComponentSpec(version="1.0.0", merge={"model": {"version": "1.0.3"}})
     }
     assert desired[0].failure_handling_policy == "ROLLBACK"
+    # The service default; the device runner waits this long for configuration validity reports.
+    assert [d.configuration_validation_timeout_s for d in desired] == [30, 5]
     assert core.desired_deployments("not-in-any-group") == []
 
 
