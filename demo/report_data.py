@@ -12,8 +12,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from greengrass_components.anomaly_detector.batch import Segment
+from greengrass_components.anomaly_detector.decision_rule import DecisionRule
 from greengrass_components.anomaly_detector.postprocess import METADATA_KEY, PostprocessConfig
-from greengrass_components.anomaly_detector.scoring import DecisionRule, Segment
 from report import Anomaly, ReportData, StreamView
 
 from .cloud_listener import Received

@@ -26,10 +26,11 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from greengrass_components.anomaly_detector.batch import Decision
 from greengrass_components.anomaly_detector.messages import Sample
 from greengrass_components.anomaly_detector.model import load_model
 from greengrass_components.anomaly_detector.postprocess import PostprocessConfig, StreamPostprocessor
-from greengrass_components.anomaly_detector.scoring import Decision, ScoringEngine
+from greengrass_components.anomaly_detector.scoring import ScoringEngine
 from training import train
 from training.data import load_csv
 from training.errors import TrainingError

@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from .batch import ScoredBatch
 from .config import ComponentConfig
 from .errors import MessageError, SpoolError
 from .events import AnomalyEvent, EventBuilder, iso_utc
@@ -30,7 +31,7 @@ from .logs import RateLimitedLog, get_logger
 from .messages import MessageParser
 from .model import LoadedModel, ModelLoader
 from .postprocess import METADATA_KEY as POSTPROCESS_KEY
-from .scoring import BatchPolicy, ScoredBatch, ScoringEngine
+from .scoring import BatchPolicy, ScoringEngine
 from .sources import FileReplaySource, Inbound, IpcSource, MqttSource, Source
 from .spool import IN_MEMORY, Spool, SpooledEvent, SpoolItem
 from .stats import Distributions, LatencyRing, RunStats

@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from .scoring import Decision
+from .batch import Decision
 
 SCHEMA = "edgeml.anomaly/1"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
 from .errors import MessageError
@@ -86,3 +87,23 @@ class WindowStore:
     @property
     def streams(self) -> tuple[str, ...]:
         return tuple(self._windows)
+
+
+def windows_view(rows: NDArray[np.float32], w: int, k: int) -> NDArray[np.float32]:
+    """The last ``k`` windows of ``w`` rows of ``rows`` ``[n, channels]``, as a ``[k, w, channels]`` view.
+
+    A strided view straight from the ndarray constructor (about 1 us) for the usual contiguous float32
+    rows; ``sliding_window_view`` (about 15 us of argument handling per call) otherwise.
+    """
+    if rows.dtype == np.float32 and rows.flags.c_contiguous:
+        row_stride, item = rows.strides
+        view: NDArray[np.float32] = np.ndarray(
+            (k, w, rows.shape[1]),
+            dtype=np.float32,
+            buffer=rows,
+            offset=(rows.shape[0] - w - k + 1) * row_stride,
+            strides=(row_stride, row_stride, item),
+        )
+        return view
+    # sliding_window_view gives [k, channels, w]; the model wants [k, w, channels].
+    return sliding_window_view(rows, w, axis=0)[-k:].transpose(0, 2, 1)

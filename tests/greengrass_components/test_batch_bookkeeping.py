@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from greengrass_components.anomaly_detector.app import DetectorApp
+from greengrass_components.anomaly_detector.batch import ScoredBatch
 from greengrass_components.anomaly_detector.events import AnomalyEvent, EventBuilder
 from greengrass_components.anomaly_detector.forwarder import Forwarder
 from greengrass_components.anomaly_detector.messages import Sample, SampleBlock
 from greengrass_components.anomaly_detector.model import load_model
-from greengrass_components.anomaly_detector.scoring import ScoredBatch, ScoringEngine
+from greengrass_components.anomaly_detector.scoring import ScoringEngine
 from greengrass_components.anomaly_detector.spool import Spool
 from greengrass_components.anomaly_detector.stats import SCORE_EDGES, Distributions
 from greengrass_components.anomaly_detector.transport import InMemoryTransport

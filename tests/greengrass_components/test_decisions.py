@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from greengrass_components.anomaly_detector.batch import Decision
 from greengrass_components.anomaly_detector.errors import ModelError
 from greengrass_components.anomaly_detector.events import EventBuilder
 from greengrass_components.anomaly_detector.model import load_model
 from greengrass_components.anomaly_detector.postprocess import PostprocessConfig, Postprocessor
-from greengrass_components.anomaly_detector.scoring import Decision, ScoringEngine
+from greengrass_components.anomaly_detector.scoring import ScoringEngine
 from greengrass_components.anomaly_detector.transport import InMemoryTransport
 
 from .conftest import ModelFactory

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from greengrass_components.anomaly_detector.batch import ScoredBatch
 from greengrass_components.anomaly_detector.model import load_model
-from greengrass_components.anomaly_detector.scoring import ScoredBatch, ScoringEngine
+from greengrass_components.anomaly_detector.scoring import ScoringEngine
 from greengrass_components.anomaly_detector.transport import InMemoryTransport
 from tests.training.train_helpers import NAB_SLICE
 from training import train

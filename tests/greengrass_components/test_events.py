@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from greengrass_components.anomaly_detector.batch import Decision
 from greengrass_components.anomaly_detector.events import (
     SCHEMA,
     AnomalyEvent,
@@ -13,7 +14,6 @@ from greengrass_components.anomaly_detector.events import (
     float32_rows,
     iso_utc,
 )
-from greengrass_components.anomaly_detector.scoring import Decision
 
 CH = ("value",)
 

@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 
+from greengrass_components.anomaly_detector.batch import Segment
+from greengrass_components.anomaly_detector.decision_rule import DecisionRule
 from greengrass_components.anomaly_detector.postprocess import (
     PostprocessConfig,
     StreamPostprocessor,
     log10_tail,
 )
 from greengrass_components.anomaly_detector.postprocess_block import BlockPostprocessor, log10_tails, supports
-from greengrass_components.anomaly_detector.scoring import DecisionRule, Segment
 from training.evaluate import NAB_POSTPROCESS, SKAB_POSTPROCESS
 
 THRESHOLD = 2.5

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from greengrass_components.anomaly_detector.batch import Segment
+from greengrass_components.anomaly_detector.decision_rule import DecisionRule
 from greengrass_components.anomaly_detector.messages import Sample, SampleBlock
 from greengrass_components.anomaly_detector.model import load_model
 from greengrass_components.anomaly_detector.recent import RecentRows
-from greengrass_components.anomaly_detector.scoring import DecisionRule, ScoringEngine, Segment
+from greengrass_components.anomaly_detector.scoring import ScoringEngine
 
 from .conftest import ModelFactory
 from .helpers import T0
