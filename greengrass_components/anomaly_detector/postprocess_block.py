@@ -90,6 +90,17 @@ class _TailState:
     shift: float | None = None  # the first average: sums are taken of values centred on it
 
 
+def _moving_averages(previous: Floats, xs: Floats, window: int) -> tuple[Floats, Floats]:
+    """Each new value's average over the last ``window`` inputs, itself included (fewer at the start),
+    as the reference's running ``deque(maxlen=window)`` sum gives it; and the inputs to keep for the
+    next block (``previous`` holds the last ``window - 1`` or fewer)."""
+    joined = np.concatenate([previous, xs])
+    sums = np.concatenate([[0.0], np.cumsum(joined)])
+    ends = np.arange(previous.shape[0] + 1, joined.shape[0] + 1)
+    counts = np.minimum(ends, window)
+    return (sums[ends] - sums[ends - counts]) / counts, joined[-window:].copy()
+
+
 def _tails(
     state: _TailState,
     xs: Floats,
@@ -104,12 +115,7 @@ def _tails(
     ``windows``: the history length in force after each value (non-decreasing), or one length for all.
     """
     k = xs.shape[0]
-    # Moving averages over the last short_window inputs, this one included (fewer at the start).
-    joined = np.concatenate([state.short, xs])
-    sums = np.concatenate([[0.0], np.cumsum(joined)])
-    ends = np.arange(state.short.shape[0] + 1, joined.shape[0] + 1)
-    counts = np.minimum(ends, short_window)
-    averages = (sums[ends] - sums[ends - counts]) / counts
+    averages, state.short = _moving_averages(state.short, xs, short_window)
     # History before value i: the averages kept after value i - 1, i.e. the last min(window, available).
     n0 = state.history.shape[0]
     lengths = np.asarray(windows, dtype=np.int64)
@@ -154,7 +160,6 @@ def _tails(
     final = int(lengths) if lengths.ndim == 0 else int(lengths[-1])
     state.window = max(state.window, final)
     state.history = hist[-min(state.window, hist.shape[0]) :].copy() if hist.shape[0] else hist
-    state.short = joined[-short_window:].copy()
     return out
 
 
@@ -242,13 +247,7 @@ class BlockPostprocessor:
         return out
 
     def _ratio(self, state: _StreamState, x: Floats) -> Floats:
-        cfg = self.config
-        joined = np.concatenate([state.ratio_short, x])
-        sums = np.concatenate([[0.0], np.cumsum(joined)])
-        ends = np.arange(state.ratio_short.shape[0] + 1, joined.shape[0] + 1)
-        counts = np.minimum(ends, cfg.short_window)
-        average = (sums[ends] - sums[ends - counts]) / counts
-        state.ratio_short = joined[-cfg.short_window :].copy()
+        average, state.ratio_short = _moving_averages(state.ratio_short, x, self.config.short_window)
         positive = np.maximum(average, 0.0)
         return np.where(average > 0.0, positive / (positive + self._raw_threshold), 0.0)
 

@@ -53,12 +53,8 @@ class Moments:
         self._min = np.full(columns, np.inf)
         self._max = np.full(columns, -np.inf)
 
-    def add(self, rows: NDArray[Any]) -> None:
-        """``rows`` ``[n, columns]``."""
-        self.add_columns(np.ascontiguousarray(rows.T, dtype=np.float64))
-
-    def add_columns(self, cols: NDArray[np.float64]) -> None:
-        """The same batch column-major: ``cols`` ``[columns, n]``, C-contiguous float64."""
+    def add(self, cols: NDArray[np.float64]) -> None:
+        """One batch, column-major: ``cols`` ``[columns, n]``, C-contiguous float64."""
         if cols.shape[1] == 0:
             return
         self.count += cols.shape[1]
@@ -111,7 +107,7 @@ class Distributions:
         cols = np.empty((1 + newest_inputs.shape[1], n), dtype=np.float64)
         cols[0] = scores
         cols[1:] = newest_inputs.T
-        self.moments.add_columns(cols)
+        self.moments.add(cols)
         if self._edges_for != threshold:
             # Bin edges in score units, once per threshold (not a division of every score per batch).
             scale = threshold if 0 < threshold < math.inf else 1.0
