@@ -206,13 +206,11 @@ class DetectorApp:
         self.stats.anomalous_windows += int(hits.size)
         if hits.size == 0 and not self._events.open_streams:
             return
-        closed = self._offer_events(batch, anomalous, hits, now)
+        closed = self._offer_events(batch, hits, now)
         # Every event of the batch in one spool transaction, committed before the forwarder sees any.
         self._spool_events(closed)
 
-    def _offer_events(
-        self, batch: ScoredBatch, anomalous: NDArray[np.bool_], hits: NDArray[np.intp], now: float
-    ) -> list[AnomalyEvent]:
+    def _offer_events(self, batch: ScoredBatch, hits: NDArray[np.intp], now: float) -> list[AnomalyEvent]:
         """Offer the event builder only the windows that can change an event, segment by segment.
 
         Those are the anomalous windows and, after each anomalous run, the next window of the same
@@ -222,15 +220,18 @@ class DetectorApp:
         """
         events = self._events
         channels = self._engine.metadata.channels
-        segments = batch.segments
-        with_hits = {int(k) for k in np.searchsorted(batch.segment_starts, hits, side="right") - 1}
+        # The batch's anomalous windows (few), grouped by the segment they fall in.
+        hits_of: dict[int, list[int]] = {}
+        owners = np.searchsorted(batch.segment_starts, hits, side="right") - 1
+        for k, index in zip(owners.tolist(), hits.tolist(), strict=True):
+            hits_of.setdefault(k, []).append(index)
         closed: list[AnomalyEvent] = []
-        for k, segment in enumerate(segments):
+        for k, segment in enumerate(batch.segments):
             is_open = events.is_open(segment.stream)
-            if k not in with_hits and not is_open:
+            local = hits_of.get(k, [])
+            if not local and not is_open:
                 continue
             start, stop = segment.start, segment.stop
-            local = (np.flatnonzero(anomalous[start:stop]) + start).tolist() if k in with_hits else []
             offered = set(local)
             offered.update(i + 1 for i in local if i + 1 < stop)
             if is_open:
