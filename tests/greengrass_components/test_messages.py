@@ -52,6 +52,13 @@ def test_stream_falls_back_to_topic_stream() -> None:
         (b'{"stream": "s", "timestamp": 1, "values": {"temp": NaN, "vib": 2}}', "non_finite", "not finite"),
         (b'{"stream": "s", "timestamp": 1, "values": {"temp": 1, "vib": -Infinity}}', "non_finite", "'vib'"),
         (b'{"stream": "s", "samples": []}', "bad_shape", "non-empty list"),
+        # Refused by orjson (strict RFC 8259 / 64-bit integers), re-read by the stdlib: kinds as before.
+        (
+            b'{"stream": "s", "timestamp": 1, "values": {"temp": 1' + b"0" * 400 + b', "vib": 2}}',
+            "non_finite",
+            "too large for a float",
+        ),
+        (b"[" * 100_000, "not_json", "nested too deeply"),
         (b'{"stream": "s", "samples": [3]}', "bad_shape", r"samples\[0\] must be an object"),
     ],
 )
