@@ -69,6 +69,9 @@ NAB_POSTPROCESS_BY_TIME: Final[Mapping[str, object]] = {
     "suppress_level": 0.5,
     "suppress_rows": 400,
     "suppress_factor": 0.0,
+    # Neutral on the shared corpus (ratios 2-10 score the same): a far larger anomaly right after a minor
+    # alarm must not be silenced by that alarm's damping.
+    "suppress_rearm_ratio": 3.0,
     # Checks on the stream's values: HTM's spatial range check and a seasonal (one day) difference
     # likelihood, against a two-day reference spread, averaged over a quarter of a day.
     "spatial_tolerance": 0.05,

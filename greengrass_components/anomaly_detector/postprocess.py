@@ -39,7 +39,11 @@ average against its own history), per channel, so units never matter.
 
 Then, optionally, repeated alarms are damped: after a score ``>= suppress_level`` every score of the next
 ``suppress_rows`` rows is multiplied by ``suppress_factor``. One alarm per event is what an operator
-(and NAB, which counts only the first detection in a window and charges every false one) wants.
+(and NAB, which counts only the first detection in a window and charges every false one) wants. With
+``suppress_rearm_ratio`` (0 = off), a damped row still passes, and starts the damping again, when its
+score is ``>= suppress_level`` and the method's short moving average of raw scores exceeds that ratio
+times the largest such average since the alarm: a minor alarm must not silence a far larger anomaly
+that follows it.
 
 For segment-labelled data (SKAB) the opposite helps: ``hold_rows`` keeps the output at ``decision_level``
 for that many rows after the last alarm, bridging short gaps inside one anomalous segment.
@@ -81,6 +85,8 @@ class PostprocessConfig:
     suppress_level: float = 1.0
     suppress_rows: int = 0
     suppress_factor: float = 1.0
+    # A damped row passes when its short raw average exceeds this times the peak since the alarm (0 = off).
+    suppress_rearm_ratio: float = 0.0
     decision_level: float = 0.5
     # Checks on the stream's own values (used only when update() is given the newest sample; 0/() = off).
     spatial_tolerance: float = 0.0
@@ -133,6 +139,9 @@ class PostprocessConfig:
             raise ModelError(
                 f"edge_postprocess suppress_factor must be in [0, 1], got {self.suppress_factor}"
             )
+        rearm = self.suppress_rearm_ratio
+        if not (rearm == 0.0 or rearm >= 1.0):
+            raise ModelError(f"edge_postprocess suppress_rearm_ratio must be 0 (off) or >= 1, got {rearm}")
         if not 0.0 < self.decision_level <= 1.0:
             raise ModelError(f"edge_postprocess decision_level must be in (0, 1], got {self.decision_level}")
 
@@ -221,6 +230,7 @@ class _Tail:
         self._long_sq = 0.0
         self._min_std = min_std
         self._min_history = max(min_history, 2)
+        self.average = 0.0  # the latest short moving average
 
     def update(self, value: float, *, two_sided: bool = False, long_window: int = 0) -> float:
         """``long_window`` > the configured one lengthens the history from now on (it never shrinks)."""
@@ -230,6 +240,7 @@ class _Tail:
         self._short.append(value)
         self._short_sum += value
         average = self._short_sum / len(self._short)
+        self.average = average
         tail = 0.0
         n = len(self._long)
         if n >= self._min_history:
@@ -365,6 +376,7 @@ class StreamPostprocessor:
         self._short_sum = 0.0
         self._channels: list[_ChannelChecks] = []
         self._suppress_left = 0
+        self._suppress_peak = 0.0  # the largest short raw average since the alarm that started the damping
         self._hold_left = 0
         self.seen = 0
 
@@ -386,6 +398,7 @@ class StreamPostprocessor:
         else:
             longer = min(int(cfg.long_fraction * self.seen), cfg.long_window_max)
             score = self._from_tail(self._raw_tail.update(value, long_window=longer))
+            average = self._raw_tail.average
         spatial = False
         if checks_values and values is not None:
             score, spatial = self._value_checks(score, values)
@@ -393,7 +406,7 @@ class StreamPostprocessor:
             return 0.0
         if spatial:
             score = 1.0
-        return self._hold(self._suppress(score))
+        return self._hold(self._suppress(score, average))
 
     def _from_tail(self, tail: float) -> float:
         return tail / (tail + self.config.half_log10)
@@ -423,13 +436,21 @@ class StreamPostprocessor:
             return cfg.decision_level
         return score
 
-    def _suppress(self, score: float) -> float:
+    def _suppress(self, score: float, average: float) -> float:
         cfg = self.config
         if self._suppress_left > 0:
             self._suppress_left -= 1
-            return score * cfg.suppress_factor
+            rearm = (
+                cfg.suppress_rearm_ratio > 0.0
+                and score >= cfg.suppress_level
+                and average > cfg.suppress_rearm_ratio * self._suppress_peak
+            )
+            if not rearm:
+                self._suppress_peak = max(self._suppress_peak, average)
+                return score * cfg.suppress_factor
         if cfg.suppress_rows and score >= cfg.suppress_level:
             self._suppress_left = cfg.suppress_rows
+            self._suppress_peak = average
         return score
 
 

@@ -39,6 +39,7 @@ _SUPPORTED = frozenset(
         "suppress_level",
         "suppress_rows",
         "suppress_factor",
+        "suppress_rearm_ratio",
         "decision_level",
         "spatial_tolerance",
         "seasonal_lag",
@@ -109,8 +110,9 @@ def _tails(
     windows: NDArray[np.int64] | int,
     min_std: float,
     min_history: int,
-) -> Floats:
-    """``-log10 Q(z)`` of each new value's moving average against the averages before it, as ``_Tail``.
+) -> tuple[Floats, Floats]:
+    """``-log10 Q(z)`` of each new value's moving average against the averages before it, as ``_Tail``,
+    and those moving averages.
 
     ``windows``: the history length in force after each value (non-decreasing), or one length for all.
     """
@@ -160,7 +162,7 @@ def _tails(
     final = int(lengths) if lengths.ndim == 0 else int(lengths[-1])
     state.window = max(state.window, final)
     state.history = hist[-min(state.window, hist.shape[0]) :].copy() if hist.shape[0] else hist
-    return out
+    return out, averages
 
 
 @dataclass
@@ -179,6 +181,7 @@ class _StreamState:
     ratio_short: Floats = field(default_factory=lambda: np.empty(0))
     channels: list[_ChannelState] = field(default_factory=list)
     suppress_left: int = 0
+    suppress_peak: float = 0.0
     hold_left: int = 0
 
 
@@ -219,13 +222,13 @@ class BlockPostprocessor:
         x = np.log1p(np.maximum(x, 0.0)) if cfg.log_scores else x
         seen = state.seen + 1 + np.arange(k, dtype=np.int64)
         if cfg.method == "ratio":
-            score = self._ratio(state, x)
+            score, average = self._ratio(state, x)
         else:
             longer = np.minimum((cfg.long_fraction * seen).astype(np.int64), cfg.long_window_max)
             if state.raw.window == 0:
                 state.raw.window = cfg.long_window
             windows = np.maximum.accumulate(np.maximum(longer, state.raw.window))
-            tail = _tails(
+            tail, average = _tails(
                 state.raw,
                 x,
                 short_window=cfg.short_window,
@@ -243,13 +246,13 @@ class BlockPostprocessor:
         out = np.zeros(k)
         if live.any():
             first = int(np.argmax(live))
-            out[first:] = self._hold(state, self._suppress(state, score[first:]))
+            out[first:] = self._hold(state, self._suppress(state, score[first:], average[first:]))
         return out
 
-    def _ratio(self, state: _StreamState, x: Floats) -> Floats:
+    def _ratio(self, state: _StreamState, x: Floats) -> tuple[Floats, Floats]:
         average, state.ratio_short = _moving_averages(state.ratio_short, x, self.config.short_window)
         positive = np.maximum(average, 0.0)
-        return np.where(average > 0.0, positive / (positive + self._raw_threshold), 0.0)
+        return np.where(average > 0.0, positive / (positive + self._raw_threshold), 0.0), average
 
     def _value_checks(
         self, state: _StreamState, score: Floats, values: Floats
@@ -307,7 +310,7 @@ class BlockPostprocessor:
         mean = mean_c + shift
         unit = np.maximum(std, 1e-9 * (np.abs(mean) + 1.0))
         statistic = np.abs(joined[pos] - joined[pos - lag]) / unit
-        tails[first:] = _tails(
+        tails[first:], _ = _tails(
             channel.seasonal,
             statistic,
             short_window=cfg.value_short_window,
@@ -317,8 +320,9 @@ class BlockPostprocessor:
         )
         return tails
 
-    def _suppress(self, state: _StreamState, score: Floats) -> Floats:
-        """After a score >= suppress_level, the next suppress_rows scores are multiplied by the factor."""
+    def _suppress(self, state: _StreamState, score: Floats, average: Floats) -> Floats:
+        """After a score >= suppress_level, the next suppress_rows scores are multiplied by the factor,
+        unless a row re-arms (its short raw average > suppress_rearm_ratio x the peak since the alarm)."""
         cfg = self.config
         out = score.copy()
         k = out.shape[0]
@@ -326,18 +330,38 @@ class BlockPostprocessor:
         while pos < k:
             if state.suppress_left > 0:
                 stop = min(k, pos + state.suppress_left)
-                out[pos:stop] *= cfg.suppress_factor
-                state.suppress_left -= stop - pos
-                pos = stop
-                continue
-            if not cfg.suppress_rows:
+                span = slice(pos, stop)
+                rearm_at = self._rearm(state, out[span], average[span])
+                if rearm_at is None:
+                    out[span] *= cfg.suppress_factor
+                    if cfg.suppress_rearm_ratio > 0.0:
+                        state.suppress_peak = max(state.suppress_peak, float(average[span].max()))
+                    state.suppress_left -= stop - pos
+                    pos = stop
+                    continue
+                out[pos : pos + rearm_at] *= cfg.suppress_factor
+                pos += rearm_at  # this row passes and starts the damping again, below
+            elif not cfg.suppress_rows:
                 break
-            hits = np.flatnonzero(out[pos:] >= cfg.suppress_level)
-            if hits.size == 0:
-                break
-            pos += int(hits[0]) + 1
+            else:
+                hits = np.flatnonzero(out[pos:] >= cfg.suppress_level)
+                if hits.size == 0:
+                    break
+                pos += int(hits[0])
             state.suppress_left = cfg.suppress_rows
+            state.suppress_peak = float(average[pos])
+            pos += 1
         return out
+
+    def _rearm(self, state: _StreamState, score: Floats, average: Floats) -> int | None:
+        """The first damped row of the span that re-arms, or None."""
+        ratio = self.config.suppress_rearm_ratio
+        if ratio <= 0.0:
+            return None
+        # The peak a row is compared with: every average since the alarm, up to the row before it.
+        peaks = np.maximum.accumulate(np.concatenate([[state.suppress_peak], average[:-1]]))
+        hits = np.flatnonzero((score >= self.config.suppress_level) & (average > ratio * peaks))
+        return int(hits[0]) if hits.size else None
 
     def _hold(self, state: _StreamState, score: Floats) -> Floats:
         """After a score >= decision_level, lower scores are raised to it for the next hold_rows rows."""

@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ from greengrass_components.anomaly_detector.postprocess import (
     StreamPostprocessor,
     log10_tail,
 )
+from training.evaluate import NAB_POSTPROCESS
 
 
 def run(config: PostprocessConfig, raw: np.ndarray, threshold: float = 3.0) -> np.ndarray:
@@ -79,6 +81,36 @@ def test_suppression_damps_scores_after_an_alarm():
     assert scores.tolist() == [0.75, 0.0, 0.0, 0.0, 0.75]
 
 
+def _damped(rearm: float) -> PostprocessConfig:
+    return PostprocessConfig(
+        method="ratio",
+        short_window=1,
+        warmup=0,
+        log_scores=False,
+        suppress_level=0.5,
+        suppress_rows=5,
+        suppress_factor=0.0,
+        suppress_rearm_ratio=rearm,
+    )
+
+
+def test_rearm_lets_a_far_larger_anomaly_through_the_damping_and_restarts_it():
+    # A minor alarm (9), then inside its 5-row damping one 100x larger, twice.
+    raw = np.array([9.0, 1.0, 900.0, 900.0, 1.0, 1.0, 1.0, 1.0, 1.0, 9.0, 1.0])
+    off = run(_damped(0.0), raw)
+    on = run(_damped(3.0), raw)
+    assert np.flatnonzero(off >= 0.5).tolist() == [0, 9]  # without re-arming the 900s are silenced
+    # The first 900 passes and restarts the damping (rows 3-7): the second is no larger than the new peak.
+    assert np.flatnonzero(on >= 0.5).tolist() == [0, 2, 9]
+    assert on[2] == pytest.approx(900.0 / 903.0)
+
+
+def test_rearm_compares_with_the_peak_since_the_alarm_not_the_alarm_itself():
+    # 20 (< 3 x 9) stays damped and becomes the peak, so 45 (> 3 x 9 but < 3 x 20) stays damped too.
+    assert run(_damped(3.0), np.array([9.0, 20.0, 45.0, 1.0])).tolist()[1:] == [0.0, 0.0, 0.0]
+    assert run(_damped(3.0), np.array([9.0, 20.0, 61.0, 1.0]))[2] == pytest.approx(61.0 / 64.0)
+
+
 def test_streams_keep_separate_state():
     config = PostprocessConfig(short_window=3, long_window=100, warmup=5)
     a, b = noisy(200, seed=1), noisy(200, seed=2) * 5
@@ -121,6 +153,7 @@ def test_config_round_trips_through_metadata():
         ('{"suppress_factor": 2.0}', "edge_postprocess suppress_factor must be in [0, 1], got 2.0"),
         ('{"long_fraction": 1.5}', "edge_postprocess long_fraction must be in [0, 1], got 1.5"),
         ('{"long_window_max": 0}', "edge_postprocess long_window_max must be >= 1, got 0"),
+        ('{"suppress_rearm_ratio": 0.5}', "edge_postprocess suppress_rearm_ratio must be 0 (off) or >= 1"),
     ],
 )
 def test_bad_metadata_is_refused_with_a_reason(text, message):
@@ -302,3 +335,16 @@ def test_value_check_settings_round_trip_and_refuse_bad_lists():
         PostprocessConfig(combine="sum")
     with pytest.raises(ModelError, match=r"spatial_tolerance must be >= 0, got -0\.1"):
         PostprocessConfig(spatial_tolerance=-0.1)
+
+
+def test_the_nab_setting_reports_a_far_larger_burst_inside_a_minor_alarms_damping():
+    raw = noisy(3000, seed=7)
+    raw[2000:2010] += 4.0  # a minor burst: alarms, then 400 rows of damping
+    raw[2150:2160] += 400.0  # 100x larger, 150 rows later
+    settings = json.loads(json.dumps(NAB_POSTPROCESS))
+    on = run(PostprocessConfig(**settings), raw)
+    off = run(PostprocessConfig(**{**settings, "suppress_rearm_ratio": 0.0}), raw)
+    assert (on[2000:2010] >= 0.5).any()
+    assert (off[2000:2010] >= 0.5).any()
+    assert (on[2150:2160] >= 0.5).any()
+    assert not (off[2010:2400] >= 0.5).any()

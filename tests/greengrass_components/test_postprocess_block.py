@@ -84,6 +84,30 @@ def test_block_scores_equal_the_reference(name: str) -> None:
     assert 3 <= int((expected >= level).sum()) < 3000
 
 
+# log1p-compressed scores: a 10x larger raw spike is a less than 1.5x larger average.
+@pytest.mark.parametrize(("name", "ratio"), [("nab", 3.0), ("log-scores-fixed-history", 1.2)])
+def test_block_rearm_equals_the_reference(name: str, ratio: float) -> None:
+    raw, values = _stream(12_000, channels=1, seed=4)
+    for at in range(900, 12_000, 1700):
+        raw[at + 60 : at + 66] += 10.0 * raw[at : at + 6].max()  # far larger, inside the damping: re-arms
+        raw[at + 120 : at + 126] += 0.5 * raw[at : at + 6].max()  # smaller: stays damped
+    rearm = PostprocessConfig.from_json(json.dumps({**CONFIGS[name], "suppress_rearm_ratio": ratio}))
+    plain = PostprocessConfig.from_json(json.dumps({**CONFIGS[name], "suppress_rearm_ratio": 0.0}))
+    assert supports(rearm)
+
+    expected = _reference(rearm, raw, values)
+    got = _blocks(rearm, raw, values, seed=12)
+
+    assert got == pytest.approx(expected, abs=1e-9)
+
+    # Alarm onsets (a row >= level after one below it): re-arming adds some, the plain damping has fewer.
+    def onsets(scores: np.ndarray) -> int:
+        up = scores >= rearm.decision_level
+        return int((up[1:] & ~up[:-1]).sum())
+
+    assert onsets(expected) > onsets(_reference(plain, raw, values))
+
+
 def test_unsupported_settings_stay_on_the_reference() -> None:
     for extra in ({"level_windows": [12]}, {"variance_window": 48}, {"combine": "union"}):
         config = PostprocessConfig.from_json(json.dumps({**NAB_POSTPROCESS, **extra}))
