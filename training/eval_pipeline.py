@@ -8,6 +8,11 @@ post-processing (``Postprocessor``, parameters from the model's metadata) turns 
 score in ``[0, 1]``. Every score is causal: it depends on rows at or before its own only. Rows before the
 first full window score 0.
 
+A file whose training rows cannot train the detector (the trainer's own rule: too few rows for
+``MIN_TRAINING_WINDOWS`` windows of the configured length, or no row left to score) gets the null
+detector instead: every score 0, no decision, ``FileOutcome.untrained`` saying why, and one WARNING.
+NAB needs a score for every file; its windows then count as misses. Any other failure still raises.
+
 The evaluation harness is the one place that imports both training and edge code: it checks that what
 training exports is what the device computes.
 """
@@ -32,13 +37,16 @@ from greengrass_components.anomaly_detector.model import load_model
 from greengrass_components.anomaly_detector.postprocess import PostprocessConfig, StreamPostprocessor
 from greengrass_components.anomaly_detector.scoring import ScoringEngine
 from training import train
-from training.data import load_csv
-from training.errors import TrainingError
+from training.data import Series, leading_rows, load_csv
+from training.detector import MIN_TRAINING_WINDOWS, fit
+from training.errors import TooFewRowsError, TrainingError
 
 # Large micro-batches: the scores do not depend on the batch size, the run time does.
 EVAL_BATCH_SIZE: Final = 512
 NAB_PROBATION_FRACTION: Final = 0.15
 NAB_MAX_TRAIN_ROWS: Final = 750
+
+_log = logging.getLogger("training.eval_pipeline")
 
 
 class EvaluationError(TrainingError):
@@ -71,12 +79,15 @@ class FileOutcome:
     window_length: int
     raw_scores: npt.NDArray[np.float64]  # [n_rows], 0 before the first full window
     scores: npt.NDArray[np.float64]  # [n_rows] in [0, 1]
-    raw_threshold: float
+    raw_threshold: float  # +inf for an untrained file: no raw score exceeds it
     raw_decisions: npt.NDArray[np.bool_]  # the deployed model's own calibrated threshold
     decisions: npt.NDArray[np.bool_]  # post-processed score >= the post-processing decision level
     postprocess: PostprocessConfig
-    model_bytes: int
+    model_bytes: int  # 0 for an untrained file
     seconds: float
+    # Why no model could be trained on the file (the trainer's words); None when one was. An untrained
+    # file scores 0 on every row and makes no decision (the null detector).
+    untrained: str | None = None
 
 
 def run_file(job: FileJob) -> FileOutcome:
@@ -85,8 +96,17 @@ def run_file(job: FileJob) -> FileOutcome:
     series = load_csv(job.path)
     n_rows = series.n_rows
     train_rows = nab_train_rows(n_rows) if job.train_rows is None else job.train_rows
-    if not 0 < train_rows < n_rows:
-        raise EvaluationError(f"{job.name}: cannot train on {train_rows} of {n_rows} rows")
+    try:
+        train_config = train.parse_args(list(job.hyperparameters), environ={})
+    except TrainingError as exc:
+        raise EvaluationError(f"{job.name}: invalid hyperparameters: {exc}") from exc
+    reason = untrainable_reason(series, train_rows, train_config)
+    if reason is not None:
+        _log.warning(
+            "too few rows to train: the file scores 0 throughout",
+            extra={"file": job.name, "rows": n_rows, "train_rows": train_rows, "reason": reason},
+        )
+        return untrained_outcome(job, series, train_rows, train_config, reason=reason, started=started)
     with tempfile.TemporaryDirectory(prefix="edgeml-eval-") as tmp:
         train_dir = Path(tmp) / "train"
         model_dir = Path(tmp) / "model"
@@ -151,6 +171,59 @@ def run_file(job: FileJob) -> FileOutcome:
         postprocess=config,
         model_bytes=model_bytes,
         seconds=time.perf_counter() - started,
+    )
+
+
+def untrainable_reason(series: Series, train_rows: int, config: train.TrainConfig) -> str | None:
+    """Why the file's leading ``train_rows`` rows cannot train the detector, or None when they can.
+
+    The rule is the trainer's own: the rows train.py would fit on (its ``train_rows`` /
+    ``train_fraction`` applied to the file's leading rows) must give at least ``MIN_TRAINING_WINDOWS``
+    windows of the configured length. The reason is the trainer's own ``TooFewRowsError`` message.
+    """
+    n_rows = series.n_rows
+    if not 0 < train_rows < n_rows:
+        return (
+            f"cannot train on {train_rows} of {n_rows} rows: the protocol needs at least one training row "
+            "and one row after them"
+        )
+    rows = leading_rows(
+        leading_rows(series, train_rows=train_rows, train_fraction=None),
+        train_rows=config.train_rows,
+        train_fraction=config.train_fraction,
+    )
+    detector_config = config.detector_config()
+    if rows.n_rows - detector_config.window_length + 1 >= MIN_TRAINING_WINDOWS:
+        return None
+    try:
+        # Raises before fitting anything: the trainer's check, so the reason is in its words.
+        fit([rows.values], rows.channels, detector_config)
+    except TooFewRowsError as exc:
+        return str(exc)
+    return None  # the trainer's rule accepts these rows after all: train as usual
+
+
+def untrained_outcome(
+    job: FileJob, series: Series, train_rows: int, config: train.TrainConfig, *, reason: str, started: float
+) -> FileOutcome:
+    """The null detector's outcome: every score 0, no decision (NAB counts the file's windows as misses)."""
+    n_rows = series.n_rows
+    return FileOutcome(
+        name=job.name,
+        timestamps=series.timestamps,
+        values=series.values,
+        channels=series.channels,
+        train_rows=train_rows,
+        window_length=config.window_length,
+        raw_scores=np.zeros(n_rows),
+        scores=np.zeros(n_rows),
+        raw_threshold=math.inf,
+        raw_decisions=np.zeros(n_rows, dtype=np.bool_),
+        decisions=np.zeros(n_rows, dtype=np.bool_),
+        postprocess=job.postprocess or PostprocessConfig(),
+        model_bytes=0,
+        seconds=time.perf_counter() - started,
+        untrained=reason,
     )
 
 

@@ -6,7 +6,9 @@
 Every CSV under ``DIR/data`` goes through ``training.eval_pipeline.run_file``: train.py on its leading rows
 (NAB: the probationary period, ``min(floor(0.15 N), 750)`` rows; SKAB: 400 rows), then the edge's ONNX
 scoring core and online post-processing over the whole file as one stream. ``RESULTS/<category>/<file>.csv``
-gets one row per input row; ``RESULTS/summary.json`` the scores. The corpus scores are printed.
+gets one row per input row; ``RESULTS/summary.json`` the scores. The corpus scores are printed. A file
+too short to train on scores 0 throughout (its windows are misses), still counts in the corpus scores,
+and is listed under ``untrained`` in the summary and in one printed line.
 
 One hyperparameter set per corpus family (``NAB_HYPERPARAMETERS``, ``SKAB_HYPERPARAMETERS``), chosen on the
 shared corpora as docs/detection.md describes, never per file; ``--hp`` overrides one for experiments.
@@ -215,10 +217,24 @@ def nab_summary(
         "per_category": by_category,
         "fixed_threshold": fixed,
         "files": len(outcomes),
+        "untrained": untrained_files(outcomes),
         "rows": int(sum(o.scores.size for o in outcomes.values())),
         "max_model_bytes": max(o.model_bytes for o in outcomes.values()),
         "seconds": round(sum(o.seconds for o in outcomes.values()), 1),
     }
+
+
+def untrained_files(outcomes: Mapping[str, FileOutcome]) -> dict[str, str]:
+    """``{file: reason}`` for the files no model could be trained on (scored 0 throughout)."""
+    return {name: o.untrained for name, o in sorted(outcomes.items()) if o.untrained is not None}
+
+
+def format_untrained(summary: Mapping[str, object]) -> list[str]:
+    """One line naming the files scored 0 throughout, or nothing when every file was trained."""
+    untrained = _as_dict(summary.get("untrained", {}))
+    if not untrained:
+        return []
+    return [f"files scored 0 throughout (too few rows to train): {len(untrained)} ({', '.join(untrained)})"]
 
 
 def _categories(outcomes: Iterable[str]) -> dict[str, list[str]]:
@@ -268,7 +284,7 @@ def format_nab(summary: Mapping[str, object]) -> str:
             f"windows hit={entry['windows_hit']}/{entry['windows_total']} "
             f"false alarms/1k={_fmt(entry['false_alarms_per_1k'])} NAB standard={nab['standard']:.2f}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + format_untrained(summary))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +330,7 @@ def skab_summary(outcomes: Mapping[str, FileOutcome], labels: Mapping[str, np.nd
         "metrics": _metrics_dict(metrics.total),
         "per_category": by_category,
         "files": len(outcomes),
+        "untrained": untrained_files(outcomes),
         "max_model_bytes": max(o.model_bytes for o in outcomes.values()),
         "seconds": round(sum(o.seconds for o in outcomes.values()), 1),
     }
@@ -325,7 +342,8 @@ def _metrics_dict(metrics: BinaryMetrics) -> dict[str, object]:
 
 def format_skab(summary: Mapping[str, object]) -> str:
     m = _as_dict(summary["metrics"])
-    return f"SKAB F1={_fmt(m['f1'])} FAR={_fmt(m['far_pct'])}% MAR={_fmt(m['mar_pct'])}%"
+    line = f"SKAB F1={_fmt(m['f1'])} FAR={_fmt(m['far_pct'])}% MAR={_fmt(m['mar_pct'])}%"
+    return "\n".join([line, *format_untrained(summary)])
 
 
 def read_label_column(path: Path, column: str) -> np.ndarray | None:
