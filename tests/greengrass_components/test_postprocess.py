@@ -67,31 +67,22 @@ def test_ratio_maps_the_calibrated_threshold_to_one_half():
     assert scores.tolist() == [0.5, 0.0]
 
 
-def test_suppression_damps_scores_after_an_alarm():
-    config = PostprocessConfig(
-        method="ratio",
-        short_window=1,
-        warmup=0,
-        log_scores=False,
-        suppress_level=0.5,
-        suppress_rows=3,
-        suppress_factor=0.0,
-    )
-    scores = run(config, np.array([9.0, 9.0, 9.0, 9.0, 9.0]))
-    assert scores.tolist() == [0.75, 0.0, 0.0, 0.0, 0.75]
-
-
-def _damped(rearm: float) -> PostprocessConfig:
+def _damped(rearm: float = 0.0, rows: int = 5) -> PostprocessConfig:
     return PostprocessConfig(
         method="ratio",
         short_window=1,
         warmup=0,
         log_scores=False,
         suppress_level=0.5,
-        suppress_rows=5,
+        suppress_rows=rows,
         suppress_factor=0.0,
         suppress_rearm_ratio=rearm,
     )
+
+
+def test_suppression_damps_scores_after_an_alarm():
+    scores = run(_damped(rows=3), np.array([9.0, 9.0, 9.0, 9.0, 9.0]))
+    assert scores.tolist() == [0.75, 0.0, 0.0, 0.0, 0.75]
 
 
 def test_rearm_lets_a_far_larger_anomaly_through_the_damping_and_restarts_it():
