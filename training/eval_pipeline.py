@@ -103,7 +103,7 @@ def run_file(job: FileJob) -> FileOutcome:
     reason = untrainable_reason(series, train_rows, train_config)
     if reason is not None:
         _log.warning(
-            "too few rows to train: the file scores 0 throughout",
+            "too few rows to train and score: the file scores 0 throughout",
             extra={"file": job.name, "rows": n_rows, "train_rows": train_rows, "reason": reason},
         )
         return untrained_outcome(job, series, train_rows, train_config, reason=reason, started=started)

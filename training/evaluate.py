@@ -234,7 +234,8 @@ def format_untrained(summary: Mapping[str, object]) -> list[str]:
     untrained = _as_dict(summary.get("untrained", {}))
     if not untrained:
         return []
-    return [f"files scored 0 throughout (too few rows to train): {len(untrained)} ({', '.join(untrained)})"]
+    names = ", ".join(untrained)
+    return [f"files scored 0 throughout (too few rows to train and score): {len(untrained)} ({names})"]
 
 
 def _categories(outcomes: Iterable[str]) -> dict[str, list[str]]:

@@ -40,10 +40,12 @@ average against its own history), per channel, so units never matter.
 Then, optionally, repeated alarms are damped: after a score ``>= suppress_level`` every score of the next
 ``suppress_rows`` rows is multiplied by ``suppress_factor``. One alarm per event is what an operator
 (and NAB, which counts only the first detection in a window and charges every false one) wants. With
-``suppress_rearm_ratio`` (0 = off), a damped row still passes, and starts the damping again, when its
-score is ``>= suppress_level`` and the method's short moving average of raw scores exceeds that ratio
-times the largest such average since the alarm: a minor alarm must not silence a far larger anomaly
-that follows it.
+``suppress_rearm_ratio`` (0 = off, else >= 1.1), a damped row still passes, and starts the damping
+again, when its score is ``>= suppress_level`` and the method's short moving average of raw scores
+(of ``log1p`` of them with ``log_scores``) exceeds that ratio times the largest such average since the
+alarm, if that peak is positive: a minor alarm must not silence a far larger anomaly that follows it. A
+ratio of at least 1.1 keeps a plateau's rounding noise (the two implementations round differently) from
+deciding anything.
 
 For segment-labelled data (SKAB) the opposite helps: ``hold_rows`` keeps the output at ``decision_level``
 for that many rows after the last alarm, bridging short gaps inside one anomalous segment.
@@ -71,6 +73,8 @@ _LOG10: Final = math.log(10.0)
 _SQRT2: Final = math.sqrt(2.0)
 # Beyond this z, erfc underflows in float64; the asymptotic tail expansion is exact to < 1e-3 there.
 _ASYMPTOTIC_Z: Final = 30.0
+# Below this, whether a plateau of equal raw scores re-arms the damping would be decided by rounding.
+REARM_MIN_RATIO: Final = 1.1
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,8 @@ class PostprocessConfig:
     suppress_level: float = 1.0
     suppress_rows: int = 0
     suppress_factor: float = 1.0
-    # A damped row passes when its short raw average exceeds this times the peak since the alarm (0 = off).
+    # A damped row whose score is >= suppress_level passes (and restarts the damping) when its short raw
+    # average exceeds this times the (positive) peak average since the alarm. 0 = off, else >= 1.1.
     suppress_rearm_ratio: float = 0.0
     decision_level: float = 0.5
     # Checks on the stream's own values (used only when update() is given the newest sample; 0/() = off).
@@ -140,8 +145,10 @@ class PostprocessConfig:
                 f"edge_postprocess suppress_factor must be in [0, 1], got {self.suppress_factor}"
             )
         rearm = self.suppress_rearm_ratio
-        if not (rearm == 0.0 or rearm >= 1.0):
-            raise ModelError(f"edge_postprocess suppress_rearm_ratio must be 0 (off) or >= 1, got {rearm}")
+        if not (rearm == 0.0 or rearm >= REARM_MIN_RATIO):
+            raise ModelError(
+                f"edge_postprocess suppress_rearm_ratio must be 0 (off) or >= {REARM_MIN_RATIO}, got {rearm}"
+            )
         if not 0.0 < self.decision_level <= 1.0:
             raise ModelError(f"edge_postprocess decision_level must be in (0, 1], got {self.decision_level}")
 
@@ -443,6 +450,7 @@ class StreamPostprocessor:
             rearm = (
                 cfg.suppress_rearm_ratio > 0.0
                 and score >= cfg.suppress_level
+                and self._suppress_peak > 0.0
                 and average > cfg.suppress_rearm_ratio * self._suppress_peak
             )
             if not rearm:

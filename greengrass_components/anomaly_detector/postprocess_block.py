@@ -322,7 +322,8 @@ class BlockPostprocessor:
 
     def _suppress(self, state: _StreamState, score: Floats, average: Floats) -> Floats:
         """After a score >= suppress_level, the next suppress_rows scores are multiplied by the factor,
-        unless a row re-arms (its short raw average > suppress_rearm_ratio x the peak since the alarm)."""
+        unless a row re-arms (its short raw average > suppress_rearm_ratio x the positive peak since the
+        alarm)."""
         cfg = self.config
         out = score.copy()
         k = out.shape[0]
@@ -360,7 +361,8 @@ class BlockPostprocessor:
             return None
         # The peak a row is compared with: every average since the alarm, up to the row before it.
         peaks = np.maximum.accumulate(np.concatenate([[state.suppress_peak], average[:-1]]))
-        hits = np.flatnonzero((score >= self.config.suppress_level) & (average > ratio * peaks))
+        rearms = (score >= self.config.suppress_level) & (peaks > 0.0) & (average > ratio * peaks)
+        hits = np.flatnonzero(rearms)
         return int(hits[0]) if hits.size else None
 
     def _hold(self, state: _StreamState, score: Floats) -> Floats:

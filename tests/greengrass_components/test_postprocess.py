@@ -144,7 +144,7 @@ def test_config_round_trips_through_metadata():
         ('{"suppress_factor": 2.0}', "edge_postprocess suppress_factor must be in [0, 1], got 2.0"),
         ('{"long_fraction": 1.5}', "edge_postprocess long_fraction must be in [0, 1], got 1.5"),
         ('{"long_window_max": 0}', "edge_postprocess long_window_max must be >= 1, got 0"),
-        ('{"suppress_rearm_ratio": 0.5}', "edge_postprocess suppress_rearm_ratio must be 0 (off) or >= 1"),
+        ('{"suppress_rearm_ratio": 1.0}', "edge_postprocess suppress_rearm_ratio must be 0 (off) or >= 1.1"),
     ],
 )
 def test_bad_metadata_is_refused_with_a_reason(text, message):
@@ -339,3 +339,28 @@ def test_the_nab_setting_reports_a_far_larger_burst_inside_a_minor_alarms_dampin
     assert (off[2000:2010] >= 0.5).any()
     assert (on[2150:2160] >= 0.5).any()
     assert not (off[2010:2400] >= 0.5).any()
+
+
+def test_rearm_needs_a_positive_peak():
+    # Raw scores at or below 0 give the ratio nothing to scale: a damped row never re-arms then.
+    config = PostprocessConfig(
+        method="likelihood",
+        short_window=1,
+        long_window=10,
+        warmup=0,
+        log_scores=False,
+        suppress_level=0.5,
+        suppress_rows=5,
+        suppress_factor=0.0,
+        suppress_rearm_ratio=3.0,
+    )
+
+    def scores(base: float, alarm: float) -> list[float]:
+        state = StreamPostprocessor(config, 3.0)
+        return [state.update(v) for v in [base] * 20 + [alarm, 500.0]]
+
+    negative, positive = scores(-5.0, -1.0), scores(1.0, 2.0)
+    assert negative[20] >= 0.5
+    assert positive[20] >= 0.5
+    assert positive[21] >= 0.5  # 500 > 3 x 2: re-armed
+    assert negative[21] == 0.0  # 500 > 3 x -1 too, but a peak of -1 has no scale: damped

@@ -10,6 +10,7 @@ import pytest
 from greengrass_components.anomaly_detector.batch import Segment
 from greengrass_components.anomaly_detector.decision_rule import DecisionRule
 from greengrass_components.anomaly_detector.postprocess import (
+    REARM_MIN_RATIO,
     PostprocessConfig,
     StreamPostprocessor,
     log10_tail,
@@ -172,7 +173,7 @@ def _random_config(rng: np.random.Generator) -> PostprocessConfig:
         suppress_level=float(rng.choice([0.5, 0.6, 0.9])),
         suppress_rows=int(rng.choice([0, 1, 5, 50, 300])),
         suppress_factor=float(rng.choice([0.0, 0.25, 1.0])),
-        suppress_rearm_ratio=float(rng.choice([0.0, 1.0, 1.2, 3.0])),
+        suppress_rearm_ratio=float(rng.choice([0.0, 1.1, 1.2, 3.0])),
         hold_rows=int(rng.choice([0, 5, 30])),
         long_fraction=float(rng.choice([0.0, 0.5])),
         long_window_max=max(long_window, int(rng.choice([600, 2000]))),
@@ -208,3 +209,20 @@ def test_block_equals_the_reference_for_random_settings_streams_and_block_sizes(
         assert got == pytest.approx(expected, abs=1e-7), config
         level = config.decision_level
         assert np.array_equal(got >= level, expected >= level), config
+
+
+def test_a_plateau_of_equal_raw_scores_never_re_arms_in_either_implementation() -> None:
+    # Equal raw scores: the running sum (reference) and the prefix sums (blocks) round the 3-row averages
+    # differently, so a ratio near 1 would let rounding decide; from REARM_MIN_RATIO on, both damp alike.
+    config = PostprocessConfig(
+        method="ratio", short_window=3, warmup=0, log_scores=False, suppress_level=0.5, suppress_rows=50,
+        suppress_factor=0.0, suppress_rearm_ratio=REARM_MIN_RATIO,
+    )  # fmt: skip
+    raw = np.full(300, 0.1, dtype=np.float32)
+    values = np.zeros((300, 1), dtype=np.float32)
+    reference = StreamPostprocessor(config, 0.01)
+    expected = np.array([reference.update(float(r)) for r in raw.tolist()])
+    whole = BlockPostprocessor(config, 0.01).update_block("s", raw, values)
+    alarms = np.flatnonzero(expected >= 0.5)
+    assert alarms.tolist() == list(range(0, 300, 51))  # an alarm, 50 damped rows, the next alarm, ...
+    assert np.flatnonzero(whole >= 0.5).tolist() == alarms.tolist()

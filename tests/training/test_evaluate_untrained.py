@@ -40,7 +40,7 @@ def test_nab_scores_a_too_short_file_as_zero_and_reports_it(tmp_path, capsys):
 
     assert code == 0
     captured = capsys.readouterr()
-    assert "files scored 0 throughout (too few rows to train): 1 (other/tiny.csv)" in captured.out
+    assert "files scored 0 throughout (too few rows to train and score): 1 (other/tiny.csv)" in captured.out
     warnings = [json.loads(line) for line in captured.err.splitlines() if '"WARNING"' in line]
     assert [(w["file"], w["reason"]) for w in warnings if "file" in w] == [("other/tiny.csv", TINY_REASON)]
 
@@ -153,7 +153,7 @@ def test_skab_scores_a_file_without_test_rows_as_zero_and_reports_it(tmp_path, c
     assert code == 0
     printed = capsys.readouterr().out
     assert printed.startswith("SKAB F1=")
-    assert "files scored 0 throughout (too few rows to train): 1 (valve1/short.csv)" in printed
+    assert "files scored 0 throughout (too few rows to train and score): 1 (valve1/short.csv)" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["untrained"]) == ["valve1/short.csv"]
     assert summary["untrained"]["valve1/short.csv"].startswith("cannot train on 400 of 300 rows")
