@@ -77,6 +77,10 @@ NAB_POSTPROCESS_BY_TIME: Final[Mapping[str, object]] = {
     # Checks on the stream's values: HTM's spatial range check and a seasonal (one day) difference
     # likelihood, against a two-day reference spread, averaged over a quarter of a day.
     "spatial_tolerance": 0.05,
+    # A level not seen for a while: the 100-row mean outside the range of the 8,000 rows before it.
+    "record_window": 100,
+    "record_history": 8000,
+    "record_min_history": 1000,
     "seasonal_period_s": 86400,
     "reference_periods": 2,
     "value_short_fraction": 0.25,

@@ -27,6 +27,11 @@ channel, e.g. ``Decision.window[-1]``; each off by default), combined with the s
 ``spatial_tolerance`` (NAB's HTM detector)
     The newest value against the min/max of every value the stream has shown; outside that range by more
     than ``spatial_tolerance`` times its width, the score is 1.
+``record_window``
+    A level never seen lately: the mean of the last ``record_window`` values against the min/max of the
+    ``record_history`` values before them (once at least ``record_min_history`` of those exist); outside
+    that range, the score is 1. Unlike the spatial check it forgets, so a level the stream left long ago
+    (and a slow drift into a rare level) counts again, and the mean ignores single spikes.
 ``seasonal_lag``
     ``|x_t - x_{t-lag}|`` in units of the std of the last ``reference_window`` values: a missing or
     changed daily cycle, which a short forecasting window cannot see.
@@ -95,6 +100,9 @@ class PostprocessConfig:
     decision_level: float = 0.5
     # Checks on the stream's own values (used only when update() is given the newest sample; 0/() = off).
     spatial_tolerance: float = 0.0
+    record_window: int = 0
+    record_history: int = 8000
+    record_min_history: int = 1000
     level_windows: tuple[int, ...] = ()
     variance_window: int = 0
     seasonal_lag: int = 0
@@ -121,6 +129,8 @@ class PostprocessConfig:
             "reference_window",
             "value_short_window",
             "long_window_max",
+            "record_history",
+            "record_min_history",
         ):
             if getattr(self, name) < 1:
                 raise ModelError(f"edge_postprocess {name} must be >= 1, got {getattr(self, name)}")
@@ -130,6 +140,7 @@ class PostprocessConfig:
             "variance_window",
             "seasonal_lag",
             "hold_rows",
+            "record_window",
         ):
             if getattr(self, name) < 0:
                 raise ModelError(f"edge_postprocess {name} must be >= 0, got {getattr(self, name)}")
@@ -153,6 +164,11 @@ class PostprocessConfig:
             raise ModelError(f"edge_postprocess decision_level must be in (0, 1], got {self.decision_level}")
 
     def _check_value_settings(self) -> None:
+        if self.record_min_history > self.record_history:
+            raise ModelError(
+                f"edge_postprocess record_min_history ({self.record_min_history}) must be <= record_history "
+                f"({self.record_history})"
+            )
         for k in self.level_windows:
             if not 1 <= k < self.reference_window:
                 raise ModelError(f"edge_postprocess level_windows must be in [1, reference_window), got {k}")
@@ -165,7 +181,13 @@ class PostprocessConfig:
     @property
     def uses_values(self) -> bool:
         """Whether any check needs the newest sample's values (``update(raw, values)``)."""
-        return bool(self.spatial_tolerance or self.level_windows or self.variance_window or self.seasonal_lag)
+        return bool(
+            self.spatial_tolerance
+            or self.level_windows
+            or self.variance_window
+            or self.seasonal_lag
+            or self.record_window
+        )
 
     @classmethod
     def from_json(cls, text: str) -> PostprocessConfig:
@@ -313,6 +335,58 @@ class _Moments:
         return math.sqrt(max(self._sq / n - mean * mean, 0.0))
 
 
+class _LevelRecord:
+    """Whether the mean of the last ``window`` values leaves the range of the ``history`` values before them.
+
+    O(1) amortised per value: a running sum for the mean (recomputed exactly every ``_EXACT_EVERY`` values
+    so rounding does not build up) and monotonic deques for the range.
+    """
+
+    _EXACT_EVERY: Final = 4096
+
+    def __init__(self, window: int, history: int, min_history: int) -> None:
+        self._window = window
+        self._history = history
+        self._min_history = min_history
+        self._recent: deque[float] = deque()
+        self._sum = 0.0
+        self._seen = 0
+        self._highs: deque[tuple[int, float]] = deque()  # (index, value), values decreasing
+        self._lows: deque[tuple[int, float]] = deque()  # (index, value), values increasing
+
+    def update(self, value: float) -> bool:
+        index = self._seen
+        self._seen += 1
+        self._recent.append(value)
+        self._sum += value
+        if len(self._recent) > self._window:
+            old = self._recent.popleft()
+            self._sum -= old
+            self._remember(index - self._window, old)
+        if self._seen % self._EXACT_EVERY == 0:
+            self._sum = math.fsum(self._recent)
+        if min(max(self._seen - self._window, 0), self._history) < self._min_history:
+            return False
+        mean = self._sum / len(self._recent)
+        low, high = self._lows[0][1], self._highs[0][1]
+        # A relative guard: on a flat line the mean equals the range and rounding must not decide.
+        tolerance = 1e-9 * (abs(low) + abs(high) + 1.0)
+        return mean > high + tolerance or mean < low - tolerance
+
+    def _remember(self, index: int, value: float) -> None:
+        while self._highs and self._highs[-1][1] <= value:
+            self._highs.pop()
+        self._highs.append((index, value))
+        while self._lows and self._lows[-1][1] >= value:
+            self._lows.pop()
+        self._lows.append((index, value))
+        oldest = index - self._history + 1
+        while self._highs[0][0] < oldest:
+            self._highs.popleft()
+        while self._lows[0][0] < oldest:
+            self._lows.popleft()
+
+
 class _ChannelChecks:
     """The value-based statistics of one channel, each with its own likelihood (see the module doc)."""
 
@@ -325,6 +399,11 @@ class _ChannelChecks:
         self._levels = [_Moments(k) for k in cfg.level_windows]
         self._variance = _Moments(cfg.variance_window) if cfg.variance_window else None
         self._lagged: deque[float] = deque(maxlen=cfg.seasonal_lag + 1)
+        self._record = (
+            _LevelRecord(cfg.record_window, cfg.record_history, cfg.record_min_history)
+            if cfg.record_window
+            else None
+        )
         count = len(self._levels) + (self._variance is not None) + (cfg.seasonal_lag > 0)
         self._tails = [
             _Tail(cfg.value_short_window, cfg.long_window, cfg.min_std, cfg.warmup) for _ in range(count)
@@ -339,6 +418,10 @@ class _ChannelChecks:
         self.low = min(self.low, value)
         self.high = max(self.high, value)
         return outside
+
+    def record(self, value: float) -> bool:
+        """True when the recent mean leaves the range of the history before it (see ``_LevelRecord``)."""
+        return self._record is not None and self._record.update(value)
 
     def update(self, value: float) -> float:
         """The largest ``-log10`` tail probability among this channel's statistics."""
@@ -426,6 +509,8 @@ class StreamPostprocessor:
         for checks, value in zip(self._channels, values, strict=True):
             x = float(value)
             if cfg.spatial_tolerance > 0 and checks.spatial(x):
+                spatial = True
+            if cfg.record_window and checks.record(x):
                 spatial = True
             tail = checks.update(x)
             if tail > 0.0:

@@ -42,6 +42,9 @@ _SUPPORTED = frozenset(
         "suppress_rearm_ratio",
         "decision_level",
         "spatial_tolerance",
+        "record_window",
+        "record_history",
+        "record_min_history",
         "seasonal_lag",
         "reference_window",
         "value_short_window",
@@ -89,6 +92,35 @@ class _TailState:
     history: Floats = field(default_factory=lambda: np.empty(0))
     window: int = 0  # the history length in force (it only grows)
     shift: float | None = None  # the first average: sums are taken of values centred on it
+
+
+def _window_ranges(
+    values: Floats, starts: NDArray[np.int64], ends: NDArray[np.int64]
+) -> tuple[Floats, Floats]:
+    """Min and max of ``values[starts[i] : ends[i] + 1]`` for windows whose starts and ends both move
+    forward (never back) from one window to the next, in O(len) numpy work plus one pass over the part
+    every window of a chunk shares."""
+    n = starts.shape[0]
+    lows, highs = np.empty(n), np.empty(n)
+    i = 0
+    while i < n:
+        # The windows i..j share values[starts[j] : ends[i] + 1]; the rest of window t is a suffix of
+        # values[starts[i] : starts[j]] and a prefix of values[ends[i] + 1 : ends[t] + 1].
+        j = i + int(np.searchsorted(starts[i:], ends[i], side="right")) - 1
+        shared = values[starts[j] : ends[i] + 1]
+        left = values[starts[i] : starts[j]]
+        right = values[ends[i] + 1 : ends[j] + 1]
+        lo, hi = float(shared.min()), float(shared.max())
+        left_lo = np.append(np.minimum.accumulate(left[::-1])[::-1], np.inf)
+        left_hi = np.append(np.maximum.accumulate(left[::-1])[::-1], -np.inf)
+        right_lo = np.concatenate([[np.inf], np.minimum.accumulate(right)])
+        right_hi = np.concatenate([[-np.inf], np.maximum.accumulate(right)])
+        a = starts[i : j + 1] - starts[i]
+        b = ends[i : j + 1] - ends[i]
+        lows[i : j + 1] = np.minimum(np.minimum(left_lo[a], right_lo[b]), lo)
+        highs[i : j + 1] = np.maximum(np.maximum(left_hi[a], right_hi[b]), hi)
+        i = j + 1
+    return lows, highs
 
 
 def _moving_averages(previous: Floats, xs: Floats, window: int) -> tuple[Floats, Floats]:
@@ -172,6 +204,8 @@ class _ChannelState:
     values: Floats = field(default_factory=lambda: np.empty(0))  # the last reference/lag values
     count: int = 0
     seasonal: _TailState = field(default_factory=_TailState)
+    record_values: Floats = field(default_factory=lambda: np.empty(0))  # the last window + history - 1
+    record_count: int = 0
 
 
 @dataclass
@@ -265,6 +299,8 @@ class BlockPostprocessor:
             column = values[:, index]
             if cfg.spatial_tolerance > 0:
                 spatial |= self._spatial(channel, column)
+            if cfg.record_window:
+                spatial |= self._record(channel, column)
             tail = self._seasonal(channel, column)
             if tail is not None:
                 score = np.maximum(score, np.where(tail > 0.0, tail / (tail + cfg.half_log10), 0.0))
@@ -280,6 +316,33 @@ class BlockPostprocessor:
             outside = (high > low) & ((column > high + margin) | (column < low - margin))
         channel.high, channel.low = float(highs[-1]), float(lows[-1])
         return outside
+
+    def _record(self, channel: _ChannelState, column: Floats) -> NDArray[np.bool_]:
+        """Whether the last ``record_window`` values' mean leaves the range of the history before them."""
+        cfg = self.config
+        w, h = cfg.record_window, cfg.record_history
+        k = column.shape[0]
+        joined = np.concatenate([channel.record_values, column])
+        n0 = channel.record_values.shape[0]
+        seen = channel.record_count + 1 + np.arange(k)  # values seen after each new one
+        channel.record_count += k
+        channel.record_values = joined[-(w + h - 1) :].copy()
+        pos = n0 + np.arange(k)  # each new value's index in ``joined``
+        counts = np.minimum(seen, w)
+        shift = float(joined[0])
+        sums = np.concatenate([[0.0], np.cumsum(joined - shift)])
+        means = (sums[pos + 1] - sums[pos + 1 - counts]) / counts + shift
+        history = np.minimum(np.maximum(seen - w, 0), h)
+        flags = np.zeros(k, dtype=np.bool_)
+        live = np.flatnonzero(history >= cfg.record_min_history)
+        if live.size == 0:
+            return flags
+        ends = pos[live] - w  # each history's last index in ``joined``; it starts history - 1 before
+        lows, highs = _window_ranges(joined, ends - history[live] + 1, ends)
+        tolerance = 1e-9 * (np.abs(lows) + np.abs(highs) + 1.0)
+        m = means[live]
+        flags[live] = (m > highs + tolerance) | (m < lows - tolerance)
+        return flags
 
     def _seasonal(self, channel: _ChannelState, column: Floats) -> Floats | None:
         """``|x_t - x_{t-lag}|`` in reference-std units, through its own likelihood (None when off)."""

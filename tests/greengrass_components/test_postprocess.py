@@ -364,3 +364,50 @@ def test_rearm_needs_a_positive_peak():
     assert positive[20] >= 0.5
     assert positive[21] >= 0.5  # 500 > 3 x 2: re-armed
     assert negative[21] == 0.0  # 500 > 3 x -1 too, but a peak of -1 has no scale: damped
+
+
+def _record_config(**extra: object) -> PostprocessConfig:
+    settings: dict[str, object] = {
+        "method": "ratio", "short_window": 1, "warmup": 0, "log_scores": False,
+        "record_window": 20, "record_history": 200, "record_min_history": 100, **extra,
+    }  # fmt: skip
+    return PostprocessConfig(**settings)  # type: ignore[arg-type]
+
+
+def _record_scores(config: PostprocessConfig, values: np.ndarray) -> np.ndarray:
+    # Raw scores far below the threshold: only the value checks can raise the score.
+    state = StreamPostprocessor(config, 1e6)
+    return np.array([state.update(0.0, [float(v)]) for v in values])
+
+
+def test_record_flags_a_slow_drift_into_a_level_the_stream_left_long_ago():
+    rng = np.random.default_rng(3)
+    # Once at 0 (a short dip), then 300 rows around 10, then a slow decline to 3 and a long stay there.
+    parts = [np.zeros(10), 10 + rng.normal(0, 0.5, 300), np.linspace(10, 3, 100), np.full(100, 3.0)]
+    values = np.concatenate(parts)
+    values = values + rng.normal(0, 0.2, values.size)
+    record = _record_scores(_record_config(), values)
+    spatial = _record_scores(_record_config(record_window=0, spatial_tolerance=0.05), values)
+    assert not (spatial[20:] >= 0.5).any()  # never outside the range of everything seen (the dip)
+    first = int(np.argmax(record >= 0.5))
+    assert 310 < first < 410  # during the decline: its 20-row mean is below the last 200 rows' range
+    assert not (record[:310] >= 0.5).any()
+
+
+def test_record_needs_its_minimum_history_and_ignores_a_flat_line():
+    flat = _record_scores(_record_config(), np.full(500, 7.0))
+    assert not (flat >= 0.5).any()
+    step = np.concatenate([np.full(110, 7.0), np.full(100, 8.0)])
+    # The step's first 20-row mean (row 110) is above every earlier value, but row 119 is the first with
+    # 100 rows of history; from row 130 on the history holds 8s too and the level is no record any more.
+    scores = _record_scores(_record_config(), step)
+    assert np.flatnonzero(scores >= 0.5).tolist() == list(range(119, 130))
+    assert not (_record_scores(_record_config(record_min_history=200), step) >= 0.5).any()
+
+
+def test_record_settings_are_checked():
+    with pytest.raises(ModelError, match=r"record_min_history \(300\) must be <= record_history \(200\)"):
+        _record_config(record_min_history=300)
+    with pytest.raises(ModelError, match="record_window must be >= 0"):
+        _record_config(record_window=-1)
+    assert _record_config().uses_values

@@ -109,6 +109,42 @@ def test_block_rearm_equals_the_reference(name: str, ratio: float) -> None:
     assert onsets(expected) > onsets(_reference(plain, raw, values))
 
 
+def test_block_record_equals_the_reference_on_drifts_ties_and_flat_lines() -> None:
+    rng = np.random.default_rng(8)
+    n = 9000
+    drift = 50.0 + 0.05 * rng.normal(size=n).cumsum()  # wanders into levels it left long ago
+    ties = np.round(50.0 + 3.0 * rng.normal(size=n))  # many equal values: the range's edges repeat
+    flat = np.full(n, 7.0)
+    flat[6000:] += 1.0  # a step out of a flat line
+    raw = np.abs(rng.normal(size=n)).astype(np.float32)
+    config = PostprocessConfig.from_json(
+        json.dumps({"method": "ratio", "short_window": 1, "warmup": 0, "log_scores": False,
+                    "record_window": 100, "record_history": 2000, "record_min_history": 500})
+    )  # fmt: skip
+    fired = {}
+    for name, column in (("drift", drift), ("ties", ties), ("flat", flat), ("all", None)):
+        values = np.stack([drift, ties, flat], axis=1) if column is None else column[:, None]
+        values = values.astype(np.float32)
+        # Raw scores far below the threshold: a score >= 0.5 is the record check firing.
+        state = StreamPostprocessor(config, 1e6)
+        rows = values.tolist()
+        expected = np.array([state.update(float(r), rows[i]) for i, r in enumerate(raw.tolist())])
+        block = BlockPostprocessor(config, 1e6)
+        parts, start = [], 0
+        while start < n:
+            stop = min(n, start + int(rng.choice([1, 3, 64, 700, 2500])))
+            parts.append(block.update_block("s", raw[start:stop], values[start:stop]))
+            start = stop
+        got = np.concatenate(parts)
+        assert np.array_equal(got >= 0.5, expected >= 0.5), name
+        assert got == pytest.approx(expected, abs=1e-9), name
+        fired[name] = expected >= 0.5
+    assert fired["drift"].any()
+    assert fired["flat"][6000:6100].any()
+    assert not fired["flat"][:6000].any()
+    assert np.array_equal(fired["all"], fired["drift"] | fired["ties"] | fired["flat"])
+
+
 def test_unsupported_settings_stay_on_the_reference() -> None:
     for extra in ({"level_windows": [12]}, {"variance_window": 48}, {"combine": "union"}):
         config = PostprocessConfig.from_json(json.dumps({**NAB_POSTPROCESS, **extra}))
@@ -181,6 +217,9 @@ def _random_config(rng: np.random.Generator) -> PostprocessConfig:
         seasonal_lag=int(rng.choice([0, 24, 100])),
         reference_window=int(rng.choice([50, 200])),
         value_short_window=int(rng.choice([1, 12])),
+        record_window=int(rng.choice([0, 1, 30, 100])),
+        record_history=int(rng.choice([10, 300])),
+        record_min_history=int(rng.choice([1, 10])),
     )
 
 
