@@ -329,9 +329,12 @@ class BlockPostprocessor:
         channel.record_values = joined[-(w + h - 1) :].copy()
         pos = n0 + np.arange(k)  # each new value's index in ``joined``
         counts = np.minimum(seen, w)
-        shift = float(joined[0])
-        sums = np.concatenate([[0.0], np.cumsum(joined - shift)])
-        means = (sums[pos + 1] - sums[pos + 1 - counts]) / counts + shift
+        # The means need only the last window's values before the block: prefix sums over those.
+        base = max(n0 - w + 1, 0)
+        tail = joined[base:]
+        shift = float(tail[0])
+        sums = np.concatenate([[0.0], np.cumsum(tail - shift)])
+        means = (sums[pos + 1 - base] - sums[pos + 1 - base - counts]) / counts + shift
         history = np.minimum(np.maximum(seen - w, 0), h)
         flags = np.zeros(k, dtype=np.bool_)
         live = np.flatnonzero(history >= cfg.record_min_history)
