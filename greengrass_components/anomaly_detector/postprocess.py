@@ -164,7 +164,7 @@ class PostprocessConfig:
             raise ModelError(f"edge_postprocess decision_level must be in (0, 1], got {self.decision_level}")
 
     def _check_value_settings(self) -> None:
-        if self.record_min_history > self.record_history:
+        if self.record_window and self.record_min_history > self.record_history:
             raise ModelError(
                 f"edge_postprocess record_min_history ({self.record_min_history}) must be <= record_history "
                 f"({self.record_history})"
@@ -338,13 +338,14 @@ class _Moments:
 class _LevelRecord:
     """Whether the mean of the last ``window`` values leaves the range of the ``history`` values before them.
 
-    O(1) amortised per value: a running sum for the mean (recomputed exactly every ``_EXACT_EVERY`` values
-    so rounding does not build up) and monotonic deques for the range.
+    O(1) amortised per value: a running sum for the mean and monotonic deques for the range. The sum is
+    recomputed exactly every ``min(window, history)`` values: a huge value (an error code) leaves a rounding
+    error of its size in the running sum, and the recomputation must come while that value is still in the
+    history, whose range (and so the tolerance) it widens.
     """
 
-    _EXACT_EVERY: Final = 4096
-
     def __init__(self, window: int, history: int, min_history: int) -> None:
+        self._exact_every = min(window, history)
         self._window = window
         self._history = history
         self._min_history = min_history
@@ -363,7 +364,7 @@ class _LevelRecord:
             old = self._recent.popleft()
             self._sum -= old
             self._remember(index - self._window, old)
-        if self._seen % self._EXACT_EVERY == 0:
+        if self._seen % self._exact_every == 0:
             self._sum = math.fsum(self._recent)
         if min(max(self._seen - self._window, 0), self._history) < self._min_history:
             return False

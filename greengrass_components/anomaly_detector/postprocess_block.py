@@ -329,12 +329,11 @@ class BlockPostprocessor:
         channel.record_values = joined[-(w + h - 1) :].copy()
         pos = n0 + np.arange(k)  # each new value's index in ``joined``
         counts = np.minimum(seen, w)
-        # The means need only the last window's values before the block: prefix sums over those.
-        base = max(n0 - w + 1, 0)
-        tail = joined[base:]
-        shift = float(tail[0])
-        sums = np.concatenate([[0.0], np.cumsum(tail - shift)])
-        means = (sums[pos + 1 - base] - sums[pos + 1 - base - counts]) / counts + shift
+        # Each window's sum on its own (zeros before the stream's first value): prefix sums over a long
+        # block would carry a huge value's rounding error into every later window's mean.
+        before = min(n0, w - 1)
+        padded = np.concatenate([np.zeros(w - 1 - before), joined[n0 - before :]])
+        means = np.convolve(padded, np.ones(w), "valid") / counts
         history = np.minimum(np.maximum(seen - w, 0), h)
         flags = np.zeros(k, dtype=np.bool_)
         live = np.flatnonzero(history >= cfg.record_min_history)

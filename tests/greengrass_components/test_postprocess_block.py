@@ -265,3 +265,44 @@ def test_a_plateau_of_equal_raw_scores_never_re_arms_in_either_implementation() 
     alarms = np.flatnonzero(expected >= 0.5)
     assert alarms.tolist() == list(range(0, 300, 51))  # an alarm, 50 damped rows, the next alarm, ...
     assert np.flatnonzero(whole >= 0.5).tolist() == alarms.tolist()
+
+
+@pytest.mark.parametrize(("window", "history"), [(100, 8000), (100, 1000), (20, 200)])
+def test_record_after_a_huge_value_stays_quiet_on_a_flat_line(window: int, history: int) -> None:
+    # An error code (2^32) once, then a flat line (1.38), in both paths: the huge value's rounding
+    # error must not make the flat line look like it left its range, in the running sum (reference) or in
+    # one block much longer than the history (the twin).
+    n = 3 * (window + history) + 500
+    values = np.full((n, 1), 1.38, dtype=np.float32)
+    values[:400, 0] = 1.37
+    values[400, 0] = 4294967295.0
+    raw = np.zeros(n, dtype=np.float32)
+    config = PostprocessConfig.from_json(
+        json.dumps({"method": "ratio", "short_window": 1, "warmup": 0, "log_scores": False,
+                    "record_window": window, "record_history": history, "record_min_history": history})
+    )  # fmt: skip
+    reference = StreamPostprocessor(config, 1e6)
+    rows = values.tolist()
+    expected = np.array([reference.update(0.0, rows[i]) for i in range(n)])
+    whole = BlockPostprocessor(config, 1e6).update_block("s", raw, values)
+    quiet_from = 400 + window + history  # the huge value has left the mean and then the history
+    assert not (expected[quiet_from:] >= 0.5).any()
+    assert not (whole[quiet_from:] >= 0.5).any()
+    assert np.array_equal(whole >= 0.5, expected >= 0.5)
+
+
+@pytest.mark.parametrize("level", [0.3, 1.0 / 3.0])
+def test_record_ignores_a_flat_line_whose_mean_rounds_off_its_value(level: float) -> None:
+    # In float64 (the API takes any floats) 100 x 0.3 or 100 x 1/3 is not exact: the window's mean lands a
+    # rounding step above or below the value itself, and only the relative guard keeps that from firing.
+    n = 1500
+    values = np.full((n, 1), level)
+    config = PostprocessConfig.from_json(
+        json.dumps({"method": "ratio", "short_window": 1, "warmup": 0, "log_scores": False,
+                    "record_window": 100, "record_history": 1000, "record_min_history": 1000})
+    )  # fmt: skip
+    reference = StreamPostprocessor(config, 1e6)
+    expected = np.array([reference.update(0.0, [level]) for _ in range(n)])
+    whole = BlockPostprocessor(config, 1e6).update_block("s", np.zeros(n), values)
+    assert not (expected >= 0.5).any()
+    assert not (whole >= 0.5).any()
