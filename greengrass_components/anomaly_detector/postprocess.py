@@ -490,12 +490,12 @@ class StreamPostprocessor:
             longer = min(int(cfg.long_fraction * self.seen), cfg.long_window_max)
             score = self._from_tail(self._raw_tail.update(value, long_window=longer))
             average = self._raw_tail.average
-        spatial = False
+        out_of_range = False
         if checks_values and values is not None:
-            score, spatial = self._value_checks(score, values)
+            score, out_of_range = self._value_checks(score, values)
         if self.seen <= cfg.warmup:
             return 0.0
-        if spatial:
+        if out_of_range:
             score = 1.0
         return self._hold(self._suppress(score, average))
 
@@ -506,18 +506,18 @@ class StreamPostprocessor:
         cfg = self.config
         if not self._channels:
             self._channels = [_ChannelChecks(cfg) for _ in values]
-        spatial = False
+        out_of_range = False
         for checks, value in zip(self._channels, values, strict=True):
             x = float(value)
             if cfg.spatial_tolerance > 0 and checks.spatial(x):
-                spatial = True
-            if cfg.record_window and checks.record(x):
-                spatial = True
+                out_of_range = True
+            if checks.record(x):
+                out_of_range = True
             tail = checks.update(x)
             if tail > 0.0:
                 other = self._from_tail(tail)
                 score = max(score, other) if cfg.combine == "max" else 1.0 - (1.0 - score) * (1.0 - other)
-        return score, spatial
+        return score, out_of_range
 
     def _hold(self, score: float) -> float:
         cfg = self.config

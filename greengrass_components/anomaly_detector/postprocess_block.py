@@ -271,11 +271,11 @@ class BlockPostprocessor:
                 min_history=2,
             )
             score = tail / (tail + cfg.half_log10)
-        spatial = np.zeros(k, dtype=np.bool_)
+        out_of_range = np.zeros(k, dtype=np.bool_)
         if checks_values and values is not None:
-            score, spatial = self._value_checks(state, score, np.asarray(values, dtype=np.float64))
+            score, out_of_range = self._value_checks(state, score, np.asarray(values, dtype=np.float64))
         state.seen += k
-        score = np.where(spatial, 1.0, score)
+        score = np.where(out_of_range, 1.0, score)
         live = seen > cfg.warmup
         out = np.zeros(k)
         if live.any():
@@ -294,17 +294,17 @@ class BlockPostprocessor:
         cfg = self.config
         if not state.channels:
             state.channels = [_ChannelState() for _ in range(values.shape[1])]
-        spatial = np.zeros(score.shape[0], dtype=np.bool_)
+        out_of_range = np.zeros(score.shape[0], dtype=np.bool_)
         for index, channel in enumerate(state.channels):
             column = values[:, index]
             if cfg.spatial_tolerance > 0:
-                spatial |= self._spatial(channel, column)
+                out_of_range |= self._spatial(channel, column)
             if cfg.record_window:
-                spatial |= self._record(channel, column)
+                out_of_range |= self._record(channel, column)
             tail = self._seasonal(channel, column)
             if tail is not None:
                 score = np.maximum(score, np.where(tail > 0.0, tail / (tail + cfg.half_log10), 0.0))
-        return score, spatial
+        return score, out_of_range
 
     def _spatial(self, channel: _ChannelState, column: Floats) -> NDArray[np.bool_]:
         """Outside the range of every earlier value by more than the tolerance (then the range learns it)."""
