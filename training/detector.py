@@ -104,6 +104,18 @@ class ForecastResidualModel:
         return len(self.channels)
 
 
+def too_few_rows(segment_rows: Sequence[int], config: DetectorConfig) -> str | None:
+    """Why segments of these row counts give too few training windows, or None when they give enough."""
+    n_windows = sum(max(0, n - config.window_length + 1) for n in segment_rows)
+    if n_windows >= MIN_TRAINING_WINDOWS:
+        return None
+    return (
+        f"{sum(segment_rows)} training rows give {n_windows} windows of length {config.window_length}; "
+        f"at least {MIN_TRAINING_WINDOWS} are needed "
+        f"(a file needs {config.window_length + MIN_TRAINING_WINDOWS - 1} rows)"
+    )
+
+
 def fit(
     segments: Sequence[np.ndarray], channels: Sequence[str], config: DetectorConfig
 ) -> ForecastResidualModel:
@@ -115,14 +127,9 @@ def fit(
     for segment in segments:
         if segment.ndim != 2 or segment.shape[1] != n_channels:
             raise ValueError(f"segment shape {segment.shape} does not match {n_channels} channels")
-    n_windows = sum(max(0, s.shape[0] - config.window_length + 1) for s in segments)
-    if n_windows < MIN_TRAINING_WINDOWS:
-        n_rows = sum(s.shape[0] for s in segments)
-        raise TooFewRowsError(
-            f"{n_rows} training rows give {n_windows} windows of length {config.window_length}; "
-            f"at least {MIN_TRAINING_WINDOWS} are needed "
-            f"(a file needs {config.window_length + MIN_TRAINING_WINDOWS - 1} rows)"
-        )
+    reason = too_few_rows([s.shape[0] for s in segments], config)
+    if reason is not None:
+        raise TooFewRowsError(reason)
 
     rows = np.concatenate([np.asarray(s, dtype=np.float64) for s in segments])
     center = np.median(rows, axis=0)

@@ -38,8 +38,8 @@ from greengrass_components.anomaly_detector.postprocess import PostprocessConfig
 from greengrass_components.anomaly_detector.scoring import ScoringEngine
 from training import train
 from training.data import Series, leading_rows, load_csv
-from training.detector import MIN_TRAINING_WINDOWS, fit
-from training.errors import TooFewRowsError, TrainingError
+from training.detector import too_few_rows
+from training.errors import TrainingError
 
 # Large micro-batches: the scores do not depend on the batch size, the run time does.
 EVAL_BATCH_SIZE: Final = 512
@@ -179,7 +179,7 @@ def untrainable_reason(series: Series, train_rows: int, config: train.TrainConfi
 
     The rule is the trainer's own: the rows train.py would fit on (its ``train_rows`` /
     ``train_fraction`` applied to the file's leading rows) must give at least ``MIN_TRAINING_WINDOWS``
-    windows of the configured length. The reason is the trainer's own ``TooFewRowsError`` message.
+    windows of the configured length. The reason is the trainer's own ``too_few_rows`` message.
     """
     n_rows = series.n_rows
     if not 0 < train_rows < n_rows:
@@ -192,15 +192,7 @@ def untrainable_reason(series: Series, train_rows: int, config: train.TrainConfi
         train_rows=config.train_rows,
         train_fraction=config.train_fraction,
     )
-    detector_config = config.detector_config()
-    if rows.n_rows - detector_config.window_length + 1 >= MIN_TRAINING_WINDOWS:
-        return None
-    try:
-        # Raises before fitting anything: the trainer's check, so the reason is in its words.
-        fit([rows.values], rows.channels, detector_config)
-    except TooFewRowsError as exc:
-        return str(exc)
-    return None  # the trainer's rule accepts these rows after all: train as usual
+    return too_few_rows([rows.n_rows], config.detector_config())
 
 
 def untrained_outcome(
