@@ -8,8 +8,11 @@ import io
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from device.recipe import DevicePlatform
+from device.runner import DeviceRunner, LocalPolicy
 from standins.greengrass_fake.state import InstalledComponentReport
 
 
@@ -128,3 +131,20 @@ def toy_plane(recipe: dict[str, Any], merge: dict[str, Any] | None = None) -> Fa
 
 def toy_store() -> MemoryStore:
     return MemoryStore({"s3://bucket/toy/1.0.0/toy.zip": zip_bytes({"main.py": TOY_MAIN})})
+
+
+AMD64 = DevicePlatform("linux", "amd64")
+
+
+def local_runner(
+    root: Path, plane: FakeControlPlane, store: MemoryStore | None = None, **policy: Any
+) -> DeviceRunner:
+    """A runner for thing gw-01 on linux/amd64 under ``root``, against the given plane and store."""
+    return DeviceRunner(
+        thing_name="gw-01",
+        root=root,
+        control=plane,
+        store=store if store is not None else toy_store(),
+        policy=LocalPolicy(**policy),
+        device_platform=AMD64,
+    )

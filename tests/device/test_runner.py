@@ -11,23 +11,13 @@ import pytest
 
 from device import DeviceError, LifecycleError, UnsupportedRecipeError
 from device.lifecycle import ComponentState
-from device.recipe import DevicePlatform
-from device.runner import DeviceRunner, LocalPolicy, dependency_order
+from device.runner import DeviceRunner, dependency_order
 
-from .helpers import MemoryStore, toy_plane, toy_recipe, toy_store, zip_bytes
-
-AMD64 = DevicePlatform("linux", "amd64")
+from .helpers import MemoryStore, local_runner, toy_plane, toy_recipe, toy_store, zip_bytes
 
 
 def _runner(tmp_path: Path, plane: object, store: object | None = None, **policy: object) -> DeviceRunner:
-    return DeviceRunner(
-        thing_name="gw-01",
-        root=tmp_path / "root",
-        control=plane,  # type: ignore[arg-type]
-        store=store if store is not None else toy_store(),  # type: ignore[arg-type]
-        policy=LocalPolicy(**policy),  # type: ignore[arg-type]
-        device_platform=AMD64,
-    )
+    return local_runner(tmp_path / "root", plane, store, **policy)  # type: ignore[arg-type]
 
 
 def _wait_state(runner: DeviceRunner, name: str, state: ComponentState) -> None:

@@ -12,10 +12,9 @@ import pytest
 
 from device import DeviceError
 from device.lifecycle import ComponentState
-from device.recipe import DevicePlatform
 from device.runner import DeviceRunner, LocalPolicy
 
-from .helpers import FakeControlPlane, MemoryStore, digest, toy_recipe
+from .helpers import FakeControlPlane, MemoryStore, digest, local_runner, toy_recipe
 
 TOY = "com.example.Toy"
 MODEL = "com.example.Model"
@@ -72,14 +71,7 @@ def _setup(tmp_path: Path, dependency: str = "SOFT") -> tuple[DeviceRunner, Fake
         },
     )
     store = MemoryStore({f"s3://bucket/m/{v}/model.onnx": data for v, data in models.items()})
-    runner = DeviceRunner(
-        thing_name="gw-01",
-        root=tmp_path / "root",
-        control=plane,
-        store=store,
-        policy=LocalPolicy(),
-        device_platform=DevicePlatform("linux", "amd64"),
-    )
+    runner = local_runner(tmp_path / "root", plane, store)
     runner.deploy()
     assert runner.components[TOY].state is ComponentState.RUNNING
     return runner, plane, store

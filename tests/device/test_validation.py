@@ -13,11 +13,10 @@ import pytest
 
 from device import ConfigurationValidationError
 from device.lifecycle import ComponentState
-from device.recipe import DevicePlatform
-from device.runner import DeviceRunner, LocalPolicy
+from device.runner import DeviceRunner
 from device.validation import NO_REPORT_PREFIX, REJECTED_PREFIX
 
-from .helpers import FakeControlPlane, MemoryStore, toy_recipe, zip_bytes
+from .helpers import FakeControlPlane, MemoryStore, local_runner, toy_recipe, zip_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 TOY = "com.example.Toy"
@@ -88,14 +87,7 @@ def _runner(
     store = MemoryStore(
         {f"s3://bucket/toy/{v}/toy.zip": zip_bytes({"main.py": VOTER}) for v in ("1.0.0", "1.1.0")}
     )
-    runner = DeviceRunner(
-        thing_name="gw-01",
-        root=tmp_path / "root",
-        control=plane,
-        store=store,
-        policy=LocalPolicy(),
-        device_platform=DevicePlatform("linux", "amd64"),
-    )
+    runner = local_runner(tmp_path / "root", plane, store)
     runner.deploy()
     if wait_subscribed:
         marker = runner.components[TOY].validation.marker
