@@ -6,6 +6,7 @@ paths, and with them the CloudFormation logical ids, are what they were when eve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -152,6 +153,18 @@ class AsyncInvoke:
     on_failure: lambda_.IDestination | None = None
 
 
+@dataclass(frozen=True)
+class ImageContexts:
+    """Build contexts beyond the code directory, and a hash of the files taken from them.
+
+    CDK hashes only the code directory into the asset; without ``extra_hash`` a change in a file copied
+    from another context would not rebuild the image.
+    """
+
+    build_contexts: Mapping[str, str]
+    extra_hash: str
+
+
 def container_function(
     scope: Construct,
     *,
@@ -164,11 +177,13 @@ def container_function(
     reserved_concurrency: int,
     invoke: AsyncInvoke,
     cmd: list[str] | None = None,
+    image: ImageContexts | None = None,
 ) -> lambda_.DockerImageFunction:
     """``Function``: an x86-64 container image built from ``code_directory``, traced with X-Ray.
 
     Synth only stages the folder; docker runs at deploy time. ``cmd`` overrides the image's CMD without
-    changing the asset's hash, so two functions can share one image.
+    changing the asset's hash, so two functions can share one image. ``image`` adds named build contexts
+    (``COPY --from=<name>``) and the hash of what the Dockerfile takes from them.
     """
     return lambda_.DockerImageFunction(
         scope,
@@ -179,6 +194,8 @@ def container_function(
             platform=ecr_assets.Platform.LINUX_AMD64,
             exclude=ASSET_EXCLUDES,
             cmd=cmd,
+            build_contexts=dict(image.build_contexts) if image is not None else None,
+            extra_hash=image.extra_hash if image is not None else None,
         ),
         architecture=lambda_.Architecture.X86_64,
         role=identity.role,

@@ -19,7 +19,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.parts.common import AsyncInvoke, container_function, encrypted_queue, function_identity
-from infra.parts.publisher import PUBLISHER_DOCKERFILE
+from infra.parts.publisher import PUBLISHER_DOCKERFILE, publisher_image
 
 LIFECYCLE_HANDLER = "lambdas.lifecycle.handler.handler"
 # Promotion and rollback read the registry, then deploy: two concurrent runs could both deploy.
@@ -61,6 +61,7 @@ class ModelLifecycle(Construct):
             identity=identity,
             code_directory=code_directory,
             dockerfile=PUBLISHER_DOCKERFILE,
+            image=publisher_image(code_directory),
             cmd=[LIFECYCLE_HANDLER],
             environment=environment,
             memory_size=LIFECYCLE_MEMORY_MB,

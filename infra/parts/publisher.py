@@ -1,10 +1,15 @@
 """The model publisher: a container Lambda (onnxruntime validates models) with its DLQ, logs and triggers.
 
-The function is built from ``lambdas/`` with ``lambdas/publisher/Dockerfile``; synth only stages the
-folder, docker runs at deploy time. Permissions are added by the stack, which knows the other units.
+The function is built from ``lambdas/`` with ``lambdas/publisher/Dockerfile``, plus the inference
+component's post-processing parser from ``greengrass_components/`` (a second build context); synth only
+stages the folders, docker runs at deploy time. Permissions are added by the stack, which knows the other
+units.
 """
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_events as events
@@ -12,7 +17,13 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.parts.common import AsyncInvoke, container_function, encrypted_queue, function_identity
+from infra.parts.common import (
+    AsyncInvoke,
+    ImageContexts,
+    container_function,
+    encrypted_queue,
+    function_identity,
+)
 from infra.parts.model_store import MODELS_PREFIX
 
 MODEL_FILE_NAME = "model.onnx"
@@ -24,6 +35,25 @@ PUBLISHER_TIMEOUT = Duration.minutes(5)
 PUBLISHER_MEMORY_MB = 1024
 # Relative to the code directory (lambdas/); the lifecycle function runs the same image.
 PUBLISHER_DOCKERFILE = "publisher/Dockerfile"
+# The Dockerfile's `COPY --from=edge` context: the inference component's package, beside lambdas/, whose
+# post-processing parser validation.py uses. EDGE_FILES are the files copied from it (relative to it).
+EDGE_BUILD_CONTEXT = "edge"
+EDGE_DIRECTORY_NAME = "greengrass_components"
+EDGE_FILES = (
+    "__init__.py",
+    "anomaly_detector/__init__.py",
+    "anomaly_detector/errors.py",
+    "anomaly_detector/postprocess.py",
+)
+
+
+def publisher_image(code_directory: str) -> ImageContexts:
+    """The publisher image's second build context, hashed by the files the Dockerfile takes from it."""
+    edge = Path(code_directory).resolve().parent / EDGE_DIRECTORY_NAME
+    digest = hashlib.sha256()
+    for name in EDGE_FILES:
+        digest.update(name.encode() + b"\0" + (edge / name).read_bytes())
+    return ImageContexts(build_contexts={EDGE_BUILD_CONTEXT: str(edge)}, extra_hash=digest.hexdigest())
 
 
 class Publisher(Construct):
@@ -56,6 +86,7 @@ class Publisher(Construct):
             identity=identity,
             code_directory=code_directory,
             dockerfile=PUBLISHER_DOCKERFILE,
+            image=publisher_image(code_directory),
             environment=environment,
             memory_size=PUBLISHER_MEMORY_MB,
             timeout=PUBLISHER_TIMEOUT,

@@ -1,8 +1,9 @@
 """Check a model file against the model contract (docs/contracts.md §1) before anything is published.
 
 The checks mirror what the edge does at load time, so a model the edge would refuse never reaches a
-device: all metadata keys present and well-formed, input ``window`` float32 ``[batch, window, channels]``,
-output ``score`` float32 ``[batch]``, and a probe inference that returns one finite score per window.
+device: all metadata keys present and well-formed, ``edge_postprocess`` (when present) accepted by the
+component's own parser, input ``window`` float32 ``[batch, window, channels]``, output ``score`` float32
+``[batch]``, and a probe inference that returns one finite score per window.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from typing import Any, TypeVar
 import numpy as np
 import onnxruntime as ort
 
+from greengrass_components.anomaly_detector.errors import ModelError as EdgeModelError
+from greengrass_components.anomaly_detector.postprocess import METADATA_KEY as POSTPROCESS_KEY
+from greengrass_components.anomaly_detector.postprocess import PostprocessConfig
 from lambdas.publisher.errors import ModelValidationError
 from lambdas.publisher.events import MODEL_FILE_NAME, is_plain_segment
 
@@ -100,6 +104,7 @@ def validate_model(data: bytes, *, max_bytes: int) -> ModelInfo:
     session = _load_session(data)
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     info = _check_metadata(metadata, sha256=sha256_hex(data), size_bytes=len(data))
+    _check_postprocess(metadata)
     _check_signature(session, info)
     _probe(session, info)
     return info
@@ -173,6 +178,21 @@ def _check_metadata(metadata: dict[str, str], *, sha256: str, size_bytes: int) -
         created_at=metadata["created_at"],
         training_metrics=metrics,
     )
+
+
+def _check_postprocess(metadata: dict[str, str]) -> None:
+    """The inference component's own parser (shipped in this image): what it refuses, devices refuse.
+
+    Without this, a model whose ``edge_postprocess`` the component refuses (a typo, a value out of range,
+    a key newer than the component) would pass here, be deployed, and be rejected by every device while
+    the last good model keeps running: a rollout that changes nothing and says so only in heartbeats.
+    """
+    if POSTPROCESS_KEY not in metadata:
+        return
+    try:
+        PostprocessConfig.from_json(metadata[POSTPROCESS_KEY])
+    except EdgeModelError as exc:
+        raise ModelValidationError(f"the inference component would refuse this model: {exc}") from exc
 
 
 def _parse(metadata: dict[str, str], key: str, parse: Callable[[str], _T]) -> _T:

@@ -2,13 +2,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 
 import pytest
 
+from greengrass_components.anomaly_detector.errors import ModelError as EdgeModelError
+from greengrass_components.anomaly_detector.model import ModelLoader
 from lambdas.publisher.errors import ModelValidationError
 from lambdas.publisher.validation import REQUIRED_METADATA, extract_model_from_archive, validate_model
 from tests.lambdas.publisher.onnx_models import MODEL_VERSION, build_model
+from training.evaluate import NAB_POSTPROCESS
 
 LIMIT = 1_000_000
 
@@ -112,3 +116,41 @@ def test_unusable_tarballs_are_refused(archive, message):
     with pytest.raises(ModelValidationError) as caught:
         extract_model_from_archive(archive, max_bytes=100)
     assert message in str(caught.value)
+
+
+# What the inference component's parser accepts and refuses (greengrass_components/.../postprocess.py).
+POSTPROCESS_CASES = [
+    ('{"method": "likelihood"}', None),
+    (json.dumps(dict(NAB_POSTPROCESS)), None),
+    ('{"method": "ratio", "short_window": 18, "hold_rows": 18}', None),
+    ('{"method": "likelihood", "short_windw": 10}', "has unknown keys"),
+    ("not json", "is not JSON"),
+    ('["likelihood"]', "must be a JSON object"),
+    ('{"method": "median"}', "method must be one of"),
+    ('{"method": "likelihood", "short_window": 0}', "short_window must be >= 1"),
+    ('{"method": "likelihood", "suppress_rearm_ratio": 1.0}', "suppress_rearm_ratio"),
+]
+
+
+@pytest.mark.parametrize(("text", "refusal"), POSTPROCESS_CASES)
+def test_edge_postprocess_is_checked_by_the_component_parser(text, refusal):
+    data = build_model(metadata={"edge_postprocess": text})
+    if refusal is None:
+        assert validate_model(data, max_bytes=LIMIT).model_version == MODEL_VERSION
+        return
+    with pytest.raises(ModelValidationError) as caught:
+        validate_model(data, max_bytes=LIMIT)
+    assert "the inference component would refuse this model" in str(caught.value)
+    assert refusal in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "refusal"), POSTPROCESS_CASES)
+def test_publisher_and_component_agree_on_edge_postprocess(tmp_path, text, refusal):
+    """The device's own loader decides the same: a model the publisher passes, every device loads."""
+    path = tmp_path / "model.onnx"
+    path.write_bytes(build_model(metadata={"edge_postprocess": text}))
+    if refusal is None:
+        assert ModelLoader().load(path).metadata.model_version == MODEL_VERSION
+    else:
+        with pytest.raises(EdgeModelError, match=refusal):
+            ModelLoader().load(path)
