@@ -5,7 +5,7 @@ from typing import Final, Literal
 
 import numpy as np
 
-from training.errors import ConfigError
+from training.errors import CalibrationError, ConfigError
 
 _MAD_TO_STD: Final = 1.4826
 SUMMARY_QUANTILES: Final = (0.5, 0.9, 0.99, 0.995, 0.999)
@@ -69,7 +69,11 @@ def calibrate_threshold(scores: np.ndarray, rule: CalibrationRule) -> Calibratio
     if values.ndim != 1 or values.size == 0:
         raise ValueError(f"scores must be a non-empty 1-D array, got shape {values.shape}")
     if not np.isfinite(values).all():
-        raise ValueError("scores contain NaN or infinity")
+        # Data, not a bug: e.g. values of ~1e-40 (below float32's normal range) have no usable spread.
+        raise CalibrationError(
+            "the training windows' scores contain NaN or infinity: the values' scale is degenerate "
+            "(outside float32's normal range, or constant in a way the normalisation cannot handle)"
+        )
     if isinstance(rule, QuantileRule):
         threshold = rule.margin * float(np.quantile(values, rule.quantile))
     else:

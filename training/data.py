@@ -50,6 +50,10 @@ class Series:
         return int(self.values.shape[0])
 
 
+# The largest finite float32: the model computes in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def load_csv(path: Path, channels: Sequence[str] | None = None) -> Series:
     """Read one CSV file; see :func:`parse_csv` for how columns are chosen."""
     raw = path.read_bytes()
@@ -242,6 +246,11 @@ def _parse_numeric(body: list[list[str]], index: int, name: str, source: str) ->
         if number is None or not math.isfinite(number):
             raise NonNumericValueError(
                 f"{source} line {row_no + 2}: {cell!r} in column {name!r} is not a finite number"
+            )
+        if abs(number) > FLOAT32_MAX:
+            # The model and the device read float32 (the device refuses such a value as non_finite).
+            raise NonNumericValueError(
+                f"{source} line {row_no + 2}: {cell!r} in column {name!r} is beyond float32's range"
             )
         column[row_no] = number
     if np.isnan(column).all():

@@ -47,3 +47,7 @@ class TooFewRowsError(DataError):
 
 class MalformedCsvError(DataError):
     """A CSV row does not have as many fields as the header."""
+
+
+class CalibrationError(TrainingError):
+    """The training windows' scores cannot give a threshold (not finite: the data's scale is degenerate)."""

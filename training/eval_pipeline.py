@@ -151,8 +151,12 @@ def run_file(job: FileJob) -> FileOutcome:
     if job.postprocess is None and all(p is not None for p in post):
         # The engine already applied the model's own post-processing, exactly as the device does.
         scores[first:] = post
+    elif job.postprocess is None:
+        # A model without edge_postprocess: the device decides `score > threshold` (DecisionRule), so the
+        # evaluation reports exactly those decisions, as 0/1 scores.
+        scores[first:] = raw[first:] > meta.threshold
     else:
-        # A tuning override, or a model without edge_postprocess: post-process the raw scores here.
+        # A tuning override: post-process the raw scores here.
         scores[first:] = postprocess_scores(raw[first:], config, meta.threshold, series.values[first:])
     raw_decisions = raw > meta.threshold
     raw_decisions[:first] = False

@@ -20,6 +20,8 @@ import argparse
 import csv
 import json
 import logging
+import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -39,8 +41,10 @@ from training.nab_scorer import (
     DetectionSummary,
     NabScoringError,
     ResultSeries,
+    UndefinedScoreError,
     Window,
     fixed_threshold_report,
+    fixed_threshold_summary,
     load_profiles,
     load_windows,
     score_corpus,
@@ -131,7 +135,14 @@ def corpus_files(corpus: Path) -> list[tuple[str, Path]]:
     data = corpus / "data"
     if not data.is_dir():
         raise TrainingError(f"{corpus} has no data/ folder")
-    files = sorted(p for p in data.rglob("*.csv") if p.is_file())
+    # os.walk, not Path.rglob: a corpus assembled from symlinked category folders is walked too
+    # (rglob does not follow directory links before Python 3.13, and skipped them silently).
+    files = sorted(
+        Path(root) / name
+        for root, _dirs, names in os.walk(data, followlinks=True)
+        for name in names
+        if name.endswith(".csv") and (Path(root) / name).is_file()
+    )
     if not files:
         raise TrainingError(f"no CSV file under {data}")
     return [(p.relative_to(data).as_posix(), p) for p in files]
@@ -177,6 +188,14 @@ def evaluate_nab(
         _log.warning(
             "files without a windows entry are scored as having no anomaly", extra={"files": unlabelled}
         )
+    present = {name for name, _ in files}
+    absent = sorted(name for name, spans in windows.items() if spans and name not in present)
+    if absent:
+        # Scored over the files present; NAB's own runner would count these windows as misses.
+        _log.warning(
+            "labelled files not found under data/ are left out of the scores",
+            extra={"files": absent, "windows": sum(len(windows[name]) for name in absent)},
+        )
     jobs = [
         FileJob(name=name, path=path, train_rows=None, hyperparameters=hyperparameters)
         for name, path in files
@@ -186,7 +205,7 @@ def evaluate_nab(
         write_result_csv(out / outcome.name, outcome, label_rows=None)
     summary = nab_summary(outcomes, {name: windows.get(name, []) for name, _ in files}, profiles)
     summary["hyperparameters"] = list(hyperparameters)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return summary
 
 
@@ -197,7 +216,10 @@ def nab_summary(
 ) -> dict[str, object]:
     """NAB scores (threshold-swept, per profile), per category, and the fixed-threshold decisions."""
     results = {name: ResultSeries(o.timestamps, o.scores) for name, o in outcomes.items()}
-    report = score_corpus(results, windows, profiles)
+    try:
+        report = score_corpus(results, windows, profiles)
+    except UndefinedScoreError:
+        return _summary_without_windows(outcomes, windows, profiles)
     by_category: dict[str, object] = {}
     for category, names in _categories(outcomes).items():
         by_category[category] = _category_scores(
@@ -217,9 +239,44 @@ def nab_summary(
         }
     return {
         "scores": {p: r.normalized_score for p, r in report.profiles.items()},
-        "thresholds": {p: r.threshold for p, r in report.profiles.items()},
+        # null: detecting nothing scored best (the sweep's threshold is then +inf, which JSON cannot hold).
+        "thresholds": {
+            p: r.threshold if r.threshold is not None and math.isfinite(r.threshold) else None
+            for p, r in report.profiles.items()
+        },
         "per_category": by_category,
         "fixed_threshold": fixed,
+        **_totals(outcomes),
+    }
+
+
+def _summary_without_windows(
+    outcomes: Mapping[str, FileOutcome],
+    windows: Mapping[str, Sequence[Window]],
+    profiles: Mapping[str, CostProfile],
+) -> dict[str, object]:
+    """A corpus with no labelled window in its scored rows (e.g. only normal series): the NAB scores are
+    undefined (null), and what is left to report is the false alarms of the fixed decisions."""
+    fixed: dict[str, object] = {}
+    for label, attribute in (("raw_threshold", "raw_decisions"), ("postprocessed", "decisions")):
+        decisions = {
+            name: DetectionSeries(o.timestamps, getattr(o, attribute)) for name, o in outcomes.items()
+        }
+        fixed[label] = {
+            "nab": dict.fromkeys(profiles),
+            **_summary_dict(fixed_threshold_summary(decisions, windows, profiles)),
+        }
+    return {
+        "scores": dict.fromkeys(profiles),
+        "thresholds": dict.fromkeys(profiles),
+        "per_category": {category: {"scores": None} for category in _categories(outcomes)},
+        "fixed_threshold": fixed,
+        **_totals(outcomes),
+    }
+
+
+def _totals(outcomes: Mapping[str, FileOutcome]) -> dict[str, object]:
+    return {
         "files": len(outcomes),
         "untrained": untrained_files(outcomes),
         "rows": int(sum(o.scores.size for o in outcomes.values())),
@@ -281,13 +338,13 @@ def _summary_dict(summary: DetectionSummary) -> dict[str, object]:
 
 def format_nab(summary: Mapping[str, object]) -> str:
     scores = _as_dict(summary["scores"])
-    lines = [f"NAB {name}: {value:.2f}" for name, value in scores.items()]
+    lines = [f"NAB {name}: {_fmt_score(value)}" for name, value in scores.items()]
     for label, entry in _as_dict(summary["fixed_threshold"]).items():
         nab = _as_dict(entry["nab"])
         lines.append(
             f"fixed threshold ({label}): precision={_fmt(entry['precision'])} recall={_fmt(entry['recall'])} "
             f"windows hit={entry['windows_hit']}/{entry['windows_total']} "
-            f"false alarms/1k={_fmt(entry['false_alarms_per_1k'])} NAB standard={nab['standard']:.2f}"
+            f"false alarms/1k={_fmt(entry['false_alarms_per_1k'])} NAB standard={_fmt_score(nab['standard'])}"
         )
     return "\n".join(lines + format_untrained(summary))
 
@@ -318,7 +375,7 @@ def evaluate_skab(
         write_result_csv(out / outcome.name, outcome, label_rows=SKAB_TRAIN_ROWS)
     summary = skab_summary(outcomes, label_rows)
     summary["hyperparameters"] = list(hyperparameters)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return summary
 
 
@@ -373,7 +430,9 @@ def read_label_column(path: Path, column: str) -> np.ndarray | None:
 def write_result_csv(path: Path, outcome: FileOutcome, *, label_rows: int | None) -> None:
     """NAB results format ``timestamp,value,anomaly_score`` (SKAB: every channel, plus ``is_anomaly``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    times = np.datetime_as_string(outcome.timestamps, unit="s")
+    # Whole seconds as NAB writes them; finer stamps keep their microseconds (else rows would collide).
+    whole = (outcome.timestamps.astype("datetime64[us]").astype(np.int64) % 1_000_000 == 0).all()
+    times = np.datetime_as_string(outcome.timestamps, unit="s" if whole else "us")
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         if label_rows is None:
@@ -394,6 +453,10 @@ def _as_dict(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def _fmt_score(value: float | None) -> str:
+    return "undefined (no labelled anomaly window in the scored rows)" if value is None else f"{value:.2f}"
 
 
 def _fmt(value: float | None) -> str:

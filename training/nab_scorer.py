@@ -63,6 +63,10 @@ class NabScoringError(TrainingError, ValueError):
     """The labels, profiles or detector output cannot be scored as given."""
 
 
+class UndefinedScoreError(NabScoringError):
+    """No labelled window in the scored rows: the normalised score (over perfect - null) is undefined."""
+
+
 @dataclass(frozen=True)
 class CostProfile:
     """One NAB application profile (``config/profiles.json`` ``CostMatrix``)."""
@@ -440,6 +444,27 @@ def score_corpus(
     return CorpusReport(profiles=report)
 
 
+def fixed_threshold_summary(
+    decisions: Mapping[str, DetectionSeries],
+    windows: Mapping[str, Sequence[Window]],
+    profiles: Mapping[str, CostProfile],
+    *,
+    probationary_percent: float = PROBATIONARY_PERCENT,
+) -> DetectionSummary:
+    """The counts of :func:`fixed_threshold_report` (hits, false alarms, precision, ...) alone: defined
+    even when no file has a labelled window (a corpus of normal series), where the NAB score is not."""
+    names, plans = _plan_corpus(decisions, windows, profiles, probationary_percent)
+    profile = next(iter(profiles.values()))
+    return summarize(
+        {
+            name: _score_plan(
+                plans[name], _as_detections(decisions[name].detections, plans[name].n_rows), profile
+            )
+            for name in names
+        }
+    )
+
+
 def fixed_threshold_report(
     decisions: Mapping[str, DetectionSeries],
     windows: Mapping[str, Sequence[Window]],
@@ -504,7 +529,7 @@ def _profile_result(
     null = -profile.fn_weight * n_windows
     perfect = profile.tp_weight * n_windows
     if perfect == null:
-        raise NabScoringError(
+        raise UndefinedScoreError(
             f"profile {profile.name!r}: the normalised score is undefined "
             f"({n_windows} scored windows, tp_weight + fn_weight = {profile.tp_weight + profile.fn_weight})"
         )

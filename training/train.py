@@ -143,7 +143,12 @@ class TrainedModel:
 def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> TrainConfig:
     """Hyperparameters from ``argv`` (``--name value``, ``_`` or ``-`` spelling), paths from the env."""
     env = os.environ if environ is None else environ
-    parser = _Parser(prog="training.train", description="Train an anomaly detector and export model.onnx.")
+    # No abbreviations: `--model_d` must not pass the unknown-hyperparameter check and move the model dir.
+    parser = _Parser(
+        prog="training.train",
+        description="Train an anomaly detector and export model.onnx.",
+        allow_abbrev=False,
+    )
 
     def add(name: str, **kwargs: object) -> None:
         flags = {f"--{name}", f"--{name.replace('_', '-')}"}

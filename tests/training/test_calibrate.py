@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from training.calibrate import Calibration, MadRule, QuantileRule, calibrate_threshold, score_summary
-from training.errors import ConfigError
+from training.errors import CalibrationError, ConfigError
 
 SCORES = np.arange(1, 1001, dtype=np.float64)  # 1..1000
 
@@ -59,7 +59,8 @@ def test_rule_parameters_are_validated(factory, message):
 def test_bad_scores_are_rejected():
     with pytest.raises(ValueError, match="non-empty 1-D"):
         calibrate_threshold(np.array([]), QuantileRule())
-    with pytest.raises(ValueError, match="NaN or infinity"):
+    # Data, not a bug: a TrainingError, so train.py reports it (SageMaker's failure file) like bad input.
+    with pytest.raises(CalibrationError, match="NaN or infinity"):
         calibrate_threshold(np.array([1.0, np.nan]), QuantileRule())
 
 
