@@ -39,8 +39,9 @@ DRIFT_PERIOD = Duration.minutes(15)
 DRIFT_EVALUATION_PERIODS = 4
 # A retraining request is acted on within days or not at all.
 RETRAIN_QUEUE_RETENTION = Duration.days(14)
-# A consumer that fails three times on the same request leaves it for a person.
-RETRAIN_MAX_RECEIVES = 3
+# Receives of one request before it is left for a person; more than three, since a receive can also be
+# used up without the function's code running (a throttled invoke, see infra/parts/retrain.py).
+RETRAIN_MAX_RECEIVES = 5
 # Lambda's advice for an SQS source: six times the function's timeout (infra/parts/retrain.py).
 RETRAIN_VISIBILITY_TIMEOUT = Duration.minutes(6)
 

@@ -15,8 +15,11 @@ Delivery path and where each failure goes (nothing is dropped silently):
   lines into the same namespace: the inputs of the score- and input-drift alarms.
 
 Identity: the device policy lets a certificate publish only under ``edge/<its thing>/``, so ``topic(2)``
-is trusted. The SQL projects it as ``thing_from_topic`` and only passes messages whose body names the same
-thing, so one device cannot write events as another.
+is trusted. The SQL projects it as ``thing_from_topic`` and passes *every* message on: the function
+refuses one whose body names another thing, or none (``BadEventError``), so it is counted as a failed
+invocation and kept in the on-failure queue instead of vanishing in a ``WHERE`` clause. One device cannot
+write events as another. (The anomaly-rate metric rule keeps its ``WHERE``: it filters a metric, and the
+message it leaves out still reaches the function through the health rule.)
 
 The table layout comes from ``lambdas/ingest/table.py`` and the environment variable names from
 ``lambdas/ingest/config.py``: imported, not copied, so infrastructure and code cannot disagree.
@@ -84,9 +87,13 @@ ARCHIVE_GLACIER_AFTER_DAYS = 90
 
 
 def rule_sql(topic_filter: str) -> str:
-    """The rules' SQL: the device's object plus the topic's thing, only when the body names that thing."""
+    """The device rules' SQL: the device's object plus the topic's thing, for every message.
+
+    No ``WHERE``: a message that names another thing (or none) goes to the function, which refuses it
+    where it is counted (module docstring), rather than being dropped by the rule without a trace.
+    """
     # IoT SQL from module constants, not from input: S608 (SQL injection) does not apply.
-    return f"SELECT *, topic(2) AS {TOPIC_THING_FIELD} FROM '{topic_filter}' WHERE topic(2) = thing_name"  # noqa: S608
+    return f"SELECT *, topic(2) AS {TOPIC_THING_FIELD} FROM '{topic_filter}'"  # noqa: S608
 
 
 def anomaly_rate_sql() -> str:

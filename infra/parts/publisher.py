@@ -56,6 +56,21 @@ def publisher_image(code_directory: str) -> ImageContexts:
     return ImageContexts(build_contexts={EDGE_BUILD_CONTEXT: str(edge)}, extra_hash=digest.hexdigest())
 
 
+def training_job_detail_pattern(model_bucket_name: str) -> dict[str, object]:
+    """Completed training jobs whose model artifacts are in this environment's model store.
+
+    SageMaker sends every training job of the account and region to EventBridge; the publisher refuses
+    a model outside its bucket, so without this filter each job of another project or environment would
+    fail an invocation, be retried into the dead-letter queue and set off the error alarm. The bucket
+    (``<namePrefix>-models-<account>-<region>``) names the environment; job names do not (the launcher's
+    default prefix is ``edgeml-train`` in every environment).
+    """
+    return {
+        "TrainingJobStatus": ["Completed"],
+        "ModelArtifacts": {"S3ModelArtifacts": [{"prefix": f"s3://{model_bucket_name}/"}]},
+    }
+
+
 class Publisher(Construct):
     """Attributes: ``function``, ``role``, ``dead_letter_queue``, ``log_group``, ``s3_rule``,
     ``training_rule``."""
@@ -113,11 +128,11 @@ class Publisher(Construct):
         self.training_rule = events.Rule(
             self,
             "TrainingJobCompleted",
-            description="A SageMaker training job finished successfully",
+            description="A SageMaker training job whose model is in this model store finished successfully",
             event_pattern=events.EventPattern(
                 source=["aws.sagemaker"],
                 detail_type=["SageMaker Training Job State Change"],
-                detail={"TrainingJobStatus": ["Completed"]},
+                detail=training_job_detail_pattern(model_bucket_name),
             ),
         )
         for rule in (self.s3_rule, self.training_rule):

@@ -1,10 +1,17 @@
 """The retraining trigger: the retrain queue → a Lambda that starts one SageMaker training job per episode.
 
-The function (``lambdas/retrain``) reads one message at a time (batch size 1, reserved concurrency 1, so
-two requests never race on the cooldown check) and reports a failed message as a partial batch failure;
-after ``RETRAIN_MAX_RECEIVES`` receives the queue moves it to its dead-letter queue, which is therefore
-the function's DLQ (``infra/parts/drift.py``). Lambda's asynchronous-invoke settings do not apply: only
-the SQS event source invokes it.
+The function (``lambdas/retrain``) reads one message per invocation (batch size 1) and reports a failed
+message as a partial batch failure; after ``RETRAIN_MAX_RECEIVES`` receives the queue moves it to its
+dead-letter queue, which is therefore the function's DLQ (``infra/parts/drift.py``). Lambda's
+asynchronous-invoke settings do not apply: only the SQS event source invokes it.
+
+Concurrency: the SQS event source does not look at reserved concurrency; it invokes as many copies as it
+likes, and a throttled invoke puts the message back on the queue with its receive count raised, so with
+reserved concurrency 1 two alarms at once could dead-letter a request nobody processed. The event
+source's maximum concurrency is therefore set, at 2 (the least Lambda allows), and the reserved
+concurrency equals it, so the poller is never throttled. Two requests can then run at once: the job
+name (one per alarm episode) and the cooldown check keep that to one job in all but one case, two
+different alarms handled in the same few seconds, which can start two jobs (see docs/operations.md).
 
 Least privilege: create and describe training jobs named ``<prefix>-*`` only, list training jobs (an
 action without resource-level permissions), and pass the training role, and only to SageMaker.
@@ -35,7 +42,10 @@ RETRAIN_DOCKERFILE = "retrain/Dockerfile"
 # A few SageMaker calls; the queue's visibility timeout is six times this.
 RETRAIN_TIMEOUT = Duration.minutes(1)
 RETRAIN_MEMORY_MB = 256
-RESERVED_CONCURRENCY = 1
+# The least maximum concurrency an SQS event source accepts; the reserved concurrency matches it so that
+# the event source is never throttled (module docstring).
+MAX_CONCURRENCY = 2
+RESERVED_CONCURRENCY = MAX_CONCURRENCY
 
 
 class RetrainTrigger(Construct):
@@ -119,5 +129,7 @@ class RetrainTrigger(Construct):
             invoke=AsyncInvoke(retry_attempts=0, max_event_age=Duration.minutes(1)),
         )
         self.function.add_event_source(
-            event_sources.SqsEventSource(queue, batch_size=1, report_batch_item_failures=True)
+            event_sources.SqsEventSource(
+                queue, batch_size=1, max_concurrency=MAX_CONCURRENCY, report_batch_item_failures=True
+            )
         )

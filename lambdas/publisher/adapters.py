@@ -64,11 +64,18 @@ class S3ModelStore(ServiceAdapter):
             raise ModelValidationError(f"s3://{bucket}/{key} is larger than the limit of {max_bytes} bytes")
         return data
 
-    def put_if_absent(self, bucket: str, key: str, data: bytes) -> bool:
+    def put_if_absent(
+        self, bucket: str, key: str, data: bytes, *, metadata: Mapping[str, str] | None = None
+    ) -> bool:
         try:
             # A conditional write: two concurrent publishers cannot both create the key.
             self.client.put_object(
-                Bucket=bucket, Key=key, Body=data, IfNoneMatch="*", ContentType="application/octet-stream"
+                Bucket=bucket,
+                Key=key,
+                Body=data,
+                IfNoneMatch="*",
+                ContentType="application/octet-stream",
+                Metadata=dict(metadata or {}),
             )
         except ClientError as exc:
             raise_if_retryable(exc, f"writing s3://{bucket}/{key}")
@@ -76,6 +83,16 @@ class S3ModelStore(ServiceAdapter):
                 return False
             raise
         return True
+
+    def metadata(self, bucket: str, key: str) -> Mapping[str, str]:
+        try:
+            response = self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            raise_if_retryable(exc, f"reading the metadata of s3://{bucket}/{key}")
+            if _error_code(exc) in {"NoSuchKey", "404", "NotFound"}:
+                raise ModelNotFoundError(f"model object s3://{bucket}/{key} does not exist") from exc
+            raise
+        return {str(name): str(value) for name, value in response.get("Metadata", {}).items()}
 
 
 class GreengrassComponents(ServiceAdapter):

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
+from urllib.parse import quote, unquote
 
 from lambdas.publisher.config import PublisherConfig, ThingGroupArn
 from lambdas.publisher.errors import (
@@ -24,7 +25,13 @@ from lambdas.publisher.errors import (
     GreengrassError,
     ModelValidationError,
 )
-from lambdas.publisher.events import ArtifactKind, PublishRequest, component_artifact_key, model_key
+from lambdas.publisher.events import (
+    S3_EVENT_ORIGINS,
+    ArtifactKind,
+    PublishRequest,
+    component_artifact_key,
+    model_key,
+)
 from lambdas.publisher.recipe import (
     recipe_artifact_uris,
     recipe_json,
@@ -32,11 +39,18 @@ from lambdas.publisher.recipe import (
     render_model_recipe,
 )
 from lambdas.publisher.validation import ModelInfo, extract_model_from_archive, sha256_hex, validate_model
-from lambdas.publisher.versioning import next_version
+from lambdas.publisher.versioning import SemVer, next_version
 
 MODEL_CONFIGURATION_KEY = "model"
 DEPLOYABLE = "DEPLOYABLE"
 _FAILED_STATES = frozenset({"FAILED", "DEPRECATED"})
+# S3 user metadata (``x-amz-meta-edgeml-copied-from``) on the ``models/`` copy the publisher writes:
+# the URI of the object it was copied from, percent-encoded because S3 metadata is ASCII.
+COPIED_FROM_METADATA = "edgeml-copied-from"
+_URI_SAFE = ":/"
+# Versions whose artifact key an earlier, failed attempt left holding another model (see
+# ``_claim_artifact_key``); more than this in a row is not an accident, and a person should look.
+MAX_SKIPPED_VERSIONS = 5
 
 
 # --- ports -------------------------------------------------------------------------------------------
@@ -47,8 +61,15 @@ class ModelStore(Protocol):
         """The object's bytes; ``ModelNotFoundError`` if absent, ``ModelValidationError`` if too large."""
         ...
 
-    def put_if_absent(self, bucket: str, key: str, data: bytes) -> bool:
-        """Write the object unless the key exists. True if written, False if the key already existed."""
+    def put_if_absent(
+        self, bucket: str, key: str, data: bytes, *, metadata: Mapping[str, str] | None = None
+    ) -> bool:
+        """Write the object (with user ``metadata``) unless the key exists. True if written, False if the
+        key already existed."""
+        ...
+
+    def metadata(self, bucket: str, key: str) -> Mapping[str, str]:
+        """The object's user metadata (empty if it has none); ``ModelNotFoundError`` if absent."""
         ...
 
 
@@ -159,6 +180,8 @@ class PublishResult:
     artifact_uri: str
     model_sha256: str
     model_version: str
+    # Versions passed over because their artifact key held another model but no such version existed.
+    skipped_versions: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -194,9 +217,17 @@ def publish_model(
     data, model = load_and_validate(request, store=store, max_bytes=config.max_model_bytes)
     key = model_key(request.model_name, model.model_version)
     if request.bucket != config.model_bucket or request.key != key:
-        put_write_once(store, config.model_bucket, key, data, model.sha256, max_bytes=config.max_model_bytes)
+        put_write_once(
+            store,
+            config.model_bucket,
+            key,
+            data,
+            model.sha256,
+            max_bytes=config.max_model_bytes,
+            metadata={COPIED_FROM_METADATA: quote(request.uri, safe=_URI_SAFE)},
+        )
 
-    component, created = _ensure_component_version(
+    component, created, skipped = _ensure_component_version(
         components,
         store=store,
         bucket=config.model_bucket,
@@ -233,7 +264,24 @@ def publish_model(
         artifact_uri=s3_uri(config.model_bucket, component_artifact_key(component.name, component.version)),
         model_sha256=model.sha256,
         model_version=model.model_version,
+        skipped_versions=skipped,
     )
+
+
+def publisher_copy_source(request: PublishRequest, store: ModelStore) -> str | None:
+    """The object the publisher copied ``request``'s model from, when the request is the S3 event of
+    that copy; None for every other request.
+
+    The publisher writes ``models/<name>/<version>/model.onnx`` itself for a SageMaker ``model.tar.gz``
+    (or an ONNX at another key), and the bucket's ObjectCreated rule announces that write as a new model.
+    The invocation that wrote it has published (or is publishing, and its retries will finish) that
+    model, so the announcement is only an echo. The copy carries ``COPIED_FROM_METADATA``; models
+    uploaded by anyone else do not.
+    """
+    if request.origin not in S3_EVENT_ORIGINS:
+        return None
+    source = store.metadata(request.bucket, request.key).get(COPIED_FROM_METADATA)
+    return unquote(source) if source is not None else None
 
 
 def load_and_validate(
@@ -257,14 +305,21 @@ def s3_uri(bucket: str, key: str) -> str:
 
 
 def put_write_once(
-    store: ModelStore, bucket: str, key: str, data: bytes, sha256: str, *, max_bytes: int
+    store: ModelStore,
+    bucket: str,
+    key: str,
+    data: bytes,
+    sha256: str,
+    *,
+    max_bytes: int,
+    metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Write ``data`` at ``key`` unless it is there already; ``ArtifactConflictError`` if other bytes are.
 
     Greengrass records each artifact's digest at create time: a key is written once, never overwritten.
     The same bytes already in place make a retry a no-op.
     """
-    if store.put_if_absent(bucket, key, data):
+    if store.put_if_absent(bucket, key, data, metadata=metadata):
         return
     existing = store.read(bucket, key, max_bytes=max_bytes)
     if sha256_hex(existing) != sha256:
@@ -289,16 +344,20 @@ def _ensure_component_version(
     component_arn: str,
     component_name: str,
     model: ModelInfo,
-) -> tuple[ComponentVersionRef, bool]:
+) -> tuple[ComponentVersionRef, bool, tuple[str, ...]]:
     existing = components.list_versions(component_arn)
     found = find_version_with_sha256(components, existing, model.sha256, bucket=bucket)
     if found is not None:
-        return found, False
-    version = next_version(ref.version for ref in existing)
-    artifact_key = component_artifact_key(component_name, version)
-    # Before the create: Greengrass reads the artifact to record its digest. A conflict here (another
-    # model already at this version's key) stops the publish before any component version exists.
-    put_write_once(store, bucket, artifact_key, data, model.sha256, max_bytes=max_bytes)
+        return found, False, ()
+    version, artifact_key, skipped = _claim_artifact_key(
+        store,
+        bucket=bucket,
+        data=data,
+        max_bytes=max_bytes,
+        component_name=component_name,
+        sha256=model.sha256,
+        first=next_version(ref.version for ref in existing),
+    )
     recipe = render_model_recipe(
         component_name=component_name,
         component_version=version,
@@ -306,7 +365,7 @@ def _ensure_component_version(
         artifact_uri=s3_uri(bucket, artifact_key),
     )
     try:
-        return components.create(recipe_json(recipe)), True
+        return components.create(recipe_json(recipe)), True, skipped
     except ComponentVersionConflictError:
         # A concurrent invocation (S3 event and training event for the same model) took this version
         # first; if it published the same model, that version is ours too.
@@ -314,7 +373,43 @@ def _ensure_component_version(
         found = find_version_with_sha256(components, latest, model.sha256, bucket=bucket)
         if found is None:
             raise
-        return found, False
+        return found, False, skipped
+
+
+def _claim_artifact_key(
+    store: ModelStore,
+    *,
+    bucket: str,
+    data: bytes,
+    max_bytes: int,
+    component_name: str,
+    sha256: str,
+    first: str,
+) -> tuple[str, str, tuple[str, ...]]:
+    """The component version to create, its artifact key (now holding ``data``) and the versions skipped.
+
+    Before the create: Greengrass reads the artifact to record its digest. ``first`` is newer than every
+    existing component version, so other bytes already at its key were left by an attempt that never
+    created that version (it failed for good after the write, or is still running and will take that
+    version). The number is taken either way, never the key rewritten: the next patch is tried, up to
+    ``MAX_SKIPPED_VERSIONS`` of them, so one orphaned artifact cannot block every later model.
+    """
+    version = first
+    skipped: list[str] = []
+    while True:
+        artifact_key = component_artifact_key(component_name, version)
+        try:
+            put_write_once(store, bucket, artifact_key, data, sha256, max_bytes=max_bytes)
+        except ArtifactConflictError as exc:
+            skipped.append(version)
+            if len(skipped) > MAX_SKIPPED_VERSIONS:
+                raise ArtifactConflictError(
+                    f"the artifact keys of component versions {', '.join(skipped)} of {component_name} all "
+                    f"hold other models, yet none of those versions exists: {exc}"
+                ) from exc
+            version = str(SemVer.parse(version).next_patch())
+            continue
+        return version, artifact_key, tuple(skipped)
 
 
 def find_version_with_sha256(

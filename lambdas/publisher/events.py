@@ -32,6 +32,12 @@ S3_SOURCE = "aws.s3"
 S3_OBJECT_CREATED = "Object Created"
 SAGEMAKER_SOURCE = "aws.sagemaker"
 SAGEMAKER_TRAINING_STATE_CHANGE = "SageMaker Training Job State Change"
+# PublishRequest.origin: which event announced the model.
+ORIGIN_S3_NOTIFICATION = "s3-notification"
+ORIGIN_EVENTBRIDGE_S3 = "eventbridge-s3"
+ORIGIN_SAGEMAKER = "sagemaker"
+# The origins that announce an object written to the model store (by anyone, the publisher included).
+S3_EVENT_ORIGINS = frozenset({ORIGIN_S3_NOTIFICATION, ORIGIN_EVENTBRIDGE_S3})
 # SageMaker has no notion of our model names; the training launcher passes one as a hyperparameter.
 MODEL_NAME_HYPERPARAMETER = "model_name"
 
@@ -113,7 +119,7 @@ def _parse_s3_notification(records: object, *, model_bucket: str) -> list[Publis
         # S3 notifications URL-encode keys ("red flower.onnx" arrives as "red+flower.onnx").
         key = unquote_plus(_string(_field(s3, "object", f"{where}.s3"), "key", f"{where}.s3.object"))
         requests.append(
-            _model_object_request(bucket, key, model_bucket=model_bucket, origin="s3-notification")
+            _model_object_request(bucket, key, model_bucket=model_bucket, origin=ORIGIN_S3_NOTIFICATION)
         )
     return requests
 
@@ -121,7 +127,7 @@ def _parse_s3_notification(records: object, *, model_bucket: str) -> list[Publis
 def _parse_eventbridge_s3(detail: dict[str, object], *, model_bucket: str) -> PublishRequest:
     bucket = _string(_field(detail, "bucket", "detail"), "name", "detail.bucket")
     key = _string(_field(detail, "object", "detail"), "key", "detail.object")
-    return _model_object_request(bucket, key, model_bucket=model_bucket, origin="eventbridge-s3")
+    return _model_object_request(bucket, key, model_bucket=model_bucket, origin=ORIGIN_EVENTBRIDGE_S3)
 
 
 def _model_object_request(bucket: str, key: str, *, model_bucket: str, origin: str) -> PublishRequest:
@@ -162,7 +168,7 @@ def _parse_training_job(detail: dict[str, object], *, model_bucket: str) -> Publ
     key_match = _MODEL_KEY.match(key)
     if key_match is not None:
         # Already version-addressed: the key names the model.
-        request = _model_object_request(bucket, key, model_bucket=model_bucket, origin="sagemaker")
+        request = _model_object_request(bucket, key, model_bucket=model_bucket, origin=ORIGIN_SAGEMAKER)
         return replace(request, training_job=job_name)
     if key.endswith(".tar.gz"):
         kind = ArtifactKind.TARBALL
@@ -187,7 +193,7 @@ def _parse_training_job(detail: dict[str, object], *, model_bucket: str) -> Publ
         kind=kind,
         model_name=model_name,
         expected_model_version=None,
-        origin="sagemaker",
+        origin=ORIGIN_SAGEMAKER,
         training_job=job_name,
     )
 

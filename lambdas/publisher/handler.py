@@ -6,6 +6,9 @@ then the on-failure destination / DLQ carry the event to an operator. Retrying i
 refusals change nothing and successful publishes are idempotent. ``RetryableError`` (throttling) is
 re-raised for the same retries.
 
+An S3 event for the ``models/`` copy the publisher itself wrote of a SageMaker archive's model (marked
+with ``COPIED_FROM_METADATA``) is logged and skipped: the invocation that wrote it publishes that model.
+
 With ``LINEAGE_TABLE`` set, the model lifecycle runs instead of a plain publish (``lambdas.lifecycle``):
 the gate, a deployment to the canary group, and the lineage record. A model the gate rejects is a
 normal outcome, not a failure: it is recorded as REJECTED with the reason and logged as an error.
@@ -38,6 +41,7 @@ from lambdas.publisher.core import (
     ModelStore,
     PublishResult,
     publish_model,
+    publisher_copy_source,
 )
 from lambdas.publisher.errors import (
     ArtifactConflictError,
@@ -123,6 +127,10 @@ def handle(event: object, deps: Dependencies) -> dict[str, object]:
             logger.append_keys(
                 model_uri=request.uri, origin=request.origin, training_job=request.training_job
             )
+            copied_from = publisher_copy_source(request, deps.store)
+            if copied_from is not None:
+                logger.info("the publisher's own copy of a model; nothing to do", copied_from=copied_from)
+                continue
             outcome = _publish(request, deps)
             if isinstance(outcome, PublishOutcome):
                 outcomes.append(outcome.to_dict())
@@ -154,6 +162,13 @@ def _publish(request: PublishRequest, deps: Dependencies) -> PublishOutcome | Pu
         outcome = publish_request(request, deps)
     except LifecycleRetryableError as exc:
         raise RetryableError(str(exc)) from exc
+    result = outcome.publish if isinstance(outcome, PublishOutcome) else outcome
+    if result is not None and result.skipped_versions:
+        logger.warning(
+            "component versions skipped: their artifact keys held other models but no such version existed",
+            skipped_versions=list(result.skipped_versions),
+            component_version=result.component_version,
+        )
     if not isinstance(outcome, PublishOutcome):
         return outcome
     details: dict[str, object] = {

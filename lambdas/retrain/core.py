@@ -13,6 +13,8 @@ reused one): the code that last trained successfully. Its hyperparameters are re
 Idempotency: the job name derives from the alarm's state-change time, so a redelivered message, or the
 two drift alarms entering ALARM in the same second, name the same job, and SageMaker refuses a second
 job of that name. Cooldown: no job if any job of this environment was created in the last N hours.
+Up to two requests run at once (``infra/parts/retrain.py``); two *different* alarm episodes handled in
+the same few seconds can both pass the cooldown check, so at most two jobs can start together.
 Pure: the SageMaker calls sit behind ``TrainingJobs``.
 """
 

@@ -117,7 +117,7 @@ def test_alarm_state_change_to_alarm_queues_a_retraining_request(template: Templ
     assert retrain["VisibilityTimeout"] == 360
     assert retrain["RedrivePolicy"] == {
         "deadLetterTargetArn": {"Fn::GetAtt": [dead_letters.as_string(), "Arn"]},
-        "maxReceiveCount": 3,
+        "maxReceiveCount": 5,
     }
     assert queues[dead_letters.as_string()]["Properties"]["SqsManagedSseEnabled"] is True
 

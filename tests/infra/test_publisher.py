@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aws_cdk.assertions import Capture, Match, Template
+from moto.events.models import EventPattern
+from moto.events.utils import EventMessageType
 
 from tests.infra.conftest import (
     BUCKET,
@@ -146,13 +149,14 @@ def test_s3_object_created_rule(template: Template) -> None:
 
 
 def test_training_completed_rule(template: Template) -> None:
+    detail = Capture()
     template.has_resource_properties(
         "AWS::Events::Rule",
         {
             "EventPattern": {
                 "source": ["aws.sagemaker"],
                 "detail-type": ["SageMaker Training Job State Change"],
-                "detail": {"TrainingJobStatus": ["Completed"]},
+                "detail": detail,
             },
             "Targets": [
                 Match.object_like(
@@ -161,6 +165,50 @@ def test_training_completed_rule(template: Template) -> None:
             ],
         },
     )
+    pattern = detail.as_object()
+    assert pattern["TrainingJobStatus"] == ["Completed"]
+    [prefix] = pattern["ModelArtifacts"]["S3ModelArtifacts"]
+    assert {key: flatten(value) for key, value in prefix.items()} == {"prefix": f"s3://{BUCKET_NAME}/"}
+
+
+def _tokens_written_out(value: Any) -> Any:
+    """A synthesized value with every ``Fn::Join`` (the bucket name's account and region) as text."""
+    if isinstance(value, dict):
+        if "Fn::Join" in value:
+            return flatten(value)
+        return {key: _tokens_written_out(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_tokens_written_out(item) for item in value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("artifacts", "matches"),
+    [
+        (f"s3://{BUCKET_NAME}/training-output/job-1/output/model.tar.gz", True),
+        # Another environment's (or project's) bucket, including one whose name merely starts the same.
+        ("s3://edgeml-prod-models-123456789012-us-east-1/training-output/job-1/output/model.tar.gz", False),
+        (f"s3://{BUCKET_NAME}-copy/training-output/job-1/output/model.tar.gz", False),
+        (None, False),
+    ],
+    ids=["this-model-store", "other-environment", "same-name-prefix", "no-artifacts"],
+)
+def test_training_rule_matches_only_jobs_whose_model_is_in_this_model_store(
+    template: Template, artifacts: str | None, matches: bool
+) -> None:
+    # moto's EventBridge pattern matcher, on the synthesized pattern with its tokens written out.
+    rules = template.find_resources("AWS::Events::Rule")
+    [rule] = [r for r in rules.values() if r["Properties"]["EventPattern"]["source"] == ["aws.sagemaker"]]
+    pattern = _tokens_written_out(rule["Properties"]["EventPattern"])
+    detail: dict[str, Any] = {"TrainingJobName": "job-1", "TrainingJobStatus": "Completed"}
+    if artifacts is not None:
+        detail["ModelArtifacts"] = {"S3ModelArtifacts": artifacts}
+    event: EventMessageType = {
+        "source": "aws.sagemaker",
+        "detail-type": "SageMaker Training Job State Change",
+        "detail": detail,
+    }
+    assert EventPattern.load(json.dumps(pattern)).matches_event(event) is matches
 
 
 def test_eventbridge_may_invoke_and_dead_letter(template: Template) -> None:

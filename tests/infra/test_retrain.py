@@ -32,7 +32,7 @@ def _retrain_queue(template: Template) -> str:
     return queue.as_string()
 
 
-def test_the_function_consumes_the_retrain_queue_one_message_at_a_time(template: Template) -> None:
+def test_the_function_consumes_the_retrain_queue_one_message_per_invocation(template: Template) -> None:
     function, _ = _function(template)
     template.has_resource_properties(
         "AWS::Lambda::EventSourceMapping",
@@ -45,9 +45,20 @@ def test_the_function_consumes_the_retrain_queue_one_message_at_a_time(template:
     )
 
 
+def test_the_event_source_never_invokes_more_copies_than_the_function_may_run(template: Template) -> None:
+    # An SQS event source ignores reserved concurrency; a throttled invoke still counts as a receive.
+    function, props = _function(template)
+    mapping = Capture()
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping", {"FunctionName": {"Ref": function}, "ScalingConfig": mapping}
+    )
+    assert mapping.as_object() == {"MaximumConcurrency": 2}
+    assert props["ReservedConcurrentExecutions"] == 2
+
+
 def test_function_is_a_single_traced_image_with_its_settings(template: Template) -> None:
     _, function = _function(template)
-    assert function["ReservedConcurrentExecutions"] == 1
+    assert function["ReservedConcurrentExecutions"] == 2
     assert function["TracingConfig"] == {"Mode": "Active"}
     assert function["Timeout"] == 60
     variables = {name: flatten(value) for name, value in function["Environment"]["Variables"].items()}
@@ -63,9 +74,9 @@ def test_function_is_a_single_traced_image_with_its_settings(template: Template)
     }
 
 
-def test_failed_messages_go_to_the_retrain_dead_letter_queue_after_three_receives(template: Template) -> None:
+def test_failed_messages_go_to_the_retrain_dead_letter_queue_after_five_receives(template: Template) -> None:
     queue = template.find_resources("AWS::SQS::Queue")[_retrain_queue(template)]["Properties"]
-    assert queue["RedrivePolicy"]["maxReceiveCount"] == 3
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == 5
     assert queue["SqsManagedSseEnabled"] is True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from lambdas.publisher.core import (
@@ -20,6 +21,7 @@ ARN_PREFIX = "arn:aws:greengrass:us-east-1:123456789012:components:"
 @dataclass
 class MemoryStore:
     objects: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    object_metadata: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     puts: list[tuple[str, str]] = field(default_factory=list)
 
     def read(self, bucket: str, key: str, *, max_bytes: int) -> bytes:
@@ -30,12 +32,20 @@ class MemoryStore:
             raise ModelValidationError(f"s3://{bucket}/{key} is {len(data)} bytes; the limit is {max_bytes}")
         return data
 
-    def put_if_absent(self, bucket: str, key: str, data: bytes) -> bool:
+    def put_if_absent(
+        self, bucket: str, key: str, data: bytes, *, metadata: Mapping[str, str] | None = None
+    ) -> bool:
         if (bucket, key) in self.objects:
             return False
         self.objects[(bucket, key)] = data
+        self.object_metadata[(bucket, key)] = dict(metadata or {})
         self.puts.append((bucket, key))
         return True
+
+    def metadata(self, bucket: str, key: str) -> Mapping[str, str]:
+        if (bucket, key) not in self.objects:
+            raise ModelNotFoundError(f"model object s3://{bucket}/{key} does not exist")
+        return self.object_metadata.get((bucket, key), {})
 
 
 @dataclass

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from lambdas.publisher.config import load_config
 from lambdas.publisher.core import (
+    COPIED_FROM_METADATA,
+    MAX_SKIPPED_VERSIONS,
     ComponentDeployment,
     ComponentStatus,
     Deployment,
     WaitPolicy,
     publish_model,
+    publisher_copy_source,
     same_components,
 )
 from lambdas.publisher.errors import (
@@ -22,9 +26,17 @@ from lambdas.publisher.errors import (
     ModelNotFoundError,
     ModelValidationError,
 )
-from lambdas.publisher.events import ArtifactKind, PublishRequest, component_artifact_key, model_key
+from lambdas.publisher.events import (
+    ORIGIN_EVENTBRIDGE_S3,
+    ORIGIN_S3_NOTIFICATION,
+    ORIGIN_SAGEMAKER,
+    ArtifactKind,
+    PublishRequest,
+    component_artifact_key,
+    model_key,
+)
 from lambdas.publisher.recipe import recipe_json, render_model_recipe
-from lambdas.publisher.validation import sha256_hex, validate_model
+from lambdas.publisher.validation import validate_model
 from tests.lambdas.publisher.onnx_models import MODEL_VERSION, build_model
 from tests.lambdas.publisher.stubs import ARN_PREFIX, MemoryComponents, MemoryDeployments, MemoryStore
 from tests.lambdas.publisher.test_validation import tarball
@@ -187,21 +199,100 @@ def test_same_bytes_already_at_the_artifact_key_are_reused():
     assert world.store.puts == []
 
 
-def test_other_bytes_at_the_artifact_key_are_a_conflict_and_create_no_version():
+def test_other_bytes_at_the_next_versions_artifact_key_make_the_publish_skip_that_version():
+    # An attempt that wrote components/.../1.0.0/model.onnx and failed for good before creating 1.0.0:
+    # the number is taken, the key is never rewritten, and this model becomes 1.0.1.
+    world = World()
+    data = build_model()
+    world.store.objects[(BUCKET, KEY)] = data
+    orphan = build_model(metadata={"detector": "other"})
+    world.store.objects[(BUCKET, ARTIFACT_KEY)] = orphan
+    result = world.publish()
+    artifact_1_0_1 = component_artifact_key("com.edgeml.AnomalyModel", "1.0.1")
+    assert (result.component_version, result.component_created) == ("1.0.1", True)
+    assert result.skipped_versions == ("1.0.0",)
+    assert result.artifact_uri == f"s3://{BUCKET}/{artifact_1_0_1}"
+    assert world.store.objects[(BUCKET, ARTIFACT_KEY)] == orphan
+    assert world.store.objects[(BUCKET, artifact_1_0_1)] == data
+    assert world.store.puts == [(BUCKET, artifact_1_0_1)]
+    assert list(world.components.recipes) == [f"{ARN_PREFIX}com.edgeml.AnomalyModel:versions:1.0.1"]
+    assert len(world.deployments.created) == 1
+
+
+def test_an_orphaned_artifact_does_not_block_the_models_after_it():
     world = World()
     world.store.objects[(BUCKET, KEY)] = build_model()
-    squatter = build_model(metadata={"detector": "other"})
-    world.store.objects[(BUCKET, ARTIFACT_KEY)] = squatter
+    world.publish()  # 1.0.0
+    world.store.objects[(BUCKET, component_artifact_key("com.edgeml.AnomalyModel", "1.0.1"))] = build_model(
+        metadata={"detector": "orphan"}
+    )
+    for version in ("2.0.0", "3.0.0"):
+        world.store.objects[(BUCKET, model_key("pump", version))] = build_model(
+            metadata={"model_version": version}
+        )
+    second = world.publish(request(model_key("pump", "2.0.0"), expected="2.0.0"))
+    third = world.publish(request(model_key("pump", "3.0.0"), expected="3.0.0"))
+    assert (second.component_version, second.skipped_versions) == ("1.0.2", ("1.0.1",))
+    assert (third.component_version, third.skipped_versions) == ("1.0.3", ())
+
+
+def test_skipping_orphaned_artifact_keys_is_bounded():
+    world = World()
+    world.store.objects[(BUCKET, KEY)] = build_model()
+    taken = [f"1.0.{patch}" for patch in range(MAX_SKIPPED_VERSIONS + 1)]
+    for version in taken:
+        key = component_artifact_key("com.edgeml.AnomalyModel", version)
+        world.store.objects[(BUCKET, key)] = build_model(metadata={"detector": version})
     with pytest.raises(
         ArtifactConflictError,
         match=(
-            f"s3://{BUCKET}/{ARTIFACT_KEY} already holds a different model "
-            f"\\(sha256 {sha256_hex(squatter)}\\); keys are written once"
+            f"the artifact keys of component versions {', '.join(taken)} of com.edgeml.AnomalyModel all "
+            "hold other models, yet none of those versions exists: "
+            f"s3://{BUCKET}/components/com.edgeml.AnomalyModel/1.0.{MAX_SKIPPED_VERSIONS}/model.onnx "
+            "already holds a different model"
         ),
     ):
         world.publish()
-    assert world.store.objects[(BUCKET, ARTIFACT_KEY)] == squatter
     assert (world.components.recipes, world.deployments.created, world.store.puts) == ({}, [], [])
+    # One fewer orphan: the last key tried is free, so the publish goes through.
+    del world.store.objects[(BUCKET, component_artifact_key("com.edgeml.AnomalyModel", taken[-1]))]
+    result = world.publish()
+    assert (result.component_version, result.skipped_versions) == (taken[-1], tuple(taken[:-1]))
+
+
+def test_the_models_copy_of_an_archive_records_where_it_came_from():
+    world = World()
+    source = "training/job-1/output/model.tar.gz"
+    world.store.objects[(BUCKET, source)] = tarball({"model.onnx": build_model()})
+    world.publish(request(source, kind=ArtifactKind.TARBALL, expected=None))
+    assert world.store.object_metadata[(BUCKET, KEY)] == {COPIED_FROM_METADATA: f"s3://{BUCKET}/{source}"}
+    # Only the models/ copy: the component artifact is not a model anyone announces.
+    assert world.store.object_metadata[(BUCKET, ARTIFACT_KEY)] == {}
+
+
+@pytest.mark.parametrize("origin", [ORIGIN_S3_NOTIFICATION, ORIGIN_EVENTBRIDGE_S3])
+def test_the_s3_event_of_the_publishers_own_copy_is_recognised(origin: str):
+    world = World()
+    source = "training/job 1/output/model.tar.gz"
+    world.store.objects[(BUCKET, source)] = tarball({"model.onnx": build_model()})
+    world.publish(request(source, kind=ArtifactKind.TARBALL, expected=None))
+    echo = replace(request(KEY), origin=origin)
+    assert publisher_copy_source(echo, world.store) == f"s3://{BUCKET}/{source}"
+
+
+def test_a_model_uploaded_by_anyone_else_is_not_taken_for_a_copy():
+    world = World()
+    world.store.objects[(BUCKET, KEY)] = build_model()
+    assert publisher_copy_source(replace(request(KEY), origin=ORIGIN_EVENTBRIDGE_S3), world.store) is None
+
+
+def test_a_training_job_event_is_never_taken_for_a_copy():
+    # Even naming a marked object: only S3 events can be the echo of the publisher's own write.
+    world = World()
+    world.store.objects[(BUCKET, KEY)] = build_model()
+    world.store.object_metadata[(BUCKET, KEY)] = {COPIED_FROM_METADATA: "s3://elsewhere/model.tar.gz"}
+    training = replace(request(KEY), origin=ORIGIN_SAGEMAKER, training_job="job-1")
+    assert publisher_copy_source(training, world.store) is None
 
 
 def test_a_version_whose_artifact_is_outside_components_is_not_reused():

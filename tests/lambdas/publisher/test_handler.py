@@ -17,7 +17,7 @@ from lambdas.publisher.errors import BadEventError, ModelValidationError
 from lambdas.publisher.events import model_key
 from standins.greengrass_fake import GreengrassV2Fake, serve
 from tests.lambdas.publisher.onnx_models import MODEL_VERSION, build_model
-from tests.lambdas.publisher.test_events import s3_notification
+from tests.lambdas.publisher.test_events import eventbridge_s3, s3_notification, training_event
 from tests.lambdas.publisher.test_publish_greengrass import (
     BUCKET,
     ENVIRONMENT,
@@ -26,6 +26,7 @@ from tests.lambdas.publisher.test_publish_greengrass import (
     TARGET,
     inference_recipe,
 )
+from tests.lambdas.publisher.test_validation import tarball
 
 KEY = model_key("pump", MODEL_VERSION)
 
@@ -102,3 +103,23 @@ def test_handler_raises_on_a_bad_model_and_changes_nothing(environment: Environm
     names = [c["componentName"] for c in environment.gg.list_components()["components"]]
     assert names == [INFERENCE_COMPONENT]
     assert environment.gg.list_deployments(targetArn=TARGET)["deployments"] == []
+
+
+def test_handler_skips_the_s3_event_of_the_copy_it_wrote_itself(
+    environment: Environment, caplog: pytest.LogCaptureFixture
+):
+    source = "training-output/job-1/output/model.tar.gz"
+    environment.s3.put_object(Bucket=BUCKET, Key=source, Body=tarball({"model.onnx": build_model()}))
+    first = handler_module.handler(
+        training_event(f"s3://{BUCKET}/{source}", hyperparameters={"model_name": "pump"}), FakeLambdaContext()
+    )
+    assert len(first["published"]) == 1  # type: ignore[arg-type]
+
+    # EventBridge's Object Created event for the models/ copy that invocation wrote.
+    echo = handler_module.handler(eventbridge_s3(KEY), FakeLambdaContext())
+
+    assert echo == {"published": []}
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("the publisher's own copy")]
+    line = json.loads(handler_module.logger.registered_formatter.format(record))
+    assert line["copied_from"] == f"s3://{BUCKET}/{source}"
+    assert len(environment.gg.list_deployments(targetArn=TARGET)["deployments"]) == 1

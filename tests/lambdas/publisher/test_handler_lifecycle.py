@@ -13,8 +13,11 @@ from moto import mock_aws
 from lambdas.lifecycle.adapters import DynamoRegistry
 from lambdas.lifecycle.registry import LINEAGE_TABLE_SCHEMA, ModelStatus
 from lambdas.publisher import handler as handler_module
+from lambdas.publisher.core import COPIED_FROM_METADATA
+from lambdas.publisher.events import model_key
 from standins.greengrass_fake import GreengrassV2Fake, serve
-from tests.lambdas.publisher.onnx_models import build_model
+from tests.lambdas.publisher.onnx_models import MODEL_VERSION, build_model
+from tests.lambdas.publisher.test_events import eventbridge_s3
 from tests.lambdas.publisher.test_handler import FakeLambdaContext
 from tests.lambdas.publisher.test_publish_greengrass import BUCKET, ENVIRONMENT, TARGET, inference_recipe
 
@@ -98,3 +101,22 @@ def test_accepted_model_goes_to_the_canary_and_is_recorded(
     assert registry.model_for_job("job-1") == published["model_version"]
     (recorded,) = registry.deployments_for_target(TARGET)
     assert recorded.deployment_id == published["deployment_id"]
+
+
+def test_the_s3_event_of_the_publishers_copy_changes_nothing_even_before_the_publish_is_recorded(
+    aws: tuple[Any, Any, Any], monkeypatch: pytest.MonkeyPatch
+):
+    # The race: the invocation publishing job-1's model.tar.gz has written models/<name>/<version>/ but not
+    # yet recorded the model when the copy's Object Created event is handled.
+    s3, ddb, gg = aws
+    monkeypatch.setenv("GATE_POLICY", '{"floors": {"n_windows": {"min": 50}}}')
+    handler_module._dependencies.cache_clear()
+    key = model_key("pump", MODEL_VERSION)
+    source = f"s3://{BUCKET}/training-output/job-1/output/model.tar.gz"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=build_model(), Metadata={COPIED_FROM_METADATA: source})
+
+    response = handler_module.handler(eventbridge_s3(key), FakeLambdaContext())
+
+    assert response == {"published": [], "outcomes": []}
+    assert DynamoRegistry(TABLE, ddb).get_model(MODEL_VERSION) is None
+    assert gg.list_deployments(targetArn=TARGET)["deployments"] == []

@@ -11,16 +11,23 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from moto import mock_aws
 
 from lambdas.publisher.adapters import GreengrassComponents, GreengrassDeployments, S3ModelStore
 from lambdas.publisher.config import PublisherConfig, load_config
-from lambdas.publisher.core import PublishResult, WaitPolicy, publish_model
-from lambdas.publisher.errors import ArtifactConflictError, ModelNotFoundError, ModelValidationError
+from lambdas.publisher.core import (
+    COPIED_FROM_METADATA,
+    PublishResult,
+    WaitPolicy,
+    publish_model,
+    publisher_copy_source,
+)
+from lambdas.publisher.errors import ModelNotFoundError, ModelValidationError, RetryableError
 from lambdas.publisher.events import model_key, parse_event
 from standins.greengrass_fake import GreengrassV2Fake, serve
 from tests.lambdas.publisher.onnx_models import MODEL_VERSION, build_model
-from tests.lambdas.publisher.test_events import s3_notification, training_event
+from tests.lambdas.publisher.test_events import eventbridge_s3, s3_notification, training_event
 from tests.lambdas.publisher.test_validation import tarball
 
 BUCKET = "edgeml-models"
@@ -251,17 +258,62 @@ def test_bad_model_creates_no_component_and_no_deployment(stack: Stack, data: by
     assert stack.deployments("ALL") == []
 
 
-def test_a_different_model_at_the_artifact_key_is_a_conflict_and_creates_no_version(stack: Stack):
+def test_an_orphaned_artifact_at_the_next_version_is_skipped_not_overwritten(stack: Stack):
+    # What a publish leaves when it wrote the artifact and then failed for good before creating 1.0.0.
+    data = build_model()
+    stack.put(KEY, data)
+    orphan = build_model(metadata={"detector": "other"})
+    stack.put(ARTIFACT_KEY, orphan)
+    (result,) = stack.publish(s3_notification(KEY))
+
+    assert (result.component_version, result.skipped_versions) == ("1.0.1", ("1.0.0",))
+    assert stack.versions() == ["1.0.1"]
+    assert stack.s3.get_object(Bucket=BUCKET, Key=ARTIFACT_KEY)["Body"].read() == orphan
+    artifact_1_0_1 = f"components/{MODEL_COMPONENT}/1.0.1/model.onnx"
+    assert stack.s3.get_object(Bucket=BUCKET, Key=artifact_1_0_1)["Body"].read() == data
+    # The version Greengrass created downloads this model, with this model's digest.
+    arn = f"arn:aws:greengrass:us-east-1:123456789012:components:{MODEL_COMPONENT}:versions:1.0.1"
+    recipe = json.loads(stack.gg.get_component(arn=arn, recipeOutputFormat="JSON")["recipe"])
+    (artifact,) = recipe["Manifests"][0]["Artifacts"]
+    assert artifact["URI"] == f"s3://{BUCKET}/{artifact_1_0_1}"
+    deployed = stack.latest_deployment()["components"][MODEL_COMPONENT]["componentVersion"]
+    assert deployed == "1.0.1"
+
+
+def test_the_copy_of_a_sagemaker_archive_is_marked_and_recognised(stack: Stack):
+    source = "training/edgeml pump-1/output/model.tar.gz"  # a space: S3 metadata must stay ASCII
+    stack.put(source, tarball({"model.onnx": build_model()}))
+    stack.publish(training_event(f"s3://{BUCKET}/{source}", hyperparameters={"model_name": "pump"}))
+
+    head = stack.s3.head_object(Bucket=BUCKET, Key=KEY)
+    assert head["Metadata"] == {
+        COPIED_FROM_METADATA: f"s3://{BUCKET}/training/edgeml%20pump-1/output/model.tar.gz"
+    }
+    store = S3ModelStore(stack.s3)
+    (echo,) = parse_event(eventbridge_s3(KEY), model_bucket=BUCKET)
+    assert publisher_copy_source(echo, store) == f"s3://{BUCKET}/{source}"
+
+
+def test_an_uploaded_model_has_no_copy_marker(stack: Stack):
     stack.put(KEY, build_model())
-    squatter = build_model(metadata={"detector": "other"})
-    stack.put(ARTIFACT_KEY, squatter)
-    with pytest.raises(
-        ArtifactConflictError, match=f"s3://{BUCKET}/{ARTIFACT_KEY} already holds a different"
-    ):
-        stack.publish(s3_notification(KEY))
-    assert stack.s3.get_object(Bucket=BUCKET, Key=ARTIFACT_KEY)["Body"].read() == squatter
-    assert stack.component_names() == [INFERENCE_COMPONENT]
-    assert stack.deployments("ALL") == []
+    store = S3ModelStore(stack.s3)
+    assert store.metadata(BUCKET, KEY) == {}
+    (request,) = parse_event(eventbridge_s3(KEY), model_bucket=BUCKET)
+    assert publisher_copy_source(request, store) is None
+
+
+def test_a_throttled_metadata_read_is_retryable():
+    s3 = boto3.client("s3", region_name="us-east-1")
+    stubber = Stubber(s3)
+    stubber.add_client_error("head_object", service_error_code="SlowDown", service_message="Reduce rate")
+    expected = f"reading the metadata of s3://{BUCKET}/{KEY}: SlowDown"
+    with stubber, pytest.raises(RetryableError, match=expected):
+        S3ModelStore(s3).metadata(BUCKET, KEY)
+
+
+def test_metadata_of_a_missing_object_is_a_clear_error(stack: Stack):
+    with pytest.raises(ModelNotFoundError, match=f"model object s3://{BUCKET}/{KEY} does not exist"):
+        S3ModelStore(stack.s3).metadata(BUCKET, KEY)
 
 
 def test_missing_object_is_a_clear_error_and_changes_nothing(stack: Stack):
