@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,9 +33,16 @@ from .model import LoadedModel, ModelLoader
 from .postprocess import METADATA_KEY as POSTPROCESS_KEY
 from .scoring import BatchPolicy, ScoringEngine
 from .sources import FileReplaySource, Inbound, IpcSource, MqttSource, Source
-from .spool import IN_MEMORY, Spool, SpooledEvent, SpoolItem
+from .spool import IN_MEMORY, OpenEvent, Spool, SpooledEvent, SpoolItem
 from .stats import Distributions, LatencyRing, RunStats
-from .transport import InMemoryTransport, IpcTransport, MqttTransport, Transport
+from .transport import (
+    DISK_SPOOL,
+    InMemoryTransport,
+    IpcTransport,
+    MqttTransport,
+    Transport,
+    nucleus_spool_storage,
+)
 
 log = get_logger("app")
 
@@ -45,6 +52,8 @@ IDLE_POLL_S = 0.5
 HOUSEKEEPING_S = 0.05
 # On stop, messages already taken off the network (MQTT PUBACKed, IPC delivered) are still processed.
 MAX_DRAIN_MESSAGES = 100_000
+# Reject kind for windows whose raw score was not finite (batch.finite_scores).
+NON_FINITE_SCORE = "non_finite_score"
 
 
 class ModelUpdates(Protocol):
@@ -70,6 +79,7 @@ class DetectorApp:
         drain_timeout_s: float = 10.0,
         model_updates: ModelUpdates | None = None,
         max_message_bytes: int = 1024 * 1024,
+        delivery: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -85,6 +95,8 @@ class DetectorApp:
         self._health_interval_s = health_interval_s
         self._drain_timeout_s = drain_timeout_s
         self._model_updates = model_updates
+        # What confirms a sent event (the heartbeat reports it): see transport.nucleus_spool_storage.
+        self._delivery = dict(delivery) if delivery is not None else {}
         self._max_message_bytes = max_message_bytes
         self._clock = clock
         self._wall_clock = wall_clock
@@ -173,12 +185,16 @@ class DetectorApp:
             return
         arrived = item.received_at if item.received_at is not None else now
         added = 0
+        self.stats.samples_in += len(item.samples)
         for sample in item.samples:
-            self.stats.samples_in += 1
             try:
                 added += self._engine.add(sample, arrived)
             except MessageError as exc:
                 self._reject(exc)
+                if len(item.samples) > 1:
+                    # A row batch is in time order (the parser checks), so only its first sample can be
+                    # at or before the stream's newest: then the batch is refused whole (contracts §5).
+                    break
                 continue
             if self._engine.pending_count >= self.policy.max_batch:
                 self._score(now)
@@ -197,6 +213,13 @@ class DetectorApp:
             self._consume(batch, now)
 
     def _consume(self, batch: ScoredBatch, now: float) -> None:
+        if batch.non_finite:
+            self.stats.reject(NON_FINITE_SCORE, batch.non_finite)
+            self._reject_log.warning(
+                NON_FINITE_SCORE,
+                "windows scored 0: the model's score overflowed on their values",
+                windows=batch.non_finite,
+            )
         self.stats.windows_scored = self._engine.windows_scored
         self.stats.batches_run = self._engine.batches_run
         self.latency.add_many(now - batch.arrived_at)
@@ -207,7 +230,8 @@ class DetectorApp:
         if hits.size == 0 and not self._events.open_streams:
             return
         closed = self._offer_events(batch, hits, now)
-        # Every event of the batch in one spool transaction, committed before the forwarder sees any.
+        # Every event the batch closed and the checkpoint of every event it changed but left open, in one
+        # spool transaction, committed before the forwarder sees any.
         self._spool_events(closed)
 
     def _offer_events(self, batch: ScoredBatch, hits: NDArray[np.intp], now: float) -> list[AnomalyEvent]:
@@ -241,31 +265,60 @@ class DetectorApp:
         return closed
 
     def _spool_events(self, events: list[AnomalyEvent]) -> None:
-        if not events:
+        """Store closed events, and the checkpoints of open events changed since the last call, in ONE
+        spool transaction: a crash at any moment leaves each event checkpointed or spooled."""
+        checkpoints = self._events.checkpoints(self._engine.metadata.channels)
+        if not events and not checkpoints:
             return
         created_at = self._wall_clock()
-        items = [
-            SpoolItem(
-                event_id=event.event_id,
-                stream=event.stream,
-                topic=self._anomaly_topic,
-                payload=event.to_json_bytes(),
-                created_at=created_at,
+        max_bytes = self._events.max_event_bytes
+        spooled: list[AnomalyEvent] = []
+        items: list[SpoolItem] = []
+        for event in events:
+            try:
+                payload = event.encode(max_bytes)
+            except ValueError as exc:
+                # One event that cannot be sent (a non-finite number, fields over the bound) must not take
+                # the rest of the batch, or the loop, with it.
+                self.stats.spool_dropped += 1
+                log.error(  # noqa: TRY400 - expected failure, the message says what happened
+                    "event lost: it cannot be encoded",
+                    extra={"event_id": event.event_id, "stream": event.stream, "error": str(exc)},
+                )
+                continue
+            spooled.append(event)
+            items.append(SpoolItem(event.event_id, event.stream, self._anomaly_topic, payload, created_at))
+        open_events: list[OpenEvent] = []
+        for event in checkpoints.upserts:
+            try:
+                payload = event.encode(max_bytes)
+            except ValueError:
+                # Logged and counted when the event closes; until then its last good checkpoint stands.
+                continue
+            open_events.append(
+                OpenEvent(event.event_id, event.stream, self._anomaly_topic, payload, created_at)
             )
-            for event in events
-        ]
         try:
-            results = self._spool.put_many(items)
+            results = self._spool.put_many(items, open_events=open_events, closed_streams=checkpoints.deletes)
         except SpoolError as exc:
-            # Disk full or broken: nothing durable is possible; say so loudly and keep scoring.
-            self.stats.spool_dropped += len(events)
-            log.error(  # noqa: TRY400 - expected failure, the message says what happened
-                "events lost: spool write failed",
-                extra={"error": str(exc), "event_ids": [event.event_id for event in events]},
-            )
+            # Disk full or broken: nothing durable is possible; say so loudly (once a minute, not once a
+            # batch) and keep scoring. Unsaved checkpoints are offered again with the next batch.
+            self.stats.spool_dropped += len(spooled)
+            if spooled:
+                self._reject_log.error(
+                    "spool_write_failed",
+                    "events lost: spool write failed",
+                    error=str(exc),
+                    event_ids=[event.event_id for event in spooled],
+                )
+            else:
+                self._reject_log.error(
+                    "spool_write_failed", "open events not checkpointed: spool write failed", error=str(exc)
+                )
             return
+        self._events.checkpoints_saved(checkpoints)
         stored = 0
-        for event, result in zip(events, results, strict=True):
+        for event, result in zip(spooled, results, strict=True):
             self.stats.spool_dropped += result.dropped
             if result.stored:
                 stored += 1
@@ -282,8 +335,9 @@ class DetectorApp:
                     },
                 )
         self.stats.anomalies_spooled += stored
-        # One wake-up of the forwarder per batch, after the commit.
-        self._forwarder.notify()
+        if items:
+            # One wake-up of the forwarder per batch, after the commit.
+            self._forwarder.notify()
 
     def _on_sent(self, event: SpooledEvent) -> None:
         # Runs on the forwarder thread; plain counter updates are atomic enough under the GIL.
@@ -305,10 +359,13 @@ class DetectorApp:
         if model is None:
             return
         old_version = self._engine.metadata.model_version
-        # Events opened under the old model close under it: a merged event never mixes two models.
+        # Pending windows are the old model's: decide them first, then close every event they leave open,
+        # so a merged event never mixes two models (closing first let them open one that the new model's
+        # windows then joined).
+        self._score(now)
         self._spool_events(self._events.close_all(self._engine.metadata.channels))
         batch = self._engine.swap_model(model)
-        if batch is not None:
+        if batch is not None:  # nothing is pending after the flush above; kept for safety
             self._consume(batch, now)
         self._parser = self._new_parser()
         if model.metadata.channels != self.distributions.channels:
@@ -365,6 +422,7 @@ class DetectorApp:
                 "dropped": self.stats.spool_dropped,
             },
             "rejects": dict(self.stats.rejects),
+            "delivery": dict(self._delivery),
             # Messages the network thread could not queue because the loop was behind (lost input).
             "input_dropped": self._input_dropped(),
             "distribution": self.distributions.summary(),
@@ -384,7 +442,8 @@ class DetectorApp:
 
     def _publish_health(self, now: float) -> None:
         body = self.health(now)
-        self._forwarder.offer_health(self._health_topic, json.dumps(body, separators=(",", ":")).encode())
+        # orjson writes a non-finite number as null: the heartbeat stays RFC 8259 JSON whatever the inputs.
+        self._forwarder.offer_health(self._health_topic, orjson.dumps(body))
 
 
 @dataclass
@@ -470,14 +529,30 @@ def build_runtime(
             log.warning("spool is in memory: events not yet sent are lost if the process dies (use --spool)")
         spool = Spool(config.spool_path, max_bytes=config.spool_max_bytes, policy=config.spool_policy)
         stack.callback(spool.close)
+        # Before the first batch can checkpoint a new open event over an old one of the same stream.
+        interrupted = spool.recover_open_events()
+        if interrupted:
+            log.warning(
+                "events still open when the last run died are spooled, marked interrupted",
+                extra={"interrupted_events": len(interrupted), "event_ids": list(interrupted)},
+            )
         if spool.depth:
             log.info(
                 "spooled events from an earlier run will be sent first", extra={"spool_depth": spool.depth}
             )
 
         transport: Transport
+        delivery: dict[str, str] = {"transport": config.transport}
         if config.transport == "ipc":
             transport = IpcTransport(ipc)
+            delivery["nucleus_spool"] = nucleus_spool_storage(ipc)
+            if delivery["nucleus_spool"] != DISK_SPOOL:
+                log.warning(
+                    "events the nucleus accepted are kept in its spool, which is not on disk: an outage "
+                    "longer than it holds, or a nucleus restart, loses them "
+                    "(deploy aws.greengrass.DiskSpooler, docs/deploy.md)",
+                    extra={"nucleus_spool": delivery["nucleus_spool"]},
+                )
         elif config.transport == "mqtt":
             transport = MqttTransport(config.mqtt)
         else:
@@ -519,6 +594,7 @@ def build_runtime(
                 max_event_windows=config.max_event_windows,
                 idle_close_s=config.event_idle_s,
                 cooldown_s=config.cooldown_s,
+                max_event_bytes=config.max_event_bytes,
             ),
             thing_name=config.thing_name,
             anomaly_topic=config.anomaly_topic,
@@ -532,6 +608,7 @@ def build_runtime(
             drain_timeout_s=config.drain_timeout_s,
             model_updates=updates,
             max_message_bytes=config.max_message_bytes,
+            delivery=delivery,
         )
         yield Runtime(app=app, ipc=ipc)
 

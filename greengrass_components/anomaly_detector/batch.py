@@ -75,6 +75,9 @@ class ScoredBatch:
     flags: NDArray[np.bool_] | None = None  # the rule's decisions; None: ``scores > threshold``
     post_scores: NDArray[np.float64] | None = None
     decision_level: float | None = None
+    # Windows whose raw score was not finite (the model overflowed on huge inputs): scored 0, never
+    # anomalous, counted by the app as the reject kind ``non_finite_score``.
+    non_finite: int = 0
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -138,3 +141,17 @@ class ScoredBatch:
         return [
             self.decision(i, segment) for segment in self.segments for i in range(segment.start, segment.stop)
         ]
+
+
+def finite_scores(scores: NDArray[np.float32]) -> tuple[NDArray[np.float32], int]:
+    """``scores`` with every non-finite one set to 0, and how many there were.
+
+    Inputs up to float32's limit are valid, but the model's arithmetic can overflow on them. An inf or NaN
+    score could not be reported (events and heartbeats are JSON) and would poison the post-processing's
+    running sums for good, so such a window is scored 0 (never anomalous) and counted instead.
+    """
+    # One float64 sum is the cheap common-case test: it cannot overflow on finite float32 scores.
+    if np.isfinite(scores.sum(dtype=np.float64)):
+        return scores, 0
+    finite = np.isfinite(scores)
+    return np.where(finite, scores, np.float32(0.0)).astype(np.float32), int(scores.size - finite.sum())

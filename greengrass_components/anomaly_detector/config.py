@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from .errors import ConfigError
+from .events import IOT_CORE_MAX_MESSAGE_BYTES, MAX_EVENT_BYTES, MIN_EVENT_BYTES
 from .spool import IN_MEMORY, SPOOL_POLICIES, SpoolPolicy
 from .transport import MqttSettings, TlsSettings
 
@@ -98,6 +99,7 @@ class ComponentConfig:
     events_per_hour: float = 60.0
     max_event_windows: int = 360
     event_idle_s: float = 5.0
+    max_event_bytes: int = MAX_EVENT_BYTES
     health_interval_s: float = 60.0
     spool_path: str = IN_MEMORY
     spool_max_bytes: int = 64 * 1024 * 1024
@@ -157,6 +159,11 @@ class ComponentConfig:
         ):
             if count < 1:
                 raise ConfigError(f"{name} must be >= 1, got {count}")
+        if not MIN_EVENT_BYTES <= self.max_event_bytes <= IOT_CORE_MAX_MESSAGE_BYTES:
+            raise ConfigError(
+                f"max event bytes must be {MIN_EVENT_BYTES}..{IOT_CORE_MAX_MESSAGE_BYTES} (a larger event "
+                f"could never be sent to IoT Core), got {self.max_event_bytes}"
+            )
         if self.warm_start_rows < 0:
             raise ConfigError(f"warm start rows must be >= 0 (0 = off), got {self.warm_start_rows}")
         if self.spool_policy not in SPOOL_POLICIES:
@@ -234,6 +241,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--events-per-hour", type=float, default=60.0, help="refill rate of that burst")
     p.add_argument("--max-event-windows", type=_int_like, default=360, help="close long events after this")
     p.add_argument("--event-idle-s", type=float, default=5.0, help="close an event when its stream is quiet")
+    p.add_argument(
+        "--max-event-bytes",
+        type=_int_like,
+        default=MAX_EVENT_BYTES,
+        help="largest event JSON; a larger peak window is sent as its last rows (values_truncated)",
+    )
     p.add_argument("--health-interval-s", type=float, default=60.0)
     p.add_argument("--spool", default=IN_MEMORY, help="sqlite spool file (default: in memory, not durable)")
     p.add_argument("--spool-max-mb", type=float, default=64.0)
@@ -287,6 +300,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         events_per_hour=args.events_per_hour,
         max_event_windows=args.max_event_windows,
         event_idle_s=args.event_idle_s,
+        max_event_bytes=args.max_event_bytes,
         health_interval_s=args.health_interval_s,
         spool_path=args.spool,
         spool_max_bytes=_megabytes(args.spool_max_mb),

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from .batch import ScoringModel, Segment
+from .batch import ScoringModel, Segment, finite_scores
 from .postprocess import METADATA_KEY, PostprocessConfig, Postprocessor
 from .postprocess_block import BlockPostprocessor, supports
 from .recent import RecentRows
@@ -81,7 +81,7 @@ class DecisionRule:
             if rows.shape[0] < w:
                 continue
             windows = np.ascontiguousarray(windows_view(rows, w, rows.shape[0] - w + 1))
-            scores = model.score(windows)
+            scores, _ = finite_scores(model.score(windows))
             if stream in old._blockwise:
                 self._blockwise[stream] = old._blockwise[stream]
             self._decide_post([Segment(stream, 0, np.zeros(scores.shape[0]), 0.0)], scores, windows)

@@ -11,6 +11,16 @@ Alert storms are limited per stream with a token bucket in *sample* time (``burs
 ``rate_per_hour``), so a replay at any speed makes the same decisions as the live stream. An event closed
 while the bucket is empty is not sent; it is counted, and the next event sent for that stream carries the
 count in ``suppressed`` (the heartbeat reports the total too), so the cloud knows what was held back.
+
+Open events are checkpointed: after each change the app stores, in the same spool transaction as the
+batch's closed events, the event as it would be sent if the process died now (``interrupted: true``, end =
+the last anomalous window seen), and deletes it in the transaction that spools the closed event. A
+``kill -9`` while an event is open therefore loses nothing: the next start spools the checkpoint
+(``Spool.recover_open_events``). Only streams whose event changed since the last checkpoint are written.
+
+Every event fits in ``max_event_bytes`` of JSON (IoT Core refuses a message over 128 KiB, and one event
+that can never be sent would hold back every later one): when the peak window is too large, ``values``
+keeps only its last rows (those ending at the peak sample) and the event says ``values_truncated: true``.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -28,6 +38,16 @@ from numpy.typing import NDArray
 from .batch import Decision
 
 SCHEMA = "edgeml.anomaly/1"
+# IoT Core (and the nucleus's PublishToIoTCore) refuse a larger message: such an event is never sent.
+IOT_CORE_MAX_MESSAGE_BYTES = 128 * 1024
+# A safe margin under that limit (the cloud re-encodes the JSON, a few bytes longer).
+MAX_EVENT_BYTES = 120 * 1024
+# The cloud's ingest refuses an event with more rows or cells of `values` than this
+# (lambdas/ingest/events.py MAX_VALUE_ROWS / MAX_VALUE_CELLS; a test keeps the two equal).
+MAX_EVENT_ROWS = 1024
+MAX_EVENT_CELLS = 4096
+# Below this not even an event's fixed fields (ids, times, scores, channel names) reliably fit.
+MIN_EVENT_BYTES = 4 * 1024
 
 
 def iso_utc(timestamp: float) -> str:
@@ -68,6 +88,10 @@ class AnomalyEvent:
     # Post-processed score of the peak window and the level it is compared to (None: raw decisions).
     post_score: float | None = None
     decision_level: float | None = None
+    # The process stopped while the event was open: spooled from its checkpoint on the next start.
+    interrupted: bool = False
+    # ``values`` holds only the last rows of the peak window (the whole window did not fit in the bound).
+    values_truncated: bool = False
     schema: str = SCHEMA
 
     def to_dict(self) -> dict[str, object]:
@@ -76,6 +100,10 @@ class AnomalyEvent:
         # Only a post-processing model has these: a raw-threshold model's events stay as they were.
         for key in ("post_score", "decision_level"):
             if body[key] is None:
+                del body[key]
+        # Flags only when set: an ordinary event is byte for byte what it was before they existed.
+        for key in ("interrupted", "values_truncated"):
+            if not body[key]:
                 del body[key]
         return body
 
@@ -88,9 +116,61 @@ class AnomalyEvent:
             raise ValueError(f"event {self.event_id} has a non-finite score or threshold: {numbers}")
         return orjson.dumps(body)
 
+    def encode(self, max_bytes: int) -> bytes:
+        """:meth:`to_json_bytes`, refused (``ValueError``) when longer than ``max_bytes``: only possible
+        when even the fields other than ``values`` do not fit, see :func:`fit_event`."""
+        payload = self.to_json_bytes()
+        if len(payload) > max_bytes:
+            raise ValueError(
+                f"event {self.event_id} is {len(payload)} bytes of JSON; the limit is {max_bytes}"
+            )
+        return payload
+
+
+def fit_event(event: AnomalyEvent, max_bytes: int) -> AnomalyEvent:
+    """``event`` itself when its JSON fits in ``max_bytes`` and its ``values`` in the cloud's row and cell
+    limits, else with only the last rows of ``values`` that fit, marked ``values_truncated``.
+
+    The last rows are kept because the window ends at the sample that made it the peak: the rows nearest
+    the anomaly tell the most. Sizes are measured on the compact JSON the spool stores (a non-finite
+    number, refused later by :meth:`AnomalyEvent.to_json_bytes`, is measured as ``null``).
+    """
+    rows = min(MAX_EVENT_ROWS, MAX_EVENT_CELLS // max(len(event.channels), 1))
+    if len(event.values) > rows:
+        event = replace(event, values=event.values[len(event.values) - rows :], values_truncated=True)
+    if len(orjson.dumps(event.to_dict())) <= max_bytes:
+        return event
+    bare = replace(event, values=[], values_truncated=True)
+    room = max_bytes - len(orjson.dumps(bare.to_dict()))
+    # In ``[r1,r2,...]`` each row costs its JSON plus a comma, the first no comma: start at -1.
+    used, kept = -1, 0
+    for row in reversed(event.values):
+        used += len(orjson.dumps(row)) + 1
+        if used > room:
+            break
+        kept += 1
+    return replace(event, values=event.values[len(event.values) - kept :], values_truncated=True)
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """What the spool must change about open events, in the transaction of the batch's closed events."""
+
+    # Per stream whose open event changed (and would be sent when it closes): the event as it would be
+    # sent if the process stopped now.
+    upserts: tuple[AnomalyEvent, ...] = ()
+    # Streams whose checkpointed event closed (spooled, suppressed or lost) since the last save.
+    deletes: tuple[str, ...] = ()
+    # Every changed stream looked at (with those the rate limit will hold back, which need no checkpoint).
+    examined: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.upserts or self.deletes)
+
 
 @dataclass
 class _Open:
+    event_id: str
     start: float
     end: float
     peak_ts: float
@@ -102,6 +182,8 @@ class _Open:
     model_version: str
     windows: int
     touched_at: float  # wall clock (monotonic) of the last update, for the idle rule
+    # The peak window as JSON-ready rows, made once per peak (a checkpoint may be written every batch).
+    rows: list[list[float]] | None = None
 
 
 @dataclass
@@ -122,6 +204,7 @@ class EventBuilder:
         max_event_windows: int = 360,
         idle_close_s: float = 5.0,
         cooldown_s: float = 0.0,
+        max_event_bytes: int = MAX_EVENT_BYTES,
         id_factory: Callable[[], str] = new_event_id,
     ) -> None:
         if burst < 1:
@@ -130,14 +213,22 @@ class EventBuilder:
             raise ValueError("rate_per_hour, cooldown_s and idle_close_s must be >= 0")
         if max_event_windows < 1:
             raise ValueError(f"max_event_windows must be >= 1, got {max_event_windows}")
+        if max_event_bytes < MIN_EVENT_BYTES:
+            raise ValueError(f"max_event_bytes must be >= {MIN_EVENT_BYTES}, got {max_event_bytes}")
         self._thing_name = thing_name
         self._burst = float(burst)
         self._refill_per_s = rate_per_hour / 3600.0
         self._max_event_windows = max_event_windows
         self._idle_close_s = idle_close_s
         self._cooldown_s = cooldown_s
+        self.max_event_bytes = max_event_bytes
         self._id_factory = id_factory
         self._open: dict[str, _Open] = {}
+        # Checkpoint bookkeeping: streams whose open event changed since the last save, streams with a
+        # saved checkpoint, and those of them whose event has closed since (their checkpoint must go).
+        self._changed: set[str] = set()
+        self._saved: set[str] = set()
+        self._closed: set[str] = set()
         self._buckets: dict[str, _Bucket] = {}
         self._last_sent: dict[str, float] = {}
         self._held_back: dict[str, int] = {}
@@ -158,8 +249,11 @@ class EventBuilder:
             if current is None:
                 return []
             return self._close(decision.stream, channels)
+        self._changed.add(decision.stream)
         if current is None:
             self._open[decision.stream] = _Open(
+                # Given at open, so a checkpoint and the event it becomes share one id (cloud de-dup).
+                event_id=self._id_factory(),
                 start=decision.timestamp,
                 end=decision.timestamp,
                 peak_ts=decision.timestamp,
@@ -181,6 +275,7 @@ class EventBuilder:
                 current.peak_ts, current.peak_score = decision.timestamp, decision.score
                 current.peak_post_score = decision.post_score
                 current.peak_window = decision.window
+                current.rows = None
         if self._open[decision.stream].windows >= self._max_event_windows:
             return self._close(decision.stream, channels)
         return []
@@ -194,15 +289,54 @@ class EventBuilder:
         """Shutdown, end of input or a model swap: every open event is closed now."""
         return [ev for stream in list(self._open) for ev in self._close(stream, channels)]
 
-    def _allow(self, stream: str, ts: float) -> bool:
+    def checkpoints(self, channels: tuple[str, ...]) -> Checkpoints:
+        """The open-event changes since the last :meth:`checkpoints_saved` (empty when none changed)."""
+        if not self._changed and not self._closed:
+            return Checkpoints()
+        examined = tuple(sorted(self._changed))
+        upserts = tuple(
+            self._event(
+                stream,
+                self._open[stream],
+                channels,
+                suppressed=self._held_back.get(stream, 0),
+                interrupted=True,
+            )
+            for stream in examined
+            # An event the rate limit will hold back is not sent if the process dies either.
+            if self._would_allow(stream, self._open[stream].start)
+        )
+        return Checkpoints(upserts=upserts, deletes=tuple(sorted(self._closed)), examined=examined)
+
+    def checkpoints_saved(self, saved: Checkpoints) -> None:
+        """``saved`` is committed: forget those changes (after a failed write they are offered again)."""
+        self._changed.difference_update(saved.examined)
+        self._closed.difference_update(saved.deletes)
+        self._saved.difference_update(saved.deletes)
+        self._saved.update(event.stream for event in saved.upserts)
+
+    def _cooling_down(self, stream: str, ts: float) -> bool:
         last = self._last_sent.get(stream)
-        if last is not None and self._cooldown_s > 0 and ts - last < self._cooldown_s:
+        return last is not None and self._cooldown_s > 0 and ts - last < self._cooldown_s
+
+    def _refilled(self, bucket: _Bucket, ts: float) -> float:
+        return min(self._burst, bucket.tokens + max(0.0, ts - bucket.last_ts) * self._refill_per_s)
+
+    def _would_allow(self, stream: str, ts: float) -> bool:
+        """:meth:`_allow` without taking anything. An open event's answer cannot change before it closes
+        (only closing an event of the same stream moves its bucket or cooldown)."""
+        if self._cooling_down(stream, ts):
+            return False
+        bucket = self._buckets.get(stream)
+        return bucket is None or self._refilled(bucket, ts) >= 1.0
+
+    def _allow(self, stream: str, ts: float) -> bool:
+        if self._cooling_down(stream, ts):
             return False
         bucket = self._buckets.get(stream)
         if bucket is None:
             bucket = self._buckets[stream] = _Bucket(tokens=self._burst, last_ts=ts)
-        elapsed = max(0.0, ts - bucket.last_ts)
-        bucket.tokens = min(self._burst, bucket.tokens + elapsed * self._refill_per_s)
+        bucket.tokens = self._refilled(bucket, ts)
         bucket.last_ts = max(bucket.last_ts, ts)
         if bucket.tokens < 1.0:
             return False
@@ -213,13 +347,29 @@ class EventBuilder:
     def _close(self, stream: str, channels: tuple[str, ...]) -> list[AnomalyEvent]:
         event = self._open.pop(stream)
         self.events_closed += 1
+        self._changed.discard(stream)
+        if stream in self._saved:
+            self._closed.add(stream)
         if not self._allow(stream, event.start):
             self._held_back[stream] = self._held_back.get(stream, 0) + 1
             self.suppressed_total += 1
             return []
-        return [
+        return [self._event(stream, event, channels, suppressed=self._held_back.pop(stream, 0))]
+
+    def _event(
+        self,
+        stream: str,
+        event: _Open,
+        channels: tuple[str, ...],
+        *,
+        suppressed: int,
+        interrupted: bool = False,
+    ) -> AnomalyEvent:
+        if event.rows is None:
+            event.rows = float32_rows(event.peak_window)
+        return fit_event(
             AnomalyEvent(
-                event_id=self._id_factory(),
+                event_id=event.event_id,
                 thing_name=self._thing_name,
                 stream=stream,
                 timestamp=iso_utc(event.peak_ts),
@@ -230,10 +380,12 @@ class EventBuilder:
                 threshold=event.threshold,
                 model_version=event.model_version,
                 channels=list(channels),
-                values=float32_rows(event.peak_window),
-                suppressed=self._held_back.pop(stream, 0),
+                values=event.rows,
+                suppressed=suppressed,
                 windows=event.windows,
                 post_score=event.peak_post_score,
                 decision_level=event.decision_level,
-            )
-        ]
+                interrupted=interrupted,
+            ),
+            self.max_event_bytes,
+        )

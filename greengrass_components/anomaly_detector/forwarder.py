@@ -127,6 +127,11 @@ class Forwarder:
             except SpoolError as exc:
                 log.error("spool read/delete failed", extra={"error": str(exc)})  # noqa: TRY400 - expected
                 ok = False
+            except Exception:
+                # A bug (in a callback, say) must not end this thread silently: nothing would be sent
+                # again until a restart. Logged with its traceback, then retried after the backoff.
+                log.exception("forwarder pass failed")
+                ok = False
             if ok:
                 delay = self._retry_initial_s
                 self._wake.wait(self._idle_poll_s)

@@ -69,6 +69,13 @@ class RateLimitedLog:
 
     def warning(self, kind: str, message: str, **fields: object) -> bool:
         """Returns True when a line was written."""
+        return self._log(logging.WARNING, kind, message, fields)
+
+    def error(self, kind: str, message: str, **fields: object) -> bool:
+        """Returns True when a line was written."""
+        return self._log(logging.ERROR, kind, message, fields)
+
+    def _log(self, level: int, kind: str, message: str, fields: dict[str, object]) -> bool:
         now = self._clock()
         last = self._last.get(kind)
         if last is not None and now - last < self._interval_s:
@@ -76,5 +83,5 @@ class RateLimitedLog:
             return False
         self._last[kind] = now
         skipped = self._unlogged.pop(kind, 0)
-        self._logger.warning(message, extra={"kind": kind, "not_logged_since_last": skipped, **fields})
+        self._logger.log(level, message, extra={"kind": kind, "not_logged_since_last": skipped, **fields})
         return True

@@ -16,6 +16,7 @@ accepted or rejected whole.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -78,6 +79,35 @@ class SampleBlock:
         return int(self.timestamps.shape[0])
 
 
+# Epoch seconds a timestamp may take: 1970 up to 2^32 s (the year 2106). Outside it is a unit mistake
+# (milliseconds read as seconds are ~1.7e12), and it would break the stream: an event time in the year
+# 33658 has no ISO-8601 form, and one sample that far ahead makes every later sample "out of order".
+MIN_TIMESTAMP_S = 0.0
+MAX_TIMESTAMP_S = float(2**32)
+
+
+def _check_range(value: float, raw: object) -> float:
+    if not MIN_TIMESTAMP_S <= value < MAX_TIMESTAMP_S:
+        raise MessageError(
+            BAD_TIMESTAMP,
+            f"timestamp {raw!r} is outside epoch seconds [{MIN_TIMESTAMP_S:.0f}, {MAX_TIMESTAMP_S:.0f}) "
+            "(1970-2106; milliseconds or microseconds?)",
+        )
+    return value
+
+
+_RANGE_MESSAGE = (
+    f"timestamps must be finite epoch seconds in [{MIN_TIMESTAMP_S:.0f}, {MAX_TIMESTAMP_S:.0f}) (1970-2106)"
+)
+
+
+def timestamps_in_range(timestamps: NDArray[np.float64]) -> bool:
+    """Every timestamp finite and in range (NaN fails both comparisons)."""
+    if timestamps.size == 0:
+        return True
+    return bool(timestamps.min() >= MIN_TIMESTAMP_S and timestamps.max() < MAX_TIMESTAMP_S)
+
+
 def parse_timestamp(raw: object) -> float:
     """Epoch seconds (int/float) or ISO-8601 string (naive means UTC) -> epoch seconds."""
     if isinstance(raw, bool):
@@ -86,7 +116,7 @@ def parse_timestamp(raw: object) -> float:
         value = float(raw)
         if not math.isfinite(value):
             raise MessageError(BAD_TIMESTAMP, f"timestamp must be finite, got {raw!r}")
-        return value
+        return _check_range(value, raw)
     if isinstance(raw, str):
         try:
             parsed = datetime.fromisoformat(raw.strip())
@@ -94,10 +124,18 @@ def parse_timestamp(raw: object) -> float:
             raise MessageError(BAD_TIMESTAMP, f"timestamp is not ISO-8601: {raw!r}") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
+        return _check_range(parsed.timestamp(), raw)
     raise MessageError(
         BAD_TIMESTAMP, f"timestamp must be epoch seconds or an ISO-8601 string, got {type(raw).__name__}"
     )
+
+
+def _check_row_order(stream: str, samples: Sequence[Sample]) -> None:
+    """A row batch is refused whole, like a columnar one (contracts §5): never half a batch in the windows."""
+    stamps = [sample.timestamp for sample in samples]
+    if any(b <= a for a, b in itertools.pairwise(stamps)):
+        kind = DUPLICATE_TIMESTAMP if all(b >= a for a, b in itertools.pairwise(stamps)) else OUT_OF_ORDER
+        raise MessageError(kind, f"row batch for stream {stream!r} is not strictly increasing in time")
 
 
 class MessageParser:
@@ -167,6 +205,7 @@ class MessageParser:
                 if not isinstance(item, dict):
                     raise MessageError(BAD_SHAPE, f"samples[{index}] must be an object")
                 out.append(self._sample(stream, item))
+            _check_row_order(stream, out)
             return out
         return [self._sample(stream, document)]
 
@@ -212,8 +251,8 @@ class MessageParser:
         # cheapest list -> array copy (no shape discovery), and this is the per-sample hot path.
         if set(map(type, stamps)) <= _NUMBER_TYPES:
             timestamps = np.fromiter(stamps, dtype=np.float64, count=n)
-            if not np.isfinite(timestamps).all():
-                raise MessageError(BAD_TIMESTAMP, "timestamps must be finite")
+            if not timestamps_in_range(timestamps):
+                raise MessageError(BAD_TIMESTAMP, _RANGE_MESSAGE)
         else:
             timestamps = np.fromiter((parse_timestamp(t) for t in stamps), dtype=np.float64, count=n)
         values = np.empty((n, len(self._channels)), dtype=np.float32)
@@ -251,8 +290,8 @@ class MessageParser:
             )
         # Copies (not views of the payload): the engine keeps rows of them in its per-stream windows.
         timestamps = np.frombuffer(payload, dtype="<f8", count=n, offset=offset).astype(np.float64)
-        if not np.isfinite(timestamps).all():
-            raise MessageError(BAD_TIMESTAMP, "timestamps must be finite")
+        if not timestamps_in_range(timestamps):
+            raise MessageError(BAD_TIMESTAMP, _RANGE_MESSAGE)
         raw = np.frombuffer(payload, dtype="<f4", count=n * n_channels, offset=offset + 8 * n)
         raw = raw.reshape(n, n_channels)
         if tuple(names) == self._channels:

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .batch import Decision, ScoredBatch, ScoringModel, Segment
+from .batch import Decision, ScoredBatch, ScoringModel, Segment, finite_scores
 from .decision_rule import DecisionRule
 from .errors import MessageError
 from .messages import DUPLICATE_TIMESTAMP, OUT_OF_ORDER, Sample, SampleBlock
@@ -192,6 +192,7 @@ class ScoringEngine:
         scores = self._model.score(windows)
         if scores.shape != (n,):
             raise ValueError(f"model returned {scores.shape} scores for a batch of {n}")
+        scores, non_finite = finite_scores(scores)
         meta = self._model.metadata
         flags, post_scores = self.rule.decide(self._segments, scores, windows)
         batch = ScoredBatch(
@@ -203,6 +204,7 @@ class ScoringEngine:
             flags=flags,
             post_scores=post_scores,
             decision_level=self.rule.decision_level,
+            non_finite=non_finite,
         )
         self._n = 0
         self._segments = []

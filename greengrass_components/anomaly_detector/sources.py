@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from .errors import MessageError, SourceError, TransportError
 from .logs import get_logger
-from .messages import BAD_SHAPE, BAD_VALUE, OVERSIZED, MessageParser, Sample, SampleBlock, parse_timestamp
+from .messages import (
+    BAD_SHAPE,
+    BAD_VALUE,
+    NOT_UTF8,
+    OVERSIZED,
+    MessageParser,
+    Sample,
+    SampleBlock,
+    parse_timestamp,
+)
 from .transport import MqttSettings, connect_in_background, new_paho_client
 
 if TYPE_CHECKING:
@@ -108,7 +117,12 @@ class FileReplaySource:
         except OSError as exc:
             raise SourceError(f"cannot open replay file {path}: {exc.strerror or exc}") from exc
         header_line = self._file.readline()
-        header = [h.strip() for h in next(csv.reader([header_line.decode("utf-8-sig")]), [])]
+        try:
+            header_text = header_line.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            self._file.close()
+            raise SourceError(f"replay file {path} does not start with a UTF-8 CSV header") from None
+        header = [h.strip() for h in next(csv.reader([header_text]), [])]
         if timestamp_column not in header:
             self._file.close()
             raise SourceError(f"replay file {path} has no {timestamp_column!r} column (header: {header})")
@@ -155,10 +169,11 @@ class FileReplaySource:
         if line is None:
             return None
         columns = self._columns_for(parser.channels)
-        row = next(csv.reader([line.decode("utf-8")]), [])
-        if len(row) != len(self._header):
+        try:
+            row = self._split(line)
+        except MessageError as exc:
             self._next = None
-            return Inbound(len(line), error=MessageError(BAD_SHAPE, f"row has {len(row)} fields"))
+            return Inbound(len(line), error=exc)
         if self._speed > 0 and not self._wait_for_turn(row[self._ts_index], timeout_s):
             return None
         self._next = None
@@ -171,6 +186,16 @@ class FileReplaySource:
         except MessageError as exc:
             return Inbound(len(line), error=exc)
         return Inbound(len(line), (sample,))
+
+    def _split(self, line: bytes) -> list[str]:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MessageError(NOT_UTF8, "row is not valid UTF-8") from None
+        row = next(csv.reader([text]), [])
+        if len(row) != len(self._header):
+            raise MessageError(BAD_SHAPE, f"row has {len(row)} fields")
+        return row
 
     def _wait_for_turn(self, raw_ts: str, timeout_s: float) -> bool:
         """Pace rows by their timestamps; False means 'not yet' (the caller polls again)."""

@@ -12,6 +12,16 @@ Full spool policy (``SpoolPolicy``): the spool never grows past ``max_bytes``.
   newest anomalies are the most actionable. Every drop is counted per stream, persisted in the spool (so a
   restart does not forget it), logged as a warning, and reported in the heartbeat.
 - ``drop_newest``: the new event is refused (counted and logged the same way); older evidence is kept.
+
+Open events (not yet closed, so not yet in the outbox) are checkpointed in ``open_events``, one row per
+stream holding the event as it would be sent if the process stopped now; the app writes those rows in the
+transaction of the batch's closed events and deletes a row in the transaction that stores its closed
+event. On start-up :meth:`Spool.recover_open_events` turns every row left there (the last run died with
+the event open) into an outbox row, so it is sent like any other event. These rows are outside
+``max_bytes``: at most one per stream, each at most one event.
+
+In-memory counters (``depth``, ``bytes_used``) change only once a transaction has committed, so a failed
+write (disk full, I/O error) leaves them equal to what is on disk.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +53,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS open_events (
+    stream TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 
@@ -67,9 +84,29 @@ class SpoolItem:
 
 
 @dataclass(frozen=True)
+class OpenEvent:
+    """The checkpoint of a stream's open event: the payload to send if the process stops now."""
+
+    event_id: str
+    stream: str
+    topic: str
+    payload: bytes
+    updated_at: float
+
+
+@dataclass(frozen=True)
 class PutResult:
     stored: bool
     dropped: int  # rows removed (drop_oldest) or 1 if this event was refused (drop_newest)
+
+
+@dataclass
+class _Tx:
+    """Counters as they will be once the transaction commits (applied to the spool only then)."""
+
+    depth: int
+    bytes: int
+    warnings: list[tuple[str, dict[str, object]]] = field(default_factory=list)
 
 
 class Spool:
@@ -119,18 +156,28 @@ class Spool:
         return self._bytes
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[_Tx]:
+        """One write transaction; the counters take the ``_Tx`` values only once COMMIT succeeded."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            tx = _Tx(depth=self._depth, bytes=self._bytes)
             try:
-                yield self._db
+                yield tx
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # sqlite has already rolled back after some errors (SQLITE_FULL, I/O errors); a ROLLBACK
+                # then would raise "no transaction is active" and hide the real error.
+                if db.in_transaction:
+                    try:
+                        db.execute("ROLLBACK")
+                    except sqlite3.Error as rollback_error:
+                        log.error("spool: rollback failed", extra={"error": str(rollback_error)})  # noqa: TRY400 - the first error is the one raised
                 raise
-            self._db.execute("COMMIT")
+            self._depth, self._bytes = tx.depth, tx.bytes
 
-    def _bump(self, db: sqlite3.Connection, name: str, by: int) -> None:
-        db.execute(
+    def _bump(self, name: str, by: int) -> None:
+        self._db.execute(
             "INSERT INTO counters(name, value) VALUES (?, ?) "
             "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
             (name, by),
@@ -140,33 +187,74 @@ class Spool:
         """Store one event durably (committed when this returns), applying the full-spool policy."""
         return self.put_many([SpoolItem(event_id, stream, topic, payload, created_at)])[0]
 
-    def put_many(self, items: Sequence[SpoolItem]) -> list[PutResult]:
+    def put_many(
+        self,
+        items: Sequence[SpoolItem],
+        *,
+        open_events: Sequence[OpenEvent] = (),
+        closed_streams: Sequence[str] = (),
+    ) -> list[PutResult]:
         """Store events durably in ONE transaction (all committed when this returns), in order.
 
         The app spools every event of a micro-batch this way before the forwarder may send any of them:
-        one commit per batch instead of one per event, with the same at-least-once guarantee.
+        one commit per batch instead of one per event, with the same at-least-once guarantee. In the same
+        transaction the checkpoints of ``closed_streams`` are deleted, then ``open_events`` are written
+        (one per stream, replacing the stream's earlier one), so an event is always either checkpointed
+        or in the outbox, never both and never neither.
         """
-        if not items:
+        if not items and not open_events and not closed_streams:
             return []
         results: list[PutResult] = []
-        warnings: list[tuple[str, dict[str, object]]] = []
         try:
-            with self._transaction() as db:
+            with self._transaction() as tx:
                 for item in items:
-                    results.append(self._put_in(db, item, warnings))
+                    results.append(self._put_in(tx, item))
+                self._db.executemany(
+                    "DELETE FROM open_events WHERE stream = ?", [(stream,) for stream in closed_streams]
+                )
+                self._db.executemany(
+                    "INSERT INTO open_events(stream, event_id, topic, payload, updated_at) "
+                    "VALUES (?,?,?,?,?) ON CONFLICT(stream) DO UPDATE SET event_id = excluded.event_id, "
+                    "topic = excluded.topic, payload = excluded.payload, updated_at = excluded.updated_at",
+                    [(e.stream, e.event_id, e.topic, e.payload, e.updated_at) for e in open_events],
+                )
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot write to spool {self.path}: {exc}") from exc
-        for message, fields in warnings:
+        for message, fields in tx.warnings:
             log.warning(message, extra=fields)
         return results
 
-    def _put_in(
-        self, db: sqlite3.Connection, item: SpoolItem, warnings: list[tuple[str, dict[str, object]]]
-    ) -> PutResult:
+    def recover_open_events(self) -> tuple[str, ...]:
+        """Move the checkpoints a run left (it died with those events open) to the outbox, under the
+        full-spool policy like any event; the ids of those stored.
+
+        Call it once on start-up, before the first write: a new checkpoint of the same stream would
+        replace the old one. Not done on open, so that opening a spool to look at it changes nothing.
+        """
+        stored: list[str] = []
+        try:
+            with self._transaction() as tx:
+                rows = self._db.execute(
+                    "SELECT event_id, stream, topic, payload, updated_at FROM open_events ORDER BY rowid"
+                ).fetchall()
+                for event_id, stream, topic, payload, updated_at in rows:
+                    item = SpoolItem(
+                        str(event_id), str(stream), str(topic), bytes(payload), float(updated_at)
+                    )
+                    if self._put_in(tx, item).stored:
+                        stored.append(item.event_id)
+                self._db.execute("DELETE FROM open_events")
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot recover open events from spool {self.path}: {exc}") from exc
+        for message, fields in tx.warnings:
+            log.warning(message, extra=fields)
+        return tuple(stored)
+
+    def _put_in(self, tx: _Tx, item: SpoolItem) -> PutResult:
         size = len(item.payload)
         if size > self.max_bytes:
-            self._bump(db, f"dropped:{item.stream}", 1)
-            warnings.append(
+            self._bump(f"dropped:{item.stream}", 1)
+            tx.warnings.append(
                 (
                     "spool: event dropped",
                     {"stream": item.stream, "reason": "event larger than the whole spool"},
@@ -174,71 +262,83 @@ class Spool:
             )
             return PutResult(stored=False, dropped=1)
         dropped = 0
-        if self._bytes + size > self.max_bytes:
+        if tx.bytes + size > self.max_bytes:
             if self.policy == "drop_newest":
-                self._bump(db, f"dropped:{item.stream}", 1)
-                warnings.append(
+                self._bump(f"dropped:{item.stream}", 1)
+                tx.warnings.append(
                     (
                         "spool full: new event dropped (policy drop_newest)",
-                        {"stream": item.stream, "event_id": item.event_id, "spool_bytes": self._bytes},
+                        {"stream": item.stream, "event_id": item.event_id, "spool_bytes": tx.bytes},
                     )
                 )
                 return PutResult(stored=False, dropped=1)
-            dropped = self._evict(db, self._bytes + size - self.max_bytes)
-        db.execute(
+            dropped = self._evict(tx, tx.bytes + size - self.max_bytes)
+        self._db.execute(
             "INSERT INTO outbox(event_id, stream, topic, payload, created_at) VALUES (?,?,?,?,?)",
             (item.event_id, item.stream, item.topic, item.payload, item.created_at),
         )
-        self._depth += 1
-        self._bytes += size
+        tx.depth += 1
+        tx.bytes += size
         if dropped:
-            warnings.append(
+            tx.warnings.append(
                 (
                     "spool full: oldest events dropped (policy drop_oldest)",
-                    {"dropped": dropped, "spool_bytes": self._bytes, "max_bytes": self.max_bytes},
+                    {"dropped": dropped, "spool_bytes": tx.bytes, "max_bytes": self.max_bytes},
                 )
             )
         return PutResult(stored=True, dropped=dropped)
 
-    def _evict(self, db: sqlite3.Connection, need: int) -> int:
+    def _evict(self, tx: _Tx, need: int) -> int:
         freed = 0
         victims: list[tuple[int, str, int]] = []
-        for seq, stream, size in db.execute("SELECT seq, stream, LENGTH(payload) FROM outbox ORDER BY seq"):
+        for seq, stream, size in self._db.execute(
+            "SELECT seq, stream, LENGTH(payload) FROM outbox ORDER BY seq"
+        ):
             if freed >= need:
                 break
             victims.append((int(seq), str(stream), int(size)))
             freed += int(size)
         for seq, stream, size in victims:
-            db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-            self._bump(db, f"dropped:{stream}", 1)
-            self._depth -= 1
-            self._bytes -= size
+            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._bump(f"dropped:{stream}", 1)
+            tx.depth -= 1
+            tx.bytes -= size
         return len(victims)
 
     def peek(self, limit: int = 100) -> list[SpooledEvent]:
         """The oldest ``limit`` events, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, event_id, stream, topic, payload FROM outbox ORDER BY seq LIMIT ?", (limit,)
-            ).fetchall()
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT seq, event_id, stream, topic, payload FROM outbox ORDER BY seq LIMIT ?", (limit,)
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot read the spool {self.path}: {exc}") from exc
         return [SpooledEvent(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4])) for r in rows]
 
     def delete(self, seq: int) -> None:
         """Forget an event once it was delivered."""
         try:
-            with self._transaction() as db:
-                cursor = db.execute("DELETE FROM outbox WHERE seq = ? RETURNING LENGTH(payload)", (seq,))
+            with self._transaction() as tx:
+                cursor = self._db.execute(
+                    "DELETE FROM outbox WHERE seq = ? RETURNING LENGTH(payload)", (seq,)
+                )
                 row = cursor.fetchone()
                 if row is not None:
-                    self._depth -= 1
-                    self._bytes -= int(row[0])
+                    tx.depth -= 1
+                    tx.bytes -= int(row[0])
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot remove a sent event from the spool {self.path}: {exc}") from exc
 
     def dropped(self) -> dict[str, int]:
         """Events ever dropped by the full-spool policy, per stream (persisted across restarts)."""
-        with self._lock:
-            rows = self._db.execute("SELECT name, value FROM counters WHERE name LIKE 'dropped:%'").fetchall()
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT name, value FROM counters WHERE name LIKE 'dropped:%'"
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot read the drop counters of the spool {self.path}: {exc}") from exc
         return {str(name).removeprefix("dropped:"): int(value) for name, value in rows}
 
     def close(self) -> None:

@@ -60,6 +60,35 @@ class IpcTransport:
         """The IPC client belongs to main, which closes it."""
 
 
+NUCLEUS_COMPONENT = "aws.greengrass.Nucleus"
+DISK_SPOOL = "Disk"
+MEMORY_SPOOL = "Memory"  # the nucleus's default (mqtt.spooler.storageType)
+
+
+def nucleus_spool_storage(ipc_client: Any) -> str:
+    """Where the nucleus keeps what ``PublishToIoTCore`` accepted: ``Disk``, ``Memory`` or ``unknown``.
+
+    With the IPC transport the spool row is deleted once the nucleus accepts the event, so from then on
+    the nucleus's own spool holds it: in memory by default (2.5 MB, oldest dropped when full, lost on a
+    nucleus restart), on disk with ``aws.greengrass.DiskSpooler``. The device reports which in its
+    heartbeat, so the fleet shows where delivery is weaker than the component's own spool.
+    """
+    try:
+        response = ipc_client.get_configuration(
+            component_name=NUCLEUS_COMPONENT, key_path=["mqtt", "spooler"]
+        )
+    except Exception as exc:  # noqa: BLE001 - the SDK's error family has no common base but Exception
+        # No mqtt.spooler key at all: the nucleus runs its default, the in-memory spool.
+        return MEMORY_SPOOL if type(exc).__name__ == "ResourceNotFoundError" else "unknown"
+    value = getattr(response, "value", None)
+    if value is None:
+        return MEMORY_SPOOL
+    if not isinstance(value, dict):
+        return "unknown"
+    storage = value.get("storageType", MEMORY_SPOOL)
+    return str(storage) if str(storage) in (DISK_SPOOL, MEMORY_SPOOL) else "unknown"
+
+
 @dataclass(frozen=True)
 class TlsSettings:
     ca_file: Path

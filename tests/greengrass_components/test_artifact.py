@@ -14,7 +14,7 @@ import greengrass_components
 PACKAGE = Path(greengrass_components.__file__).parent / "anomaly_detector"
 ALLOWED_TOP_LEVEL = {
     "__future__", "argparse", "collections", "contextlib", "csv", "dataclasses", "datetime", "functools",
-    "hashlib",
+    "hashlib", "itertools",
     "json", "logging", "math", "os", "pathlib", "queue", "re", "signal", "sqlite3", "ssl", "sys", "threading",
     "time",
     "struct", "types", "typing", "uuid", "numpy", "onnxruntime", "orjson", "awsiot", "paho",
