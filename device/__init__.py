@@ -6,6 +6,7 @@ subprocesses. What it does not support is refused with :class:`UnsupportedRecipe
 """
 
 from .errors import (
+    ComponentVersionConflictError,
     ConfigurationValidationError,
     DeviceError,
     InterpolationError,
@@ -14,6 +15,7 @@ from .errors import (
 )
 
 __all__ = [
+    "ComponentVersionConflictError",
     "ConfigurationValidationError",
     "DeviceError",
     "InterpolationError",

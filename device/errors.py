@@ -21,3 +21,8 @@ class LifecycleError(DeviceError):
 
 class ConfigurationValidationError(DeviceError):
     """A running component rejected the deployment's new configuration, or did not answer in time."""
+
+
+class ComponentVersionConflictError(DeviceError):
+    """Two of the device's targets (thing groups, or the thing itself) pin different versions of one
+    component; a nucleus cannot resolve that and fails the deployment (NoAvailableComponentVersion)."""

@@ -45,7 +45,7 @@ from urllib.parse import urlparse
 from standins.greengrass_fake.state import InstalledComponentReport
 
 from . import lifecycle, validation
-from .errors import DeviceError, LifecycleError, UnsupportedRecipeError
+from .errors import ComponentVersionConflictError, DeviceError, LifecycleError, UnsupportedRecipeError
 from .lifecycle import ComponentState, LogPaths
 from .recipe import ComponentPlan, DevicePlatform, Step, plan_component
 from .recipe_vars import RecipeContext, interpolate, interpolate_configuration
@@ -264,10 +264,6 @@ class DeviceRunner:
 
     # --- resolve ---------------------------------------------------------------------------------------
 
-    def _desired(self) -> tuple[tuple[str, ...], Wanted]:
-        views = self._views()
-        return tuple(str(v["deployment_id"]) for v in views), self._wanted(views)
-
     def _views(self) -> list[dict[str, Any]]:
         views = sorted(self._control.desired_deployments(self.thing_name), key=lambda v: v.get("created", 0))
         if not views:
@@ -276,13 +272,29 @@ class DeviceRunner:
 
     @staticmethod
     def _wanted(views: Sequence[Mapping[str, Any]]) -> Wanted:
-        """Every target's components, later deployments winning (a device in several groups)."""
+        """Every target's components (a device in several groups runs the union of their deployments).
+
+        A component two targets pin at different versions cannot be resolved: the nucleus combines the
+        version requirements of all the device's targets and fails the deployment with
+        ``NoAvailableComponentVersionException`` (AWS-FACTS §2.3), so no deployment "wins" here either.
+        The same version from several targets is one component; the later deployment's merge is used.
+        """
         wanted: Wanted = {}
+        pinned_by: dict[str, str] = {}
         for view in views:
+            target = str(view.get("target_arn") or view["deployment_id"])
             for name, spec in view["components"].items():
                 if spec.get("reset"):
                     raise UnsupportedRecipeError(f"{name}: configurationUpdate.reset is not supported")
-                wanted[name] = (str(spec["version"]), dict(spec.get("merge") or {}))
+                version = str(spec["version"])
+                if name in wanted and wanted[name][0] != version:
+                    raise ComponentVersionConflictError(
+                        f"NoAvailableComponentVersionException: no version of {name} satisfies the "
+                        f"requirements of all the device's targets: {pinned_by[name]} requires "
+                        f"={wanted[name][0]}, {target} requires ={version}"
+                    )
+                wanted[name] = (version, dict(spec.get("merge") or {}))
+                pinned_by[name] = target
         return wanted
 
     def _fetch(self, plan: ComponentPlan) -> None:
@@ -371,9 +383,11 @@ class DeviceRunner:
 
     def deploy(self) -> AppliedDeployment:
         """Resolve, fetch, install and start everything this device should run; report the outcome."""
-        deployment_ids, wanted = self._desired()
+        views = self._views()
+        deployment_ids = tuple(str(v["deployment_id"]) for v in views)
         self._seen.update(deployment_ids)
         try:
+            wanted = self._wanted(views)
             plans = {}
             for name, (version, _merge) in wanted.items():
                 plans[name] = plan_component(self._control.recipe(name, version), self._platform)

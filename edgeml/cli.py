@@ -262,6 +262,10 @@ def _add_lifecycle(commands: _Commands[argparse.ArgumentParser]) -> None:
     )  # fmt: skip
     rollback.add_argument("--group", required=True, help="canary, fleet, a thing-group name or ARN")
     rollback.add_argument("--to-version", help="model component version (default: the previous one)")
+    rollback.add_argument(
+        "--from-model-version",
+        help="the model to roll back away from (refused if the group runs another; repeating is a no-op)",
+    )
     rollback.add_argument("--reason", default="", help="recorded with the deployment")
     fleet = _add(
         commands, "fleet", "what runs where: models per group, device or model version",
@@ -459,6 +463,7 @@ def _lifecycle_argv(args: argparse.Namespace) -> list[str]:
         return argv + (["--dry-run"] if args.dry_run else [])
     if args.command == "rollback":
         argv += ["rollback", "--group", args.group, "--reason", args.reason]
+        argv += ["--from-model-version", args.from_model_version] if args.from_model_version else []
         return argv + (["--to-version", args.to_version] if args.to_version else [])
     if args.group or args.thing:
         target = ["--group", args.group] if args.group else ["--thing", args.thing]

@@ -45,10 +45,15 @@ class Fleet(Construct):
             "FleetGroup",
             thing_group_name=fleet_thing_group_name,
             thing_group_properties=iot.CfnThingGroup.ThingGroupPropertiesProperty(
-                thing_group_description="All edge anomaly-detection gateways"
+                thing_group_description=(
+                    "Edge anomaly-detection gateways that run promoted models "
+                    "(canaries are in the canary group only)"
+                )
             ),
         )
-        # Canary devices are a subset of the fleet that receives a new model first (DESIGN.md).
+        # Canary devices receive a new model first and are NOT in the fleet group: a device in both gets
+        # two deployments pinning different model versions, which the nucleus cannot resolve. Promotion
+        # deploys the canary's versions to the fleet group (docs/deploy.md §3).
         self.canary_group = iot.CfnThingGroup(
             self,
             "CanaryGroup",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import boto3
 from botocore.client import BaseClient
@@ -21,7 +21,7 @@ from lambdas.common.aws import error_message as _message
 from lambdas.ingest.table import HEARTBEAT_SK_PREFIX, device_pk
 from lambdas.ingest.table import PARTITION_KEY as EVENTS_PK
 from lambdas.ingest.table import SORT_KEY as EVENTS_SK
-from lambdas.lifecycle.errors import RegistryError, RetryableError
+from lambdas.lifecycle.errors import ConcurrentChangeError, RegistryError, RetryableError
 from lambdas.lifecycle.health import (
     ANOMALIES_COUNTER,
     WINDOWS_COUNTER,
@@ -33,10 +33,13 @@ from lambdas.lifecycle.health import (
 from lambdas.lifecycle.registry import (
     DEPLOY_SK_PREFIX,
     JOB_SK,
+    LOCK_PK,
+    LOCK_SK,
     MODEL_SK,
     PARTITION_KEY,
     SORT_KEY,
     DeploymentRecord,
+    LockRecord,
     ModelRecord,
     ModelStatus,
     component_item,
@@ -46,6 +49,8 @@ from lambdas.lifecycle.registry import (
     deployment_items,
     job_item,
     job_pk,
+    lock_from_item,
+    lock_item,
     model_from_item,
     model_item,
     model_pk,
@@ -125,60 +130,163 @@ class DynamoRegistry(ServiceAdapter):
             tolerate_conflict=True,
         )
 
-    def record_publication(self, model: ModelRecord, deployment: DeploymentRecord | None) -> None:
-        items = [model_item(model), component_item(model)]
+    def claim_model(self, model: ModelRecord, *, claimant: str, now: int, expires_at: int) -> bool:
+        item = {
+            **model_item(model),
+            "claimed_by": {"S": claimant},
+            "claim_expires_at": {"N": str(expires_at)},
+        }
+        try:
+            self.client.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression=(
+                    "attribute_not_exists(#pk) OR "
+                    "(#status = :publishing AND (#claimant = :claimant OR #expires < :now))"
+                ),
+                ExpressionAttributeNames={
+                    "#pk": PARTITION_KEY,
+                    "#status": "status",
+                    "#claimant": "claimed_by",
+                    "#expires": "claim_expires_at",
+                },
+                ExpressionAttributeValues={
+                    ":publishing": {"S": str(ModelStatus.PUBLISHING)},
+                    ":claimant": {"S": claimant},
+                    ":now": {"N": str(now)},
+                },
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            _raise(exc, f"claiming model {model.model_version}")
+        return True
+
+    def record_publication(
+        self, model: ModelRecord, deployment: DeploymentRecord | None, *, claimant: str | None = None
+    ) -> bool:
+        model_put: dict[str, Any] = {"TableName": self._table, "Item": model_item(model)}
+        if claimant is not None:
+            # Only over this publish's own claim: a concurrent delivery of the same event that already
+            # recorded the model (or a claim taken over after expiry) wins, and this one writes nothing.
+            model_put.update(
+                ConditionExpression="#status = :publishing AND #claimant = :claimant",
+                ExpressionAttributeNames={"#status": "status", "#claimant": "claimed_by"},
+                ExpressionAttributeValues={
+                    ":publishing": {"S": str(ModelStatus.PUBLISHING)},
+                    ":claimant": {"S": claimant},
+                },
+            )
+        items = [component_item(model)]
         if model.training_job is not None:
             items.append(job_item(model.training_job, model.model_version))
         if deployment is not None:
             items.extend(deployment_items(deployment))
-        self._transact(
-            [{"Put": {"TableName": self._table, "Item": item}} for item in items],
+        return self._transact(
+            [{"Put": model_put}, *({"Put": {"TableName": self._table, "Item": item}} for item in items)],
             doing=f"recording published model {model.model_version}",
+            tolerate_conflict=claimant is not None,
         )
 
     def record_deployment(
-        self, deployment: DeploymentRecord, *, status_changes: Mapping[str, ModelStatus] | None = None
+        self,
+        deployment: DeploymentRecord,
+        *,
+        status_changes: Mapping[str, ModelStatus] | None = None,
+        expected_statuses: Mapping[str, ModelStatus] | None = None,
     ) -> None:
         actions: list[dict[str, Any]] = [
             {"Put": {"TableName": self._table, "Item": item}} for item in deployment_items(deployment)
         ]
+        expected = expected_statuses or {}
         for model_version, status in (status_changes or {}).items():
+            values = {":status": {"S": str(status)}, ":updated": {"S": deployment.created_at}}
+            condition = "attribute_exists(#pk)"
+            if model_version in expected:
+                condition = "#status = :expected"
+                values[":expected"] = {"S": str(expected[model_version])}
             actions.append(
                 {
                     "Update": {
                         "TableName": self._table,
                         "Key": {PARTITION_KEY: {"S": model_pk(model_version)}, SORT_KEY: {"S": MODEL_SK}},
                         "UpdateExpression": "SET #status = :status, #updated = :updated",
-                        "ConditionExpression": "attribute_exists(#pk)",
+                        "ConditionExpression": condition,
                         "ExpressionAttributeNames": {
                             "#status": "status",
                             "#updated": "updated_at",
-                            "#pk": PARTITION_KEY,
+                            **({"#pk": PARTITION_KEY} if "#pk" in condition else {}),
                         },
-                        "ExpressionAttributeValues": {
-                            ":status": {"S": str(status)},
-                            ":updated": {"S": deployment.created_at},
-                        },
+                        "ExpressionAttributeValues": values,
                     }
                 }
             )
-        self._transact(actions, doing=f"recording deployment {deployment.deployment_id}")
+        doing = f"recording deployment {deployment.deployment_id}"
+        if not self._transact(actions, doing=doing, tolerate_conflict=True):
+            changes = ", ".join(
+                f"{v} {expected[v]} -> {s}" if v in expected else f"{v} -> {s}"
+                for v, s in (status_changes or {}).items()
+            )
+            raise ConcurrentChangeError(
+                f"{doing}: another writer changed a model's status since it was read ({changes}); "
+                f"deployment {deployment.deployment_id} to {deployment.target_arn} is in Greengrass but "
+                "not recorded: check the group with `status` and `what-runs-where`"
+            )
+
+    def acquire_lock(self, lock: LockRecord, *, now: int) -> LockRecord | None:
+        try:
+            self.client.put_item(
+                TableName=self._table,
+                Item=lock_item(lock),
+                ConditionExpression="attribute_not_exists(#pk) OR #expires < :now OR #owner = :owner",
+                ExpressionAttributeNames={"#pk": PARTITION_KEY, "#expires": "expires_at", "#owner": "owner"},
+                ExpressionAttributeValues={":now": {"N": str(now)}, ":owner": {"S": lock.owner}},
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                _raise(exc, "taking the lifecycle lock")
+            holder = self._get(LOCK_PK, LOCK_SK)
+            # Released between the put and the read: report it held (the caller retries) rather than guess.
+            return lock_from_item(holder) if holder is not None else lock
+        return None
+
+    def release_lock(self, owner: str) -> None:
+        try:
+            self.client.update_item(
+                TableName=self._table,
+                Key={PARTITION_KEY: {"S": LOCK_PK}, SORT_KEY: {"S": LOCK_SK}},
+                UpdateExpression="SET #expires = :zero",
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#expires": "expires_at", "#owner": "owner"},
+                ExpressionAttributeValues={":zero": {"N": "0"}, ":owner": {"S": owner}},
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":  # not ours any more: nothing to release
+                _raise(exc, "releasing the lifecycle lock")
 
     def _transact(
         self, actions: list[dict[str, Any]], *, doing: str, tolerate_conflict: bool = False
-    ) -> None:
+    ) -> bool:
+        """True when written; False when ``tolerate_conflict`` and only a condition failed."""
         try:
             self.client.transact_write_items(TransactItems=actions)
         except ClientError as exc:
             code = _code(exc)
             if code == "TransactionCanceledException" and tolerate_conflict and _only_condition_failures(exc):
-                return  # already recorded: a redelivered event
+                return False
             if code in THROTTLING_CODES or (
                 code == "TransactionCanceledException" and not _only_condition_failures(exc)
             ):
                 # Conflicts with a concurrent transaction and throttling clear on a retry.
                 raise RetryableError(f"{doing}: {code}: {_message(exc)}") from exc
             raise RegistryError(f"{doing}: {code}: {_message(exc)}") from exc
+        return True
+
+
+def _raise(exc: ClientError, doing: str) -> NoReturn:
+    if is_throttling(exc):
+        raise RetryableError(f"{doing}: {_code(exc)}: {_message(exc)}") from exc
+    raise RegistryError(f"{doing}: {_code(exc)}: {_message(exc)}") from exc
 
 
 def _put_if_absent(table: str, item: dict[str, Any]) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 Settings come from the same environment variables as the Lambdas (``lambdas.lifecycle.config``);
 ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_GREENGRASSV2`` point the clients at moto and the Greengrass fake.
 
-Exit codes: 0 done, 1 refused (canary not healthy, nothing to roll back to, unknown model), 2 usage or
-configuration error, 3 AWS failure (3 with "retryable" in the message: run it again).
+Exit codes: 0 done, 1 refused (canary not healthy, canary devices also in the fleet group, nothing to
+roll back to, unknown model), 2 usage or configuration error, 3 AWS failure (3 with "retryable" in the
+message, e.g. another promote, rollback or publish holding the lifecycle lock: run it again).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from lambdas.lifecycle.core import (
     promote,
     rollback,
 )
-from lambdas.lifecycle.errors import ConfigError, LifecycleError, RefusedError, RetryableError
+from lambdas.lifecycle.errors import (
+    ConfigError,
+    LifecycleError,
+    LockHeldError,
+    RefusedError,
+    RetryableError,
+)
 from lambdas.lifecycle.services import Services, build_services
 from lambdas.publisher.errors import PublisherError
 from lambdas.publisher.errors import RetryableError as PublisherRetryableError
@@ -59,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     back = commands.add_parser("rollback", help="redeploy an earlier model to a whole group")
     back.add_argument("--group", required=True, help="canary, fleet, a thing-group name or ARN")
     back.add_argument("--to-version", help="model component version to restore (default: the previous one)")
+    back.add_argument(
+        "--from-model-version",
+        help="the model to roll back away from: refuse if the group runs another one, and return the "
+        "earlier rollback if it was already rolled back away from it (without it, a group whose latest "
+        "deployment is a rollback is left as it is)",
+    )
     back.add_argument("--reason", default="", help="recorded with the deployment")
 
     where = commands.add_parser("what-runs-where", help="component, model and training job per device")
@@ -88,6 +101,9 @@ def main(
     except RefusedError as exc:
         _emit(stdout, args.json, {"refused": str(exc), "reasons": list(exc.reasons)}, _refusal_text(exc))
         return EXIT_REFUSED
+    except LockHeldError as exc:
+        print(f"busy, retryable: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except (RetryableError, PublisherRetryableError) as exc:
         print(f"retryable AWS failure: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -116,6 +132,7 @@ def _run(args: argparse.Namespace, s: Services) -> dict[str, object]:
             expected_model_version=args.model_version,
             dry_run=args.dry_run,
             actor="cli-promote",
+            sleep=s.sleep,
         )
         return result.to_dict()
     if args.command == "rollback":
@@ -126,8 +143,10 @@ def _run(args: argparse.Namespace, s: Services) -> dict[str, object]:
             deployments=s.deployments,
             clock=s.clock,
             to_component_version=args.to_version,
+            from_model_version=args.from_model_version,
             reason=args.reason,
             actor="cli-rollback",
+            sleep=s.sleep,
         )
         return rolled.to_dict()
     if args.group:

@@ -2,19 +2,34 @@
 
 Pure orchestration over ports (registry, Greengrass deployments, fleet status, heartbeats); no AWS SDK.
 As in the publisher, everything that can refuse runs before anything is written, and each command is
-safe to repeat: a retried promote or rollback finds its deployment already in place and records it.
+safe to repeat: a retried promote or rollback finds its deployment already in place and records it, and
+a repeated rollback returns the rollback already done instead of rolling back one more model.
+
+Every command that writes a Greengrass deployment (publish, promote, rollback, the scheduled check) holds
+the registry's lifecycle lock while it reads what it acts on and writes, whoever runs it (the Lambdas, the
+CLI), and moves a model's status only from the status it read. The canary and fleet groups must not share
+devices (their deployments would pin two versions of the model component on one device): promotion
+refuses while they do.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from lambdas.lifecycle.config import LifecycleConfig
-from lambdas.lifecycle.errors import NotFoundError, PromotionRefusedError, RollbackRefusedError
+from lambdas.lifecycle.errors import (
+    GroupOverlapError,
+    LockHeldError,
+    NotFoundError,
+    PromotionRefusedError,
+    RollbackRefusedError,
+)
 from lambdas.lifecycle.gate import GateDecision, evaluate_gate
 from lambdas.lifecycle.health import (
     CanaryHealth,
@@ -25,7 +40,16 @@ from lambdas.lifecycle.health import (
     HeartbeatSample,
     assess_device,
 )
-from lambdas.lifecycle.registry import DeploymentRecord, ModelRecord, ModelStatus, Registry, Stage, utc_text
+from lambdas.lifecycle.registry import (
+    LOCK_TTL_SECONDS,
+    DeploymentRecord,
+    LockRecord,
+    ModelRecord,
+    ModelStatus,
+    Registry,
+    Stage,
+    utc_text,
+)
 from lambdas.publisher.config import PublisherConfig, ThingGroupArn
 from lambdas.publisher.core import (
     ComponentRegistry,
@@ -47,7 +71,25 @@ from lambdas.publisher.events import PublishRequest
 
 Clock = Callable[[], datetime]
 _DEFAULT_WAIT = WaitPolicy()
-_NOT_PROMOTABLE = frozenset({ModelStatus.REJECTED, ModelStatus.ROLLED_BACK, ModelStatus.SUPERSEDED})
+_NOT_PROMOTABLE = frozenset(
+    {ModelStatus.PUBLISHING, ModelStatus.REJECTED, ModelStatus.ROLLED_BACK, ModelStatus.SUPERSEDED}
+)
+
+
+@dataclass(frozen=True)
+class LockPolicy:
+    """How long a command waits for the lifecycle lock before giving up (``LockHeldError``)."""
+
+    wait_seconds: float = 0.0
+    poll_seconds: float = 2.0
+
+
+# An operator's promote / rollback waits out a publish or a scheduled check (each takes seconds to a
+# minute or two); a publish waits for another publish's component to become deployable; the scheduled
+# check does not wait at all: the next tick is its retry.
+CLI_LOCK = LockPolicy(wait_seconds=120.0, poll_seconds=2.0)
+PUBLISH_LOCK = LockPolicy(wait_seconds=150.0, poll_seconds=5.0)
+SCHEDULED_LOCK = LockPolicy()
 
 
 # --- ports -------------------------------------------------------------------------------------------
@@ -115,6 +157,7 @@ class RollbackResult:
     to_model_version: str
     to_component_version: str
     deployment_id: str
+    outcome: str = "rolled-back"  # or "already-rolled-back": a repeated command changed nothing
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -173,6 +216,45 @@ def model_lineage(registry: Registry, model_version: str) -> tuple[ModelRecord, 
     return model, registry.deployments_for_model(model_version)
 
 
+# --- the lifecycle lock ------------------------------------------------------------------------------
+
+
+@contextmanager
+def lifecycle_lock(
+    registry: Registry,
+    *,
+    owner: str,
+    clock: Clock,
+    sleep: Callable[[float], None],
+    policy: LockPolicy,
+) -> Iterator[None]:
+    """Hold the registry's lifecycle lock for the block; ``LockHeldError`` if it stays held too long.
+
+    The lock expires ``LOCK_TTL_SECONDS`` after it was taken, so a holder killed before its ``finally``
+    blocks the others for at most that long.
+    """
+    token = f"{owner}/{uuid.uuid4().hex}"
+    deadline = clock().timestamp() + policy.wait_seconds
+    while True:
+        moment = clock()
+        now = int(moment.timestamp())
+        lock = LockRecord(owner=token, acquired_at=utc_text(moment), expires_at=now + LOCK_TTL_SECONDS)
+        holder = registry.acquire_lock(lock, now=now)
+        if holder is None:
+            break
+        if moment.timestamp() >= deadline:
+            until = utc_text(datetime.fromtimestamp(holder.expires_at, UTC))
+            raise LockHeldError(
+                f"{holder.owner} has held the lifecycle lock since {holder.acquired_at} (it expires at "
+                f"{until} at the latest); nothing was changed: run the command again"
+            )
+        sleep(policy.poll_seconds)
+    try:
+        yield
+    finally:
+        registry.release_lock(token)
+
+
 # --- publish -----------------------------------------------------------------------------------------
 
 
@@ -188,12 +270,16 @@ def publish_gated(
     clock: Clock,
     sleep: Callable[[float], None] = time.sleep,
     wait: WaitPolicy = _DEFAULT_WAIT,
+    lock: LockPolicy = PUBLISH_LOCK,
 ) -> PublishOutcome:
     """Validate, gate, publish to the canary group and record the lineage.
 
-    A model the registry already knows (a redelivered event, or the ObjectCreated event of the
-    version-addressed copy this very publish wrote) changes nothing: re-running the publish could
-    move the canary back from a newer model.
+    A model the registry already knows (a redelivered event) changes nothing: re-running the publish
+    could move the canary back from a newer model. Before anything is written to S3 or Greengrass the
+    model is *claimed* in the registry (a conditional put): the ObjectCreated event of the
+    version-addressed copy this very publish writes, which arrives while the publish still waits for its
+    component version, finds the claim and is a duplicate. A retry of the same request (same training job
+    and URI) resumes its own claim, and a claim older than ``LOCK_TTL_SECONDS`` can be taken over.
     """
     if request.training_job is not None:
         known = registry.model_for_job(request.training_job)
@@ -208,9 +294,11 @@ def publish_gated(
                 f"model_version {model.model_version} is already recorded with sha256 {existing.sha256}; "
                 f"{request.uri} has {model.sha256}. Model versions must be unique"
             )
-        return PublishOutcome(outcome="duplicate", model=existing)
+        if existing.status is not ModelStatus.PUBLISHING:
+            return PublishOutcome(outcome="duplicate", model=existing)
 
-    now = utc_text(clock())
+    moment = clock()
+    now = utc_text(moment)
     decision = evaluate_gate(lifecycle.gate, model.training_metrics, production_model(registry, lifecycle))
     base = ModelRecord(
         model_version=model.model_version,
@@ -228,6 +316,54 @@ def publish_gated(
         registry.record_rejection(rejected)
         return PublishOutcome(outcome="rejected", model=rejected, gate=decision)
 
+    claimant = f"{request.training_job or '-'} {request.uri}"
+    claim = replace(base, status=ModelStatus.PUBLISHING, reason=decision.summary)
+    epoch = int(moment.timestamp())
+    if not registry.claim_model(claim, claimant=claimant, now=epoch, expires_at=epoch + LOCK_TTL_SECONDS):
+        current = registry.get_model(model.model_version)
+        return PublishOutcome(outcome="duplicate", model=current or claim, gate=decision)
+
+    with lifecycle_lock(
+        registry, owner=f"publish {model.model_version}", clock=clock, sleep=sleep, policy=lock
+    ):
+        return _publish_claimed(
+            request,
+            claimant=claimant,
+            base=base,
+            decision=decision,
+            publisher=publisher,
+            lifecycle=lifecycle,
+            store=store,
+            components=components,
+            deployments=deployments,
+            registry=registry,
+            clock=clock,
+            sleep=sleep,
+            wait=wait,
+        )
+
+
+def _publish_claimed(
+    request: PublishRequest,
+    *,
+    claimant: str,
+    base: ModelRecord,
+    decision: GateDecision,
+    publisher: PublisherConfig,
+    lifecycle: LifecycleConfig,
+    store: ModelStore,
+    components: ComponentRegistry,
+    deployments: DeploymentService,
+    registry: Registry,
+    clock: Clock,
+    sleep: Callable[[float], None],
+    wait: WaitPolicy,
+) -> PublishOutcome:
+    """The Greengrass half of a gated publish: under the lifecycle lock, for a model this request claimed."""
+    # A concurrent delivery of this same request may have finished while this one waited for the lock.
+    current = registry.get_model(base.model_version)
+    if current is not None and current.status is not ModelStatus.PUBLISHING:
+        return PublishOutcome(outcome="duplicate", model=current, gate=decision)
     result = publish_model(
         request,
         config=replace(publisher, target=lifecycle.canary),
@@ -251,14 +387,17 @@ def publish_gated(
         deployment_id=result.deployment_id,
         target_arn=result.target_arn,
         stage=Stage.CANARY,
-        model_version=model.model_version,
+        model_version=base.model_version,
         component_name=result.component_name,
         component_version=result.component_version,
-        created_at=now,
+        # Taken under the lock: a group's history is ordered by it.
+        created_at=utc_text(clock()),
         created_by="publisher",
         inference_component_version=publisher.inference_component_version,
     )
-    registry.record_publication(published, deployment)
+    if not registry.record_publication(published, deployment, claimant=claimant):
+        current = registry.get_model(base.model_version)
+        return PublishOutcome(outcome="duplicate", model=current or published, gate=decision)
     return PublishOutcome(
         outcome="published",
         model=published,
@@ -290,6 +429,8 @@ def assess_canary(
         model_version=deployment.model_version,
         baseline_model_version=baseline if baseline != deployment.model_version else None,
     )
+    canary_things = sorted(fleet.things_in_group(lifecycle.canary))
+    refuse_shared_devices(lifecycle, fleet, canary_things)
     devices = tuple(
         assess_device(
             fleet.device(thing),
@@ -297,7 +438,7 @@ def assess_canary(
             heartbeats=heartbeats.recent(thing) if heartbeats is not None else None,
             policy=lifecycle.health,
         )
-        for thing in sorted(fleet.things_in_group(lifecycle.canary))
+        for thing in canary_things
     )
     return CanaryHealth(
         target_arn=lifecycle.canary.arn,
@@ -305,6 +446,28 @@ def assess_canary(
         model_version=deployment.model_version,
         devices=devices,
     )
+
+
+def refuse_shared_devices(lifecycle: LifecycleConfig, fleet: Fleet, canary_things: Sequence[str]) -> None:
+    """``GroupOverlapError`` if a canary device is also in the fleet group.
+
+    Such a device gets both groups' deployments; they pin different versions of the model component
+    while a new model is on the canary, the nucleus cannot resolve both (AWS-FACTS §2.3), and the
+    inference component gets two competing ``model`` configurations. Its health would be the overlap's,
+    not the model's. A canary device leaves the fleet group (docs/deploy.md §3).
+    """
+    if not canary_things:
+        return
+    shared = sorted(set(canary_things) & set(fleet.things_in_group(lifecycle.fleet)))
+    if shared:
+        canary, fleet_group = lifecycle.canary.name, lifecycle.fleet.name
+        raise GroupOverlapError(
+            f"{len(shared)} device(s) are in both the canary group {canary} and the fleet group "
+            f"{fleet_group}: their two deployments pin different {lifecycle.model_component_name} "
+            f"versions, which Greengrass cannot resolve. Remove them from {fleet_group} "
+            "(a canary device is not a fleet device) and run the command again",
+            reasons=[f"{thing}: in {canary} and in {fleet_group}" for thing in shared],
+        )
 
 
 def canary_candidate(
@@ -334,11 +497,46 @@ def promote(
     expected_model_version: str | None = None,
     dry_run: bool = False,
     actor: str = "promote",
+    sleep: Callable[[float], None] = time.sleep,
+    lock: LockPolicy = CLI_LOCK,
 ) -> PromotionResult:
     """Deploy the canary's model to the fleet group if every canary device is healthy.
 
-    Raises ``PromotionRefusedError`` (with per-device reasons) when the canary is pending or failed.
+    Raises ``PromotionRefusedError`` (with per-device reasons) when the canary is pending or failed, and
+    ``GroupOverlapError`` when devices are in both groups. Holds the lifecycle lock unless ``dry_run``.
     """
+
+    def run() -> PromotionResult:
+        return _promote(
+            lifecycle=lifecycle,
+            registry=registry,
+            deployments=deployments,
+            fleet=fleet,
+            heartbeats=heartbeats,
+            clock=clock,
+            expected_model_version=expected_model_version,
+            dry_run=dry_run,
+            actor=actor,
+        )
+
+    if dry_run:
+        return run()
+    with lifecycle_lock(registry, owner=actor, clock=clock, sleep=sleep, policy=lock):
+        return run()
+
+
+def _promote(
+    *,
+    lifecycle: LifecycleConfig,
+    registry: Registry,
+    deployments: Deployments,
+    fleet: Fleet,
+    heartbeats: Heartbeats | None,
+    clock: Clock,
+    expected_model_version: str | None,
+    dry_run: bool,
+    actor: str,
+) -> PromotionResult:
     canary, model = canary_candidate(registry, lifecycle, expected_model_version)
     current_fleet = current_deployment(registry, lifecycle.fleet.arn)
     if current_fleet is not None and current_fleet.model_version == model.model_version:
@@ -379,8 +577,12 @@ def promote(
         rollout=lifecycle.fleet_rollout,
     )
     changes = {model.model_version: ModelStatus.FLEET}
+    expected = {model.model_version: model.status}
     if current_fleet is not None:
-        changes.setdefault(current_fleet.model_version, ModelStatus.SUPERSEDED)
+        changes[current_fleet.model_version] = ModelStatus.SUPERSEDED
+        superseded = registry.get_model(current_fleet.model_version)
+        if superseded is not None:
+            expected[superseded.model_version] = superseded.status
     registry.record_deployment(
         DeploymentRecord(
             deployment_id=deployment_id,
@@ -395,6 +597,7 @@ def promote(
             reason=f"canary {canary.deployment_id} healthy on {len(health.devices)} device(s)",
         ),
         status_changes=changes,
+        expected_statuses=expected,
     )
     return PromotionResult("promoted", model.model_version, canary.component_version, deployment_id, health)
 
@@ -410,19 +613,68 @@ def rollback(
     deployments: Deployments,
     clock: Clock,
     to_component_version: str | None = None,
+    from_model_version: str | None = None,
     reason: str = "",
     actor: str = "rollback",
+    sleep: Callable[[float], None] = time.sleep,
+    lock: LockPolicy = CLI_LOCK,
 ) -> RollbackResult:
     """Redeploy an earlier model to the whole group, devices that succeeded with the current one included.
 
     Greengrass's own ROLLBACK acts per device on failure only; this replaces the group's deployment.
     Without ``to_component_version`` the target is the newest earlier model of this group's history that
     was not itself rolled back or rejected.
+
+    Safe to repeat: when the group's latest deployment is already a rollback, the same command returns
+    that rollback (``outcome="already-rolled-back"``) instead of rolling back one more model. To roll
+    back further, name the model to move away from (``from_model_version``, the group's current model)
+    or the version to restore (``to_component_version``). ``from_model_version`` also makes the command
+    exact: it refuses if the group runs another model and was not rolled back away from that one.
     """
+    with lifecycle_lock(registry, owner=actor, clock=clock, sleep=sleep, policy=lock):
+        return _rollback(
+            lifecycle=lifecycle,
+            target=target,
+            registry=registry,
+            deployments=deployments,
+            clock=clock,
+            to_component_version=to_component_version,
+            from_model_version=from_model_version,
+            reason=reason,
+            actor=actor,
+        )
+
+
+def _rollback(
+    *,
+    lifecycle: LifecycleConfig,
+    target: ThingGroupArn,
+    registry: Registry,
+    deployments: Deployments,
+    clock: Clock,
+    to_component_version: str | None,
+    from_model_version: str | None,
+    reason: str,
+    actor: str,
+) -> RollbackResult:
     history = registry.deployments_for_target(target.arn)
     if not history:
         raise RollbackRefusedError(f"the registry has no deployment to {target.name}")
     current = history[0]
+    done = _rolled_back_from(history)
+    if from_model_version is not None and from_model_version != current.model_version:
+        if done == from_model_version:
+            return _already_rolled_back(target, current, done)
+        raise RollbackRefusedError(
+            f"{target.name} runs model {current.model_version}, not {from_model_version}, and its latest "
+            f"deployment is no rollback away from {from_model_version}: nothing rolled back"
+        )
+    if (
+        from_model_version is None
+        and done is not None
+        and (to_component_version is None or to_component_version == current.component_version)
+    ):
+        return _already_rolled_back(target, current, done)
     chosen = _rollback_model(registry, lifecycle, history, to_component_version)
     if chosen.model_version == current.model_version:
         raise RollbackRefusedError(f"{target.name} already runs model {chosen.model_version}")
@@ -444,8 +696,13 @@ def rollback(
         rollout=lifecycle.rollback_rollout,
     )
     changes = {current.model_version: ModelStatus.ROLLED_BACK}
+    expected: dict[str, ModelStatus] = {}
+    rolled_back = registry.get_model(current.model_version)
+    if rolled_back is not None:
+        expected[current.model_version] = rolled_back.status
     if target.arn == lifecycle.fleet.arn:
         changes[chosen.model_version] = ModelStatus.FLEET
+        expected[chosen.model_version] = chosen.status
     registry.record_deployment(
         DeploymentRecord(
             deployment_id=deployment_id,
@@ -458,8 +715,10 @@ def rollback(
             created_by=actor,
             inference_component_version=inference.component_version,
             reason=reason or f"rolled back from {current.model_version}",
+            rolled_back_from=current.model_version,
         ),
         status_changes=changes,
+        expected_statuses=expected,
     )
     return RollbackResult(
         target_arn=target.arn,
@@ -467,6 +726,28 @@ def rollback(
         to_model_version=chosen.model_version,
         to_component_version=chosen.component_version,
         deployment_id=deployment_id,
+    )
+
+
+def _rolled_back_from(history: Sequence[DeploymentRecord]) -> str | None:
+    """The model the group's latest deployment rolled back away from, if that deployment is a rollback."""
+    latest = history[0]
+    if latest.stage is not Stage.ROLLBACK:
+        return None
+    if latest.rolled_back_from is not None:
+        return latest.rolled_back_from
+    # Recorded before rollbacks named their origin: the model the group ran just before.
+    return history[1].model_version if len(history) > 1 else None
+
+
+def _already_rolled_back(target: ThingGroupArn, current: DeploymentRecord, done: str) -> RollbackResult:
+    return RollbackResult(
+        target_arn=target.arn,
+        from_model_version=done,
+        to_model_version=current.model_version,
+        to_component_version=current.component_version,
+        deployment_id=current.deployment_id,
+        outcome="already-rolled-back",
     )
 
 
@@ -600,33 +881,79 @@ def check_canary(
     fleet: Fleet,
     heartbeats: Heartbeats | None,
     clock: Clock,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Mapping[str, object]:
     """What a scheduled run does: promote a healthy canary, wait on a pending one, and roll back a failed
-    one when ``auto_rollback`` is on."""
+    one when ``auto_rollback`` is on.
+
+    Never rolls back automatically a canary whose deployment is itself a rollback: if the restored model
+    fails too, the cause is likely not the model (a device, a sensor, another component), and rolling
+    back again would walk the canary back one model per run. Busy (another command holds the lifecycle
+    lock) and overlapping groups are reported, not failures; the next run looks again.
+    """
     try:
-        result = promote(
+        with lifecycle_lock(
+            registry, owner="scheduled-check", clock=clock, sleep=sleep, policy=SCHEDULED_LOCK
+        ):
+            return _check_canary(
+                lifecycle=lifecycle,
+                registry=registry,
+                deployments=deployments,
+                fleet=fleet,
+                heartbeats=heartbeats,
+                clock=clock,
+            )
+    except LockHeldError as busy:
+        return {"action": "busy", "reason": str(busy)}
+    except GroupOverlapError as overlap:
+        return {"action": "refused", "reason": str(overlap), "reasons": list(overlap.reasons)}
+
+
+def _check_canary(
+    *,
+    lifecycle: LifecycleConfig,
+    registry: Registry,
+    deployments: Deployments,
+    fleet: Fleet,
+    heartbeats: Heartbeats | None,
+    clock: Clock,
+) -> Mapping[str, object]:
+    try:
+        result = _promote(
             lifecycle=lifecycle,
             registry=registry,
             deployments=deployments,
             fleet=fleet,
             heartbeats=heartbeats,
             clock=clock,
+            expected_model_version=None,
+            dry_run=False,
             actor="scheduled-promote",
         )
+    except GroupOverlapError:
+        raise
     except PromotionRefusedError as refused:
         current = current_deployment(registry, lifecycle.canary.arn)
         if current is None:
             return {"action": "nothing", "reason": str(refused)}
+        if current.stage is Stage.ROLLBACK:
+            note = (
+                f"the canary's deployment {current.deployment_id} is itself a rollback; it is not rolled "
+                "back again automatically"
+            )
+            return {"action": "waiting", "reason": str(refused), "reasons": [*refused.reasons, note]}
         health = assess_canary(
             lifecycle=lifecycle, registry=registry, fleet=fleet, heartbeats=heartbeats, deployment=current
         )
         if health.state is HealthState.FAILED and lifecycle.auto_rollback:
-            rolled = rollback(
+            rolled = _rollback(
                 lifecycle=lifecycle,
                 target=lifecycle.canary,
                 registry=registry,
                 deployments=deployments,
                 clock=clock,
+                to_component_version=None,
+                from_model_version=current.model_version,
                 reason="canary failed: " + "; ".join(health.reasons),
                 actor="scheduled-rollback",
             )

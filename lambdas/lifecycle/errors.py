@@ -25,6 +25,11 @@ class PromotionRefusedError(RefusedError):
     """The canary is not (yet) healthy, or there is nothing to promote."""
 
 
+class GroupOverlapError(PromotionRefusedError):
+    """Devices are in both the canary and the fleet group: their two deployments pin different model
+    versions, which Greengrass cannot resolve, so the canary's health says nothing about the model."""
+
+
 class RollbackRefusedError(RefusedError):
     """There is no recorded model to roll back to."""
 
@@ -37,5 +42,13 @@ class RegistryError(LifecycleError):
     """The lineage registry refused a read or write."""
 
 
+class ConcurrentChangeError(RegistryError):
+    """A model's status changed between reading and recording it: another writer got there first."""
+
+
 class RetryableError(LifecycleError):
     """A throttled or transiently failing AWS call; run the same command or invocation again."""
+
+
+class LockHeldError(RetryableError):
+    """Another promote, rollback or publish holds the lifecycle lock; nothing was changed."""

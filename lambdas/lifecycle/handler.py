@@ -1,8 +1,10 @@
 """Scheduled Lambda (EventBridge rate rule): promote a healthy canary, wait on a pending one, roll back a
 failed one when ``AUTO_ROLLBACK=true``.
 
-A canary that is not healthy yet is the normal state between runs, so refusals are returned, not raised;
-throttling and AWS failures are raised, and the next scheduled run tries again.
+A canary that is not healthy yet is the normal state between runs, so refusals are returned, not raised,
+and so are "busy" (a CLI promote / rollback or a publish holds the lifecycle lock) and canary devices
+that are also in the fleet group; throttling and AWS failures are raised, and the next scheduled run
+tries again.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def handle(services: Services) -> dict[str, object]:
                 fleet=services.fleet,
                 heartbeats=services.heartbeats,
                 clock=services.clock,
+                sleep=services.sleep,
             )
         )
     except RefusedError as exc:

@@ -215,8 +215,12 @@ def _check_execution(
 def _check_components(
     report: DeviceReport, expected: ExpectedRollout, failed: list[str], pending: list[str]
 ) -> None:
-    for component in report.installed:
-        if component.lifecycle_state in BROKEN_STATES:
+    # Only the model and the inference component are the rollout's: another component broken on the
+    # device (a sensor driver, a vendor agent) is not the model's doing, and rolling the model back
+    # would not mend it. A deployment such a component fails shows as a failed execution instead.
+    for name in (expected.model_component, expected.inference_component):
+        component = report.component(name)
+        if component is not None and component.lifecycle_state in BROKEN_STATES:
             detail = f" ({component.details})" if component.details else ""
             failed.append(f"{component.name} {component.version} is {component.lifecycle_state}{detail}")
     model = report.component(expected.model_component)

@@ -9,11 +9,24 @@ Every step of a model's life is an item, so "what runs where" and "where did thi
 | deployment, under its target | ``TARGET#<thing-group ARN>`` | ``DEPLOY#<created_at>#<deployment_id>`` |
 | training job → model | ``JOB#<training job name>`` | ``JOB`` |
 | component version → model | ``COMPONENT#<component name>`` | ``VERSION#<component version>`` |
+| the lifecycle lock | ``LOCK#lifecycle`` | ``LOCK`` |
 
 A deployment is written twice (under its model and under its target) in the same transaction, so both
 "this model's deployments" and "this group's deployment history" are one ``Query`` each, newest first
 (``created_at`` is fixed-width UTC text, so string order is time order). No index is needed.
 ``LINEAGE_TABLE_SCHEMA`` is what the CDK table must match.
+
+Two writers must not interleave Greengrass deployments (a CLI rollback landing inside a scheduled promote
+leaves the fleet on the model just rolled back), and the Lambda's reserved concurrency covers neither the
+CLI nor the publisher. So every command that writes a deployment first takes the **lifecycle lock**: one
+item, put only if absent, expired or already its owner's, with an expiry (``expires_at``, epoch seconds)
+so that a holder killed mid-command blocks the others for at most ``LOCK_TTL_SECONDS``. Release sets the
+expiry to 0 (an update, not a delete: the roles have no ``DeleteItem``). Expiry is enforced by the put's
+condition; the table needs no TTL setting.
+
+A publish **claims** its model first: the model item is put with status ``PUBLISHING`` only if it does not
+exist yet (or is the same request's own, or a stale claim), so the ObjectCreated event of the copy a
+publish writes under ``models/`` finds the claim and changes nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +43,10 @@ SORT_KEY = "sk"
 MODEL_SK = "MODEL"
 JOB_SK = "JOB"
 DEPLOY_SK_PREFIX = "DEPLOY#"
+LOCK_PK = "LOCK#lifecycle"
+LOCK_SK = "LOCK"
+# Longer than any holder can live (Lambda's 15-minute maximum), so an expired lock's holder is gone.
+LOCK_TTL_SECONDS = 900
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,7 @@ LINEAGE_TABLE_SCHEMA = RegistryTableSchema(partition_key=PARTITION_KEY, sort_key
 
 
 class ModelStatus(StrEnum):
+    PUBLISHING = "PUBLISHING"  # claimed by a publish in progress (or one that failed and will be retried)
     REJECTED = "REJECTED"  # refused by the gate; never reached Greengrass
     CANARY = "CANARY"  # published and deployed to the canary group
     FLEET = "FLEET"  # promoted: the fleet's model
@@ -112,11 +130,22 @@ class DeploymentRecord:
     created_by: str
     inference_component_version: str | None = None
     reason: str = ""
+    # A rollback's: the model the target ran before it (what it rolled back away from).
+    rolled_back_from: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
         data["stage"] = str(self.stage)
         return data
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """Who holds the lifecycle lock, since when, and until when (epoch seconds)."""
+
+    owner: str
+    acquired_at: str
+    expires_at: int
 
 
 class Registry(Protocol):
@@ -140,14 +169,41 @@ class Registry(Protocol):
         """Record a REJECTED model (and its training job), unless the model is already recorded."""
         ...
 
-    def record_publication(self, model: ModelRecord, deployment: DeploymentRecord | None) -> None:
-        """Record a published model, its training job, component version and first deployment at once."""
+    def claim_model(self, model: ModelRecord, *, claimant: str, now: int, expires_at: int) -> bool:
+        """Put ``model`` (status PUBLISHING) unless the model is recorded or claimed by another claimant
+        whose claim has not expired by ``now``; False when it is."""
+        ...
+
+    def record_publication(
+        self, model: ModelRecord, deployment: DeploymentRecord | None, *, claimant: str | None = None
+    ) -> bool:
+        """Record a published model, its training job, component version and first deployment at once.
+
+        With ``claimant``: only while the model is still that claimant's PUBLISHING claim; False (and
+        nothing written) when it is not.
+        """
         ...
 
     def record_deployment(
-        self, deployment: DeploymentRecord, *, status_changes: Mapping[str, ModelStatus] | None = None
+        self,
+        deployment: DeploymentRecord,
+        *,
+        status_changes: Mapping[str, ModelStatus] | None = None,
+        expected_statuses: Mapping[str, ModelStatus] | None = None,
     ) -> None:
-        """Record a deployment and, in the same transaction, move models to new statuses."""
+        """Record a deployment and, in the same transaction, move models to new statuses.
+
+        A model in ``expected_statuses`` moves only from that status; if another writer changed it,
+        nothing is written and ``ConcurrentChangeError`` is raised.
+        """
+        ...
+
+    def acquire_lock(self, lock: LockRecord, *, now: int) -> LockRecord | None:
+        """Take the lifecycle lock for ``lock.owner``; None when taken, else the current holder."""
+        ...
+
+    def release_lock(self, owner: str) -> None:
+        """Give the lock up, if ``owner`` still holds it."""
         ...
 
 
@@ -257,6 +313,7 @@ def deployment_items(record: DeploymentRecord) -> list[dict[str, Any]]:
     }
     _optional(body, "inference_component_version", record.inference_component_version)
     _optional(body, "reason", record.reason)
+    _optional(body, "rolled_back_from", record.rolled_back_from)
     return [
         {PARTITION_KEY: _s(model_pk(record.model_version)), **body},
         {PARTITION_KEY: _s(target_pk(record.target_arn)), **body},
@@ -275,6 +332,7 @@ def deployment_from_item(item: Mapping[str, Any]) -> DeploymentRecord:
         created_by=_required(item, "created_by"),
         inference_component_version=_text(item, "inference_component_version"),
         reason=_text(item, "reason") or "",
+        rolled_back_from=_text(item, "rolled_back_from"),
     )
 
 
@@ -302,6 +360,26 @@ def component_item(model: ModelRecord) -> dict[str, Any]:
     }
     _optional(item, "component_arn", model.component_arn)
     return item
+
+
+def lock_item(lock: LockRecord) -> dict[str, Any]:
+    return {
+        PARTITION_KEY: _s(LOCK_PK),
+        SORT_KEY: _s(LOCK_SK),
+        "kind": _s("lock"),
+        "owner": _s(lock.owner),
+        "acquired_at": _s(lock.acquired_at),
+        "expires_at": {"N": str(lock.expires_at)},
+    }
+
+
+def lock_from_item(item: Mapping[str, Any]) -> LockRecord:
+    expires = item.get("expires_at")
+    return LockRecord(
+        owner=_text(item, "owner") or "",
+        acquired_at=_text(item, "acquired_at") or "",
+        expires_at=int(expires["N"]) if isinstance(expires, Mapping) and "N" in expires else 0,
+    )
 
 
 def newest_first(records: Sequence[DeploymentRecord]) -> list[DeploymentRecord]:

@@ -6,6 +6,7 @@ the same wiring runs against real AWS or the local stand-ins.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,8 @@ class Services:
     fleet: Fleet
     heartbeats: Heartbeats | None
     clock: Callable[[], datetime] = field(default=utc_now)
+    # Waiting for the lifecycle lock (injected in tests, where the clock is not the wall clock).
+    sleep: Callable[[float], None] = field(default=time.sleep)
 
 
 def build_services(environ: Mapping[str, str]) -> Services:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from device import DeviceError
+from device import ComponentVersionConflictError, DeviceError
 from device.lifecycle import ComponentState
 from device.runner import DeviceRunner, LocalPolicy
 
@@ -208,3 +208,53 @@ def test_sync_before_a_first_deployment_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(DeviceError, match="gw-01 has applied no deployment yet: deploy\\(\\) first"):
         runner.sync()
+
+
+FLEET_GROUP = "arn:aws:iot:us-east-1:123456789012:thinggroup/fleet"
+CANARY_GROUP = "arn:aws:iot:us-east-1:123456789012:thinggroup/canary"
+CONFLICT = (
+    "NoAvailableComponentVersionException: no version of com.example.Model satisfies the requirements of "
+    f"all the device's targets: {FLEET_GROUP} requires =1.0.0, {CANARY_GROUP} requires =1.0.1"
+)
+
+
+def test_groups_pinning_different_versions_of_a_component_fail_the_new_deployment(tmp_path: Path) -> None:
+    runner, plane, _store = _setup(tmp_path)
+    with runner:
+        pid = _pid(runner)
+        # The device is in the fleet group and, by mistake, the canary group too, which got a new model.
+        plane.deployments = [
+            {**_deployment("dep-1"), "target_arn": FLEET_GROUP},
+            {**_deployment("dep-2", model="1.0.1"), "target_arn": CANARY_GROUP},
+        ]
+        with pytest.raises(ComponentVersionConflictError) as caught:
+            runner.sync()
+        assert str(caught.value) == CONFLICT
+        assert _statuses(plane, "dep-2") == ["IN_PROGRESS", "FAILED"]
+        assert plane.statuses[-1].reason == CONFLICT
+        # Nothing changed: neither deployment "won".
+        assert _pid(runner) == pid
+        assert runner.components[MODEL].plan.version == "1.0.0"
+
+
+def test_a_first_deployment_with_conflicting_groups_is_reported_failed(tmp_path: Path) -> None:
+    models = {v: f"model {v}".encode() for v in ("1.0.0", "1.0.1")}
+    plane = FakeControlPlane(
+        deployments=[
+            {**_deployment("dep-1"), "target_arn": FLEET_GROUP},
+            {**_deployment("dep-2", model="1.0.1"), "target_arn": CANARY_GROUP},
+        ],
+        recipes={
+            (TOY, "1.0.0"): _toy(),
+            **{(MODEL, v): _model_recipe(v, data) for v, data in models.items()},
+        },
+    )
+    store = MemoryStore({f"s3://bucket/m/{v}/model.onnx": data for v, data in models.items()})
+    runner = local_runner(tmp_path / "root", plane, store)
+    with runner, pytest.raises(ComponentVersionConflictError, match="NoAvailableComponentVersionException"):
+        runner.deploy()
+    assert [(s.deployment_id, s.status, s.reason) for s in plane.statuses] == [
+        ("dep-1", "FAILED", CONFLICT),
+        ("dep-2", "FAILED", CONFLICT),
+    ]
+    assert runner.components == {}

@@ -221,6 +221,14 @@ def _add_to_group(ctx: Context, argv: list[str]) -> None:
     assert thing in members
 
 
+def _remove_from_group(ctx: Context, argv: list[str]) -> None:
+    """A canary device leaves the fleet group (deploy.md §3): the two groups share no device."""
+    thing, group = _option(argv, "--thing-name"), _option(argv, "--thing-group-name")
+    ctx.client("iot").remove_thing_from_thing_group(thingGroupName=group, thingName=thing)
+    assert thing not in ctx.client("iot").list_things_in_thing_group(thingGroupName=group)["things"]
+    assert thing in ctx.client("iot").list_things_in_thing_group(thingGroupName=CANARY_GROUP)["things"]
+
+
 def _s3_cp(ctx: Context, argv: list[str]) -> None:
     bucket, _, key = argv[-1].removeprefix("s3://").partition("/")
     data = (REPO / "tests/training/data/machine_temperature_head2500.csv").read_bytes()
@@ -338,6 +346,9 @@ REGISTRY: dict[str, Run | RunBy | RealAws] = {
     "aws iot add-thing-to-thing-group --thing-name gw-01 --thing-group-name edgeml-dev-canary": RealAws(
         "iot.add_thing_to_thing_group through boto3 against moto", _add_to_group
     ),
+    "aws iot remove-thing-from-thing-group --thing-name gw-01 --thing-group-name edgeml-dev-fleet": RealAws(
+        "iot.remove_thing_from_thing_group through boto3 against moto", _remove_from_group
+    ),
     "aws s3 cp train.csv s3://<ModelBucketName>/datasets/pump/train.csv": RealAws(
         "s3.put_object through boto3 against moto", _s3_cp
     ),
@@ -364,6 +375,9 @@ REGISTRY: dict[str, Run | RunBy | RealAws] = {
     "edgeml fleet --model-version <model_version>": Run(),
     "aws iot add-thing-to-thing-group --thing-name gw-07 --thing-group-name edgeml-dev-canary": RealAws(
         "installer stand-in for gw-07, then iot.add_thing_to_thing_group against moto", _add_to_group
+    ),
+    "aws iot remove-thing-from-thing-group --thing-name gw-07 --thing-group-name edgeml-dev-fleet": RealAws(
+        "iot.remove_thing_from_thing_group through boto3 against moto", _remove_from_group
     ),
     "edgeml fleet --thing gw-07": Run(),
     "aws sqs receive-message --queue-url <RetrainQueueUrl>": RealAws(

@@ -87,11 +87,19 @@ def test_publish_model_is_idempotent_and_rollback_restores_the_previous_model(pl
     assert code == EXIT_OK
     assert lineage["model"]["component_version"] == "1.0.1"
 
-    code, rolled = run(plane, "rollback", "--group", "canary", "--reason", "bad scores")
+    code, rolled = run(
+        plane, "rollback", "--group", "canary", "--reason", "bad scores", "--from-model-version", V2
+    )
     assert code == EXIT_OK
     assert rolled["to_component_version"] == "1.0.0"
     canary = plane.plane.latest_deployment(CANARY)
     assert canary["components"][MODEL_COMPONENT]["componentVersion"] == "1.0.0"
+    # Repeated (a retry after a lost answer): the same rollback, not a second one to an older model.
+    code, again = run(
+        plane, "rollback", "--group", "canary", "--reason", "bad scores", "--from-model-version", V2
+    )
+    assert code == EXIT_OK
+    assert plane.plane.latest_deployment(CANARY)["components"][MODEL_COMPONENT]["componentVersion"] == "1.0.0"
 
 
 def test_a_model_the_gate_rejects_exits_1(plane: ServerPlane, tmp_path, capsys):

@@ -127,6 +127,7 @@ class Plane:
             fleet=GreengrassFleet(self.gg, self.iot),
             heartbeats=EventsTableHeartbeats(EVENTS_TABLE, self.ddb) if heartbeats else None,
             clock=self.clock,
+            sleep=lambda _seconds: None,
         )
 
     def put_model(self, model_version: str, data: bytes | None = None, *, key: str | None = None) -> str:

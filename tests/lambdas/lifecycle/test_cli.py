@@ -8,7 +8,8 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
-from lambdas.lifecycle.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
+from lambdas.lifecycle.cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
+from lambdas.lifecycle.registry import LockRecord, utc_text
 from lambdas.lifecycle.services import Services
 from tests.lambdas.lifecycle.helpers import CANARY_THINGS, FLEET, MODEL_COMPONENT, Plane, control_plane
 from tests.support.cli import module_help
@@ -90,6 +91,36 @@ def test_rollback_command_restores_the_previous_version(plane: Plane):
     assert plane.latest_deployment(plane.lifecycle.canary.arn)["components"][MODEL_COMPONENT][
         "componentVersion"
     ] == ("1.0.0")
+
+
+def test_a_repeated_rollback_changes_nothing_and_a_held_lock_exits_3(
+    plane: Plane, capsys: pytest.CaptureFixture[str]
+):
+    versions = (V1, "20261125T200000Z-00000002", "20261126T200000Z-00000003")
+    for number, version in enumerate(versions, start=1):
+        plane.train_and_publish(f"job-{number}", version)
+    command = ("--json", "rollback", "--group", "canary", "--reason", "V3 bad")
+
+    code, text = run(plane, *command)
+    assert code == EXIT_OK
+    first = json.loads(text)
+    code, text = run(plane, *command)  # retried after a lost response
+    assert code == EXIT_OK
+    again = json.loads(text)
+    assert (again["to_model_version"], again["deployment_id"]) == (versions[1], first["deployment_id"])
+    assert (first["outcome"], again["outcome"]) == ("rolled-back", "already-rolled-back")
+
+    code, text = run(plane, *command, "--from-model-version", versions[1])
+    assert code == EXIT_OK
+    assert (json.loads(text)["from_model_version"], json.loads(text)["to_model_version"]) == versions[1::-1]
+
+    now = int(plane.clock.now.timestamp())
+    holder = LockRecord("cli-promote/elsewhere", utc_text(plane.clock.now), now + 900)
+    assert plane.registry.acquire_lock(holder, now=now) is None
+    capsys.readouterr()
+    code, _text = run(plane, "rollback", "--group", "canary", "--from-model-version", V1)
+    assert code == EXIT_FAILED
+    assert "busy, retryable: cli-promote/elsewhere has held the lifecycle lock" in capsys.readouterr().err
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from lambdas.lifecycle.errors import ConfigError
@@ -140,3 +142,20 @@ def test_health_policy_parsing():
         HealthPolicy.parse('{"ratio": 2}')
     with pytest.raises(ConfigError, match="min_windows must be >= 0"):
         HealthPolicy.parse('{"min_windows": -1}')
+
+
+def test_only_the_model_and_inference_components_are_judged():
+    vendor = InstalledComponent("vendor.SensorDriver", "1.0.0", "BROKEN", "exited 3 times")
+    unrelated = replace(report(), installed=(*report().installed, vendor))
+    health = assess_device(unrelated, EXPECTED, heartbeats=None, policy=POLICY)
+    assert (health.state, health.reasons) == (HealthState.HEALTHY, ())
+
+    broken_model = replace(
+        report(), installed=(InstalledComponent("com.edgeml.AnomalyModel", "1.0.1", "BROKEN"), vendor)
+    )
+    health = assess_device(broken_model, EXPECTED, heartbeats=None, policy=POLICY)
+    assert health.state is HealthState.FAILED
+    assert health.reasons == (
+        "com.edgeml.AnomalyModel 1.0.1 is BROKEN",
+        "com.edgeml.AnomalyDetector is not installed",
+    )

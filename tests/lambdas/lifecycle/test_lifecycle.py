@@ -18,9 +18,15 @@ from lambdas.lifecycle.core import (
     promote,
     rollback,
 )
-from lambdas.lifecycle.errors import NotFoundError, PromotionRefusedError, RollbackRefusedError
+from lambdas.lifecycle.errors import (
+    GroupOverlapError,
+    NotFoundError,
+    PromotionRefusedError,
+    RollbackRefusedError,
+)
 from lambdas.lifecycle.registry import ModelStatus, Stage
 from lambdas.publisher.errors import ModelNotFoundError, ModelValidationError
+from standins.greengrass_fake import InstalledComponentReport
 from tests.lambdas.lifecycle.helpers import (
     CANARY,
     CANARY_THINGS,
@@ -479,3 +485,91 @@ def test_promote_refused_when_the_canary_anomaly_rate_jumps_over_the_previous_mo
         "canary-01: anomaly rate 0.04 exceeds 0.02 (3 * the previous model's 0.005 + 0.005)"
     )
     assert plane.latest_deployment(FLEET)["components"][MODEL_COMPONENT]["componentVersion"] == "1.0.0"
+
+
+def test_promote_refuses_while_canary_devices_are_also_in_the_fleet_group(plane: Plane):
+    # On Greengrass the device would get both groups' deployments, pinning two model versions at once.
+    plane.iot.add_thing_to_thing_group(thingGroupName="edgeml-fleet", thingName="canary-01")
+    outcome = plane.train_and_publish("job-1", V1)
+    assert outcome.deployment_id is not None
+    plane.report(CANARY_THINGS, outcome.deployment_id)
+
+    for dry_run in (True, False):
+        with pytest.raises(GroupOverlapError, match="in both the canary group edgeml-canary") as caught:
+            promote_now(plane, dry_run=dry_run)
+        assert caught.value.reasons == ("canary-01: in edgeml-canary and in edgeml-fleet",)
+    assert plane.deployment_count(FLEET) == 0
+    # Nor does the scheduled check roll back over it: the failure would be the overlap's, not the model's.
+    auto = replace(plane.lifecycle, auto_rollback=True)
+    s = plane.services(lifecycle=auto)
+    plane.report(CANARY_THINGS, outcome.deployment_id, inference_state="BROKEN")
+    checked = check_canary(
+        lifecycle=auto,
+        registry=s.registry,
+        deployments=s.deployments,
+        fleet=s.fleet,
+        heartbeats=None,
+        clock=s.clock,
+    )
+    assert checked["action"] == "refused"
+    assert checked["reasons"] == ["canary-01: in edgeml-canary and in edgeml-fleet"]
+    assert plane.deployment_count(CANARY) == 1
+
+
+def scheduled_check(plane: Plane) -> dict[str, object]:
+    auto = replace(plane.lifecycle, auto_rollback=True)
+    s = plane.services(lifecycle=auto)
+    return dict(
+        check_canary(
+            lifecycle=auto,
+            registry=s.registry,
+            deployments=s.deployments,
+            fleet=s.fleet,
+            heartbeats=None,
+            clock=s.clock,
+        )
+    )
+
+
+def test_a_broken_component_that_is_not_the_model_s_does_not_roll_the_model_back(plane: Plane):
+    for job, version in (("job-1", V1), ("job-2", V2)):
+        assert plane.train_and_publish(job, version).outcome == "published"
+    deployment_id = plane.latest_deployment(CANARY)["deploymentId"]
+    for thing in CANARY_THINGS:
+        plane.fake.report_device_status(
+            thing,
+            deployment_id,
+            "SUCCEEDED",
+            [
+                InstalledComponentReport(MODEL_COMPONENT, "1.0.1", "FINISHED"),
+                InstalledComponentReport(INFERENCE_COMPONENT, INFERENCE_VERSION, "RUNNING"),
+                InstalledComponentReport("vendor.SensorDriver", "1.0.0", "BROKEN"),
+            ],
+        )
+
+    checked = scheduled_check(plane)
+
+    assert checked["action"] == "promoted"  # not "rolled-back"
+    assert checked["model_version"] == V2
+    assert plane.deployment_count(CANARY) == 2
+
+
+def test_the_scheduled_check_never_rolls_back_a_rollback(plane: Plane):
+    for job, version in (("job-1", V1), ("job-2", V2), ("job-3", V3)):
+        assert plane.train_and_publish(job, version).outcome == "published"
+    third = plane.latest_deployment(CANARY)["deploymentId"]
+    plane.report(CANARY_THINGS, third, model_version="1.0.2", inference_state="BROKEN")
+    first = scheduled_check(plane)
+    assert first["action"] == "rolled-back"
+    assert (first["from_model_version"], first["to_model_version"]) == (V3, V2)
+    # The restored model fails too: the cause is elsewhere (a device, the inference component).
+    restored = plane.latest_deployment(CANARY)["deploymentId"]
+    plane.report(CANARY_THINGS, restored, model_version="1.0.1", inference_state="BROKEN")
+
+    second = scheduled_check(plane)
+
+    assert second["action"] == "waiting"
+    assert f"the canary's deployment {restored} is itself a rollback" in str(second["reasons"])
+    assert plane.latest_deployment(CANARY)["deploymentId"] == restored
+    statuses = {v: m.status for v in (V1, V2) if (m := plane.registry.get_model(v)) is not None}
+    assert statuses == {V1: ModelStatus.CANARY, V2: ModelStatus.CANARY}

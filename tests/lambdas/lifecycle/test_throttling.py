@@ -15,13 +15,15 @@ from botocore.stub import Stubber
 
 from lambdas.lifecycle.adapters import DynamoRegistry, EventsTableHeartbeats, GreengrassFleet
 from lambdas.lifecycle.errors import RetryableError
-from lambdas.lifecycle.registry import DeploymentRecord, Stage
+from lambdas.lifecycle.registry import DeploymentRecord, LockRecord, ModelRecord, ModelStatus, Stage
 from lambdas.publisher.adapters import GreengrassComponents, GreengrassDeployments, S3ModelStore
 from lambdas.publisher.config import ThingGroupArn
 from lambdas.publisher.errors import RetryableError as PublisherRetryableError
 
 GROUP = ThingGroupArn.parse("arn:aws:iot:us-east-1:123456789012:thinggroup/edgeml-canary")
 DEPLOYMENT = DeploymentRecord("d-1", GROUP.arn, Stage.FLEET, "v1", "c", "1.0.0", "2026", "test")
+LOCK = LockRecord("me", "2026", 900)
+MODEL = ModelRecord("v1", "pump", "s3://b/k", "0" * 64, ModelStatus.PUBLISHING, "2026", "2026")
 
 
 def client(service: str, operation: str, code: str) -> Any:
@@ -48,6 +50,24 @@ def client(service: str, operation: str, code: str) -> Any:
             "ThrottlingException",
             lambda c: DynamoRegistry("t", c).record_deployment(DEPLOYMENT),
         ),
+        (
+            "dynamodb",
+            "put_item",
+            "ThrottlingException",
+            lambda c: DynamoRegistry("t", c).acquire_lock(LOCK, now=1),
+        ),
+        (
+            "dynamodb",
+            "update_item",
+            "ThrottlingException",
+            lambda c: DynamoRegistry("t", c).release_lock("me"),
+        ),
+        (
+            "dynamodb",
+            "put_item",
+            "ProvisionedThroughputExceededException",
+            lambda c: DynamoRegistry("t", c).claim_model(MODEL, claimant="me", now=1, expires_at=2),
+        ),
         ("dynamodb", "query", "ThrottlingException", lambda c: EventsTableHeartbeats("t", c).recent("gw")),
         (
             "iot",
@@ -62,7 +82,17 @@ def client(service: str, operation: str, code: str) -> Any:
             lambda c: GreengrassFleet(c).device("gw"),
         ),
     ],
-    ids=["registry-get", "registry-query", "registry-write", "heartbeats", "iot-groups", "greengrass-device"],
+    ids=[
+        "registry-get",
+        "registry-query",
+        "registry-write",
+        "lock-take",
+        "lock-release",
+        "model-claim",
+        "heartbeats",
+        "iot-groups",
+        "greengrass-device",
+    ],
 )
 def test_lifecycle_adapters_raise_retryable(
     service: str, operation: str, code: str, call: Callable[[Any], object]
