@@ -453,16 +453,9 @@ def fixed_threshold_summary(
 ) -> DetectionSummary:
     """The counts of :func:`fixed_threshold_report` (hits, false alarms, precision, ...) alone: defined
     even when no file has a labelled window (a corpus of normal series), where the NAB score is not."""
-    names, plans = _plan_corpus(decisions, windows, profiles, probationary_percent)
+    names, plans, detected = _fixed_plans(decisions, windows, profiles, probationary_percent)
     profile = next(iter(profiles.values()))
-    return summarize(
-        {
-            name: _score_plan(
-                plans[name], _as_detections(decisions[name].detections, plans[name].n_rows), profile
-            )
-            for name in names
-        }
-    )
+    return summarize({name: _score_plan(plans[name], detected[name], profile) for name in names})
 
 
 def fixed_threshold_report(
@@ -474,8 +467,7 @@ def fixed_threshold_report(
 ) -> FixedThresholdReport:
     """Score decisions that were made with per-file thresholds fixed in advance (as on a device in the
     field, which cannot sweep thresholds against labels). Same NAB rules, including the probation."""
-    names, plans = _plan_corpus(decisions, windows, profiles, probationary_percent)
-    detected = {name: _as_detections(decisions[name].detections, plans[name].n_rows) for name in names}
+    names, plans, detected = _fixed_plans(decisions, windows, profiles, probationary_percent)
     report = {
         profile_name: _profile_result(
             profile, None, {name: _score_plan(plans[name], detected[name], profile) for name in names}
@@ -484,6 +476,18 @@ def fixed_threshold_report(
     }
     first = next(iter(report.values()))
     return FixedThresholdReport(profiles=report, summary=first.summary)
+
+
+def _fixed_plans(
+    decisions: Mapping[str, DetectionSeries],
+    windows: Mapping[str, Sequence[Window]],
+    profiles: Mapping[str, CostProfile],
+    probationary_percent: float,
+) -> tuple[list[str], dict[str, _FilePlan], dict[str, BoolArray]]:
+    """The files, their plans and their fixed decisions as detections (both fixed-decision reports)."""
+    names, plans = _plan_corpus(decisions, windows, profiles, probationary_percent)
+    detected = {name: _as_detections(decisions[name].detections, plans[name].n_rows) for name in names}
+    return names, plans, detected
 
 
 def _plan_corpus(

@@ -7,7 +7,7 @@ to AWS at import time and tests hand in clients pointed at moto or at the Greeng
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from botocore.exceptions import ClientError
 
@@ -38,6 +38,14 @@ def raise_if_retryable(exc: ClientError, doing: str) -> None:
         raise RetryableError(f"{doing}: {_error_code(exc)}: {_error_message(exc)}") from exc
 
 
+def _raise_read_error(exc: ClientError, doing: str, bucket: str, key: str) -> NoReturn:
+    """A read of a model object failed: retryable, missing (``ModelNotFoundError``), or re-raised."""
+    raise_if_retryable(exc, doing)
+    if _error_code(exc) in {"NoSuchKey", "404", "NotFound"}:
+        raise ModelNotFoundError(f"model object s3://{bucket}/{key} does not exist") from exc
+    raise exc
+
+
 class S3ModelStore(ServiceAdapter):
     """Reads models from and writes version-addressed models to S3."""
 
@@ -47,10 +55,7 @@ class S3ModelStore(ServiceAdapter):
         try:
             response = self.client.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            raise_if_retryable(exc, f"reading s3://{bucket}/{key}")
-            if _error_code(exc) in {"NoSuchKey", "404", "NotFound"}:
-                raise ModelNotFoundError(f"model object s3://{bucket}/{key} does not exist") from exc
-            raise
+            _raise_read_error(exc, f"reading s3://{bucket}/{key}", bucket, key)
         body = response["Body"]
         try:
             size = int(response.get("ContentLength", 0))
@@ -88,10 +93,7 @@ class S3ModelStore(ServiceAdapter):
         try:
             response = self.client.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            raise_if_retryable(exc, f"reading the metadata of s3://{bucket}/{key}")
-            if _error_code(exc) in {"NoSuchKey", "404", "NotFound"}:
-                raise ModelNotFoundError(f"model object s3://{bucket}/{key} does not exist") from exc
-            raise
+            _raise_read_error(exc, f"reading the metadata of s3://{bucket}/{key}", bucket, key)
         return {str(name): str(value) for name, value in response.get("Metadata", {}).items()}
 
 
