@@ -194,8 +194,10 @@ class PostprocessConfig:
         """Parse the ``edge_postprocess`` metadata value; unknown keys or wrong types are refused."""
         try:
             raw = json.loads(text)
-        except json.JSONDecodeError:
-            raise ModelError(f"{METADATA_KEY} is not JSON: {text!r}") from None
+        # ValueError covers JSONDecodeError and Python's limit on integer digits; RecursionError, deeply
+        # nested arrays: all mean "not a usable JSON value" and must be a refusal, not a crash.
+        except (ValueError, RecursionError):
+            raise ModelError(f"{METADATA_KEY} is not JSON: {text[:200]!r}") from None
         if not isinstance(raw, dict):
             raise ModelError(f"{METADATA_KEY} must be a JSON object, got {text!r}")
         known = {f.name: f for f in fields(cls)}
@@ -207,7 +209,10 @@ class PostprocessConfig:
         for name, given in raw.items():
             expected = type(getattr(defaults, name))
             # JSON has one number type: an integral float setting may arrive as an int.
-            value = float(given) if expected is float and type(given) is int else given
+            try:
+                value = float(given) if expected is float and type(given) is int else given
+            except OverflowError:
+                raise ModelError(f"{METADATA_KEY} {name} is too large for a float") from None
             if expected is tuple:
                 if not (isinstance(given, list) and all(type(k) is int for k in given)):
                     raise ModelError(f"{METADATA_KEY} {name} must be a list of int, got {given!r}")

@@ -165,6 +165,9 @@ class ImageContexts:
     extra_hash: str
 
 
+_NOT_BY_CONTEXT_PATHS = ecr_assets.DockerImageAssetInvalidationOptions(build_contexts=False)
+
+
 def container_function(
     scope: Construct,
     *,
@@ -196,6 +199,9 @@ def container_function(
             cmd=cmd,
             build_contexts=dict(image.build_contexts) if image is not None else None,
             extra_hash=image.extra_hash if image is not None else None,
+            # The contexts are absolute paths: hashing them would make the image depend on where the
+            # repository is checked out. What is taken from them is in extra_hash instead.
+            invalidation=None if image is None else _NOT_BY_CONTEXT_PATHS,
         ),
         architecture=lambda_.Architecture.X86_64,
         role=identity.role,

@@ -14,6 +14,8 @@ refuses while they do.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,6 +30,8 @@ from lambdas.lifecycle.errors import (
     LockHeldError,
     NotFoundError,
     PromotionRefusedError,
+    RegistryError,
+    RetryableError,
     RollbackRefusedError,
 )
 from lambdas.lifecycle.gate import GateDecision, evaluate_gate
@@ -87,6 +91,9 @@ class LockPolicy:
 # An operator's promote / rollback waits out a publish or a scheduled check (each takes seconds to a
 # minute or two); a publish waits for another publish's component to become deployable; the scheduled
 # check does not wait at all: the next tick is its retry.
+_log = logging.getLogger("lambdas.lifecycle.core")
+RELEASE_ATTEMPTS = 3
+RELEASE_BACKOFF_S = 0.5
 CLI_LOCK = LockPolicy(wait_seconds=120.0, poll_seconds=2.0)
 PUBLISH_LOCK = LockPolicy(wait_seconds=150.0, poll_seconds=5.0)
 SCHEDULED_LOCK = LockPolicy()
@@ -227,13 +234,17 @@ def lifecycle_lock(
     clock: Clock,
     sleep: Callable[[float], None],
     policy: LockPolicy,
+    request_id: str | None = None,
 ) -> Iterator[None]:
     """Hold the registry's lifecycle lock for the block; ``LockHeldError`` if it stays held too long.
 
     The lock expires ``LOCK_TTL_SECONDS`` after it was taken, so a holder killed before its ``finally``
-    blocks the others for at most that long.
+    blocks the others for at most that long. ``request_id`` (stable across retries of one request, e.g. a
+    publish's training job and URI) lets a retry take back the lock its own killed attempt left behind
+    instead of waiting it out into the dead-letter queue.
     """
-    token = f"{owner}/{uuid.uuid4().hex}"
+    suffix = hashlib.sha256(request_id.encode()).hexdigest()[:16] if request_id else uuid.uuid4().hex
+    token = f"{owner}/{suffix}"
     deadline = clock().timestamp() + policy.wait_seconds
     while True:
         moment = clock()
@@ -252,7 +263,24 @@ def lifecycle_lock(
     try:
         yield
     finally:
-        registry.release_lock(token)
+        _release(registry, token, sleep)
+
+
+def _release(registry: Registry, token: str, sleep: Callable[[float], None]) -> None:
+    """Release the lock, retrying a throttled write; never let a failed release replace the command's own
+    result or error (the lock then expires on its own)."""
+    for attempt in range(RELEASE_ATTEMPTS):
+        try:
+            registry.release_lock(token)
+        except (RetryableError, RegistryError) as exc:
+            if isinstance(exc, RetryableError) and attempt + 1 < RELEASE_ATTEMPTS:
+                sleep(RELEASE_BACKOFF_S * (attempt + 1))
+                continue
+            _log.error(
+                "could not release the lifecycle lock; it expires on its own",
+                extra={"owner": token, "error": str(exc), "expires_within_s": LOCK_TTL_SECONDS},
+            )
+        return
 
 
 # --- publish -----------------------------------------------------------------------------------------
@@ -324,7 +352,12 @@ def publish_gated(
         return PublishOutcome(outcome="duplicate", model=current or claim, gate=decision)
 
     with lifecycle_lock(
-        registry, owner=f"publish {model.model_version}", clock=clock, sleep=sleep, policy=lock
+        registry,
+        owner=f"publish {model.model_version}",
+        clock=clock,
+        sleep=sleep,
+        policy=lock,
+        request_id=claimant,
     ):
         return _publish_claimed(
             request,

@@ -45,8 +45,10 @@ JOB_SK = "JOB"
 DEPLOY_SK_PREFIX = "DEPLOY#"
 LOCK_PK = "LOCK#lifecycle"
 LOCK_SK = "LOCK"
-# Longer than any holder can live (Lambda's 15-minute maximum), so an expired lock's holder is gone.
-LOCK_TTL_SECONDS = 900
+# Longer than any holder can live: the publisher Lambda's 5-minute timeout (its work under the lock, a
+# component becoming deployable and one deployment, takes at most ~2 minutes). A holder killed before its
+# release blocks the others for at most this long; a retry of the same publish takes its own lock back.
+LOCK_TTL_SECONDS = 360
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,17 @@ and, with its command overridden by ``infra/parts/lifecycle.py``, ``lambdas.life
 from __future__ import annotations
 
 import ast
+import json
 import re
+import shutil
 from pathlib import Path, PurePosixPath
 
+import aws_cdk as cdk
 import pytest
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_logs as logs
 
+from infra.parts.common import AsyncInvoke, container_function, function_identity
 from infra.parts.lifecycle import LIFECYCLE_HANDLER
 from infra.parts.publisher import (
     EDGE_BUILD_CONTEXT,
@@ -194,3 +200,41 @@ def test_a_change_in_a_copied_component_file_changes_the_image_hash(tmp_path: Pa
     after = publisher_image(str(tmp_path / "lambdas"))
     assert before.build_contexts == {EDGE_BUILD_CONTEXT: str(tmp_path / EDGE_DIRECTORY_NAME)}
     assert after.extra_hash != before.extra_hash
+
+
+def _publisher_image_hash(root: Path) -> str:
+    app = cdk.App(outdir=str(root / "cdk.out"))
+    stack = cdk.Stack(app, "ImageHash")
+    identity = function_identity(
+        stack,
+        description="hash",
+        log_retention=logs.RetentionDays.ONE_DAY,
+        removal_policy=RemovalPolicy.DESTROY,
+    )
+    container_function(
+        stack,
+        identity=identity,
+        code_directory=str(root / "lambdas"),
+        dockerfile=PUBLISHER_DOCKERFILE,
+        environment={},
+        memory_size=128,
+        timeout=Duration.seconds(3),
+        reserved_concurrency=1,
+        invoke=AsyncInvoke(retry_attempts=0, max_event_age=Duration.minutes(1)),
+        image=publisher_image(str(root / "lambdas")),
+    )
+    assets = json.loads((Path(app.synth().directory) / "ImageHash.assets.json").read_text())
+    (image,) = assets["dockerImages"]
+    return str(image)
+
+
+def test_the_publisher_image_hash_does_not_depend_on_where_the_repository_is(tmp_path: Path) -> None:
+    """The edge context is an absolute path; hashing it would rebuild the image from every other checkout."""
+    hashes = []
+    for name in ("here", "elsewhere"):
+        root = tmp_path / name
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(LAMBDAS, root / "lambdas", ignore=ignore)
+        shutil.copytree(REPO / EDGE_DIRECTORY_NAME, root / EDGE_DIRECTORY_NAME, ignore=ignore)
+        hashes.append(_publisher_image_hash(root))
+    assert hashes[0] == hashes[1]

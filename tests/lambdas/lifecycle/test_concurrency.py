@@ -16,7 +16,13 @@ from lambdas.lifecycle.core import (
     publish_gated,
     rollback,
 )
-from lambdas.lifecycle.errors import ConcurrentChangeError, LockHeldError, RollbackRefusedError
+from lambdas.lifecycle.errors import (
+    ConcurrentChangeError,
+    LockHeldError,
+    RegistryError,
+    RetryableError,
+    RollbackRefusedError,
+)
 from lambdas.lifecycle.registry import (
     LOCK_TTL_SECONDS,
     DeploymentRecord,
@@ -133,7 +139,7 @@ def test_a_rollback_cannot_land_inside_a_promote(plane: Plane):
 def test_a_held_lock_makes_commands_wait_then_refuse_and_the_scheduled_check_report_busy(plane: Plane):
     plane.train_and_publish("job-1", V1)
     plane.train_and_publish("job-2", V2)
-    hold_lock(plane, "cli-promote/elsewhere", expires_in=900)
+    hold_lock(plane, "cli-promote/elsewhere", expires_in=LOCK_TTL_SECONDS)
     sleeps: list[float] = []
     s = plane.services()
 
@@ -334,3 +340,107 @@ def test_a_repeated_rollback_returns_the_first_one_instead_of_rolling_back_anoth
     assert (further.from_model_version, further.to_model_version, further.outcome) == (V2, V1, "rolled-back")
     latest = plane.latest_deployment(CANARY)
     assert latest["deploymentId"] == further.deployment_id
+
+
+# --- a holder that dies, a release that fails ----------------------------------------------------------
+
+
+class Killed(BaseException):
+    """The Lambda runtime ending the invocation at its timeout: no `finally` runs."""
+
+
+class DeadProcessRegistry:
+    """The registry as seen by a process killed before its `finally`: the release never happens."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def release_lock(self, owner: str) -> None:
+        del owner
+
+
+class KilledAfterCreate(GreengrassDeployments):
+    def create(self, request: DeploymentRequest) -> str:
+        super().create(request)
+        raise Killed("Task timed out after 300.00 seconds")
+
+
+def test_a_retry_of_a_publish_killed_holding_the_lock_takes_its_lock_back(plane: Plane):
+    """Lambda retries an async invocation 1-2 minutes after a timeout, well inside the lock's expiry: the
+    retry of the *same* request resumes instead of waiting the lock out into the dead-letter queue."""
+    event = training_event("job-1", plane.put_model(V1))
+    (request,) = parse_event(event, model_bucket=BUCKET)
+
+    def attempt(deployments: Any, registry: Any) -> Any:
+        return publish_gated(
+            request,
+            publisher=plane.publisher,
+            lifecycle=plane.lifecycle,
+            store=S3ModelStore(plane.s3),
+            components=GreengrassComponents(plane.gg),
+            deployments=deployments,
+            registry=registry,
+            clock=plane.clock,
+            sleep=no_sleep,
+            wait=WaitPolicy(max_tries=3, delay_seconds=0.0),
+            lock=LockPolicy(),  # no waiting: a held lock would be LockHeldError at once
+        )
+
+    with pytest.raises(Killed):
+        attempt(KilledAfterCreate(plane.gg), DeadProcessRegistry(plane.registry))
+    # Lambda's first retry comes about a minute after the timeout: the dead attempt's lock is still live.
+    plane.clock.now += timedelta(seconds=LOCK_TTL_SECONDS - 1)
+
+    outcome = attempt(GreengrassDeployments(plane.gg), plane.registry)
+
+    assert outcome.outcome == "published"
+    model = plane.registry.get_model(V1)
+    assert model is not None
+    assert model.status is ModelStatus.CANARY
+
+
+class FailingRelease:
+    def __init__(self, inner: Any, error: Exception) -> None:
+        self.inner, self.error, self.calls = inner, error, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def release_lock(self, owner: str) -> None:
+        self.calls += 1
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RetryableError("releasing the lifecycle lock: ProvisionedThroughputExceededException: x"),
+        RegistryError("releasing the lifecycle lock: InternalServerError: x"),
+    ],
+)
+def test_a_failed_release_does_not_turn_a_done_promote_into_a_failure(plane: Plane, error: Exception):
+    publish_and_promote(plane, "job-1", V1, "1.0.0")
+    second = plane.train_and_publish("job-2", V2)
+    assert second.deployment_id is not None
+    plane.report(CANARY_THINGS, second.deployment_id, model_version="1.0.1")
+    s = plane.services()
+    registry = FailingRelease(s.registry, error)
+
+    result = promote(
+        lifecycle=s.config,
+        registry=registry,
+        deployments=s.deployments,
+        fleet=s.fleet,
+        heartbeats=None,
+        clock=s.clock,
+        sleep=no_sleep,
+    )
+
+    assert result.model_version == V2
+    model = plane.registry.get_model(V2)
+    assert model is not None
+    assert model.status is ModelStatus.FLEET
+    assert registry.calls == (3 if isinstance(error, RetryableError) else 1)

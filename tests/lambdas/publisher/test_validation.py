@@ -129,6 +129,10 @@ POSTPROCESS_CASES = [
     ('{"method": "median"}', "method must be one of"),
     ('{"method": "likelihood", "short_window": 0}', "short_window must be >= 1"),
     ('{"method": "likelihood", "suppress_rearm_ratio": 1.0}', "suppress_rearm_ratio"),
+    # Refused, not a crash: an integer too large for a float, too many digits, too deeply nested.
+    ('{"min_std": 1' + "0" * 400 + "}", "min_std is too large for a float"),
+    ('{"min_std": ' + "9" * 5000 + "}", "is not JSON"),
+    ("[" * 100_000, "is not JSON"),
 ]
 
 
