@@ -1,8 +1,14 @@
-"""The cloud side of the demo's MQTT link: what IoT Core would receive from the devices."""
+"""The cloud side of the demo's MQTT link: what IoT Core would receive from the devices.
+
+It also stands in for the ingest Lambda's delivery acks (docs/contracts.md §4): every anomaly event it
+receives is acknowledged on ``edge/<thing>/acks`` with the message the Lambda builds
+(``lambdas.ingest.acks``), so devices in ack mode delete it from their spool as they would in AWS.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +17,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from lambdas.ingest.acks import ACK_QOS, ack_messages
+
+LOG = logging.getLogger("demo.cloud")
 
 
 @dataclass
@@ -25,14 +35,38 @@ class Received:
         return value
 
 
+@dataclass(frozen=True)
+class _Stored:
+    thing_name: str
+    event_id: str
+
+
+def _storable(received: Received) -> _Stored | None:
+    """The event the ingest would store and ack, or None for one it would refuse (and not ack)."""
+    thing = received.topic.split("/")[1]
+    try:
+        event = received.json()
+    except (ValueError, TypeError):
+        return None
+    event_id = event.get("event_id")
+    # The ingest refuses an event that names another device than the one that published it.
+    if not isinstance(event_id, str) or event.get("thing_name") != thing:
+        return None
+    return _Stored(thing_name=thing, event_id=event_id)
+
+
 @dataclass
 class CloudListener:
-    """Subscribes to the devices' anomaly and health topics on the local broker and keeps every message."""
+    """Subscribes to the devices' anomaly and health topics on the local broker and keeps every message;
+    acks every anomaly event as the ingest does once it is stored (``ack_events``)."""
 
     host: str
     port: int
     topic_filters: tuple[str, ...] = ("edge/+/anomalies", "edge/+/health")
+    ack_events: bool = True
     messages: list[Received] = field(default_factory=list)
+    # Event ids acknowledged so far, in the order the acks were published.
+    acked: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _subscribed: threading.Event = field(default_factory=threading.Event, init=False)
     _client: mqtt.Client | None = field(default=None, init=False)
@@ -49,9 +83,23 @@ class CloudListener:
             self.stop()
             raise TimeoutError(f"no SUBACK from the broker at {self.host}:{self.port} in {timeout_s} s")
 
-    def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        received = Received(topic=msg.topic, payload=bytes(msg.payload))
         with self._lock:
-            self.messages.append(Received(topic=msg.topic, payload=bytes(msg.payload)))
+            self.messages.append(received)
+        if self.ack_events and received.topic.endswith("/anomalies"):
+            self._ack(client, received)
+
+    def _ack(self, client: mqtt.Client, received: Received) -> None:
+        stored = _storable(received)
+        if stored is None:
+            LOG.warning("anomaly event not acked (the ingest would refuse it): %s", received.topic)
+            return
+        for message in ack_messages([stored]):
+            # Queued by paho's network loop (this callback runs on it); QoS 1, as IoT Core delivers acks.
+            client.publish(message.topic, message.payload, qos=ACK_QOS)
+            with self._lock:
+                self.acked.extend(message.event_ids)
 
     def wait_until(self, condition: Callable[[list[Received]], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -12,6 +12,11 @@ Halfway through the replay a second model (same data, other hyperparameters) is 
 new model component version and a new deployment revision. Each device applies it (`DeviceRunner.sync`)
 and the running component swaps models without a restart; the summary lists the model versions seen on
 the anomaly events and the component restarts (none expected). `--no-model-update` skips this step.
+
+The devices run in ack mode (`ackTimeoutS`): each keeps a sent event in its spool until the cloud
+acknowledges it on `edge/<thing>/acks`. The listener acks as the ingest Lambda does for a stored event,
+and the demo waits until every device reports an empty spool with every event forwarded: the whole
+delivery loop, device spool → broker → cloud → ack → spool row deleted.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -63,6 +69,8 @@ INFERENCE_VERSION = "1.0.0"
 THING_GROUP = "edgeml-demo-fleet"
 DEVICES = 3
 NAB_PROBATION_FRACTION = 0.15
+# Ack mode on the demo devices: far above the local ack's round trip, so an event is sent once.
+ACK_TIMEOUT_S = 30
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,10 @@ class DemoSummary:
     model_update_deployment_id: str | None
     model_versions_seen: list[str]
     component_restarts: int
+    # Delivery acks: event ids the cloud stand-in acknowledged, and each device's spool once every event
+    # was forwarded ({"depth", "awaiting_ack"} from its heartbeat; 0 and 0 = nothing awaits an ack).
+    acks_published: int
+    spool_after_replay: dict[str, dict[str, int]]
 
 
 def parse_args(argv: Sequence[str] | None) -> DemoConfig:
@@ -267,6 +279,7 @@ def _fleet_configuration(broker_port: int) -> dict[str, object]:
         "mqttPort": broker_port,
         "sensorTopic": "sensors/{iot:thingName}/#",
         "healthIntervalSeconds": 1,
+        "ackTimeoutS": ACK_TIMEOUT_S,
     }
 
 
@@ -320,6 +333,33 @@ def _publish_second_model(
         component_version=str(published["component_version"]),
         deployment_id=str(published["deployment_id"]),
     )
+
+
+def _all_acked(things: list[str], spools: dict[str, dict[str, int]]) -> Any:
+    """Every device's latest heartbeat: all its forwarded events reached the cloud and its spool is empty.
+
+    In ack mode a sent row stays in the spool (``depth``, ``awaiting_ack``) until its ack arrives, so an
+    empty spool after the cloud has every event means each of them was acknowledged. The spool states
+    that satisfied the check are left in ``spools``.
+    """
+
+    def check(_messages: list[Received], listener: CloudListener) -> bool:
+        health = listener.latest_health()
+        received = Counter(m.topic.split("/")[1] for m in listener.snapshot("anomalies"))
+        if not all(t in health and received[t] >= int(health[t]["events"]["forwarded"]) for t in things):
+            return False
+        states = {t: _spool_state(health[t]) for t in things}
+        if any(state != {"depth": 0, "awaiting_ack": 0} for state in states.values()):
+            return False
+        spools.update(states)
+        return True
+
+    return check
+
+
+def _spool_state(health: dict[str, Any]) -> dict[str, int]:
+    spool = health["spool"]
+    return {"depth": int(spool["depth"]), "awaiting_ack": int(spool.get("awaiting_ack", 0))}
 
 
 def _all_on_model(things: list[str], version: str) -> Any:
@@ -478,6 +518,10 @@ def run(cfg: DemoConfig) -> DemoSummary:  # noqa: PLR0915 - one linear story, ke
             _wait(listener, "every sample to be scored", _all_ingested(sent), 120)
             ingest_s += time.monotonic() - started
         restarts = sum(1 for r in runners if _detector_pid(r) != pids[r.thing_name])
+        # 6c. The loop closes: every forwarded event acknowledged and deleted from its device's spool.
+        spool_after_replay: dict[str, dict[str, int]] = {}
+        acked_check = _all_acked(things, spool_after_replay)
+        _wait(listener, "every forwarded event to be acknowledged", acked_check, 60)
 
         # 7. Stop the devices (SIGTERM, as a nucleus stops a component) and collect their summaries.
         stats = {}
@@ -492,6 +536,7 @@ def run(cfg: DemoConfig) -> DemoSummary:  # noqa: PLR0915 - one linear story, ke
                 f"cloud received {len(listener.snapshot('anomalies'))} of {forwarded} anomalies"
             )
         received = listener.snapshot()
+        acked = list(listener.acked)
         states = {r.thing_name: {n: c.state.value for n, c in r.components.items()} for r in runners}
         # What the cloud knows about each device: the runners' status reports, read back through the API.
         cloud_view = {thing: _cloud_view(gg, thing) for thing in things}
@@ -569,6 +614,8 @@ def run(cfg: DemoConfig) -> DemoSummary:  # noqa: PLR0915 - one linear story, ke
         # In order of first appearance on the anomaly events the cloud received.
         model_versions_seen=list(dict.fromkeys(str(e["model_version"]) for e in events)),
         component_restarts=restarts,
+        acks_published=len(acked),
+        spool_after_replay=spool_after_replay,
     )
 
 
@@ -595,6 +642,12 @@ def render(summary: DemoSummary) -> str:
         (
             "anomalies forwarded",
             f"{s.anomalies_forwarded:,} (cloud received {s.anomalies_received_by_cloud:,})",
+        ),
+        (
+            "acks (cloud → device)",
+            f"{s.acks_published:,} events acked; awaiting an ack after the replay: "
+            f"{sum(v['awaiting_ack'] for v in s.spool_after_replay.values())} "
+            f"(spool depth {sum(v['depth'] for v in s.spool_after_replay.values())})",
         ),
         ("bytes forwarded / raw", f"{s.bytes_forwarded:,} / {s.raw_bytes:,} = {s.bandwidth_ratio:.2%}"),
         ("NAB label windows hit", f"{s.label_windows_hit} of {s.label_windows}"),

@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from .acks import AckCounts, AckHandler
 from .batch import ScoredBatch
 from .config import ComponentConfig
 from .errors import MessageError, SpoolError
@@ -38,6 +39,7 @@ from .stats import Distributions, LatencyRing, RunStats
 from .transport import (
     DISK_SPOOL,
     InMemoryTransport,
+    IpcIotCoreSubscription,
     IpcTransport,
     MqttTransport,
     Transport,
@@ -79,7 +81,8 @@ class DetectorApp:
         drain_timeout_s: float = 10.0,
         model_updates: ModelUpdates | None = None,
         max_message_bytes: int = 1024 * 1024,
-        delivery: Mapping[str, str] | None = None,
+        delivery: Mapping[str, object] | None = None,
+        acks: AckHandler | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -97,6 +100,7 @@ class DetectorApp:
         self._model_updates = model_updates
         # What confirms a sent event (the heartbeat reports it): see transport.nucleus_spool_storage.
         self._delivery = dict(delivery) if delivery is not None else {}
+        self._acks = acks
         self._max_message_bytes = max_message_bytes
         self._clock = clock
         self._wall_clock = wall_clock
@@ -161,7 +165,16 @@ class DetectorApp:
         if not self._forwarder.drain(self._drain_timeout_s):
             log.warning(
                 "stopping with events still in the spool; they are sent on the next start",
-                extra={"spool_depth": self._spool.depth},
+                extra={"spool_depth": self._spool.depth, "unsent": self._forwarder.unsent()},
+            )
+        if self._spool.awaiting_ack:
+            log.info(
+                "stopping with sent events not yet acknowledged; they stay in the spool and are sent "
+                "again on the next start once their ack timeout has passed",
+                extra={
+                    "awaiting_ack": self._spool.awaiting_ack,
+                    "ack_timeout_s": self._forwarder.ack_timeout_s,
+                },
             )
         self.stats.publish_failures = self._forwarder.send_failures
         self.stats.input_dropped = self._input_dropped()
@@ -341,7 +354,8 @@ class DetectorApp:
 
     def _on_sent(self, event: SpooledEvent) -> None:
         # Runs on the forwarder thread; plain counter updates are atomic enough under the GIL.
-        if event.topic != self._anomaly_topic:
+        # A resend (ack mode: no ack in time) was counted when it was first sent (forwarder.resent).
+        if event.topic != self._anomaly_topic or event.sent_at is not None:
             return
         self.stats.anomalies_forwarded += 1
         self.stats.bytes_forwarded += len(event.payload)
@@ -420,6 +434,8 @@ class DetectorApp:
                 "max_bytes": self._spool.max_bytes,
                 "policy": self._spool.policy,
                 "dropped": self.stats.spool_dropped,
+                "awaiting_ack": self._spool.awaiting_ack,
+                "acks": self._ack_counters(),
             },
             "rejects": dict(self.stats.rejects),
             "delivery": dict(self._delivery),
@@ -435,6 +451,15 @@ class DetectorApp:
         )
         self.distributions.reset()
         return body
+
+    def _ack_counters(self) -> dict[str, int]:
+        counts = self._acks.counts() if self._acks is not None else AckCounts()
+        return {
+            "received": counts.received,
+            "unknown_ids": counts.unknown_ids,
+            "malformed": counts.malformed,
+            "resent": self._forwarder.resent,
+        }
 
     def _input_dropped(self) -> int:
         dropped = getattr(self._source, "dropped", 0)
@@ -496,6 +521,66 @@ def _load_model(
     return model, watcher
 
 
+def _open_spool(config: ComponentConfig, stack: contextlib.ExitStack) -> Spool:
+    """The durable spool, with the events a killed run left open moved into it."""
+    if config.spool_path == IN_MEMORY:
+        log.warning("spool is in memory: events not yet sent are lost if the process dies (use --spool)")
+    spool = Spool(config.spool_path, max_bytes=config.spool_max_bytes, policy=config.spool_policy)
+    stack.callback(spool.close)
+    # Before the first batch can checkpoint a new open event over an old one of the same stream.
+    interrupted = spool.recover_open_events()
+    if interrupted:
+        log.warning(
+            "events still open when the last run died are spooled, marked interrupted",
+            extra={"interrupted_events": len(interrupted), "event_ids": list(interrupted)},
+        )
+    if spool.depth:
+        log.info(
+            "spooled events from an earlier run will be sent first",
+            extra={"spool_depth": spool.depth, "awaiting_ack": spool.awaiting_ack},
+        )
+    return spool
+
+
+def _open_transport(
+    config: ComponentConfig, ipc: Any, stack: contextlib.ExitStack, acks: AckHandler | None
+) -> tuple[Transport, dict[str, object]]:
+    """The transport, subscribed to the acks in ack mode, and what confirms a sent event (heartbeat)."""
+    transport: Transport
+    delivery: dict[str, object] = {"transport": config.transport, "ack_timeout_s": config.ack_timeout_s}
+    if config.transport == "ipc":
+        transport = IpcTransport(ipc)
+        nucleus_spool = nucleus_spool_storage(ipc)
+        delivery["nucleus_spool"] = nucleus_spool
+        # With acks, a row is deleted only once the cloud has the event: the nucleus's spool can lose
+        # what it holds without losing an event (it is sent again after the ack timeout).
+        if nucleus_spool != DISK_SPOOL and acks is None:
+            log.warning(
+                "events the nucleus accepted are kept in its spool, which is not on disk: an outage "
+                "longer than it holds, or a nucleus restart, loses them "
+                "(turn on ackTimeoutS, or deploy aws.greengrass.DiskSpooler: docs/deploy.md)",
+                extra={"nucleus_spool": nucleus_spool},
+            )
+    elif config.transport == "mqtt":
+        transport = MqttTransport(config.mqtt)
+    else:
+        transport = InMemoryTransport()
+    stack.callback(transport.close)
+    if acks is None:
+        return transport, delivery
+    # Subscribed before the forwarder sends anything, so no ack of this run is missed.
+    if isinstance(transport, IpcTransport):
+        subscription = IpcIotCoreSubscription(ipc, topic=config.ack_topic, on_message=acks.handle)
+        stack.callback(subscription.close)
+    else:
+        transport.subscribe(config.ack_topic, acks.handle)
+    log.info(
+        "ack mode: sent events stay in the spool until the cloud acks them",
+        extra={"ack_topic": config.ack_topic, "ack_timeout_s": config.ack_timeout_s},
+    )
+    return transport, delivery
+
+
 @contextlib.contextmanager
 def build_runtime(
     config: ComponentConfig,
@@ -525,39 +610,9 @@ def build_runtime(
             },
         )
 
-        if config.spool_path == IN_MEMORY:
-            log.warning("spool is in memory: events not yet sent are lost if the process dies (use --spool)")
-        spool = Spool(config.spool_path, max_bytes=config.spool_max_bytes, policy=config.spool_policy)
-        stack.callback(spool.close)
-        # Before the first batch can checkpoint a new open event over an old one of the same stream.
-        interrupted = spool.recover_open_events()
-        if interrupted:
-            log.warning(
-                "events still open when the last run died are spooled, marked interrupted",
-                extra={"interrupted_events": len(interrupted), "event_ids": list(interrupted)},
-            )
-        if spool.depth:
-            log.info(
-                "spooled events from an earlier run will be sent first", extra={"spool_depth": spool.depth}
-            )
-
-        transport: Transport
-        delivery: dict[str, str] = {"transport": config.transport}
-        if config.transport == "ipc":
-            transport = IpcTransport(ipc)
-            delivery["nucleus_spool"] = nucleus_spool_storage(ipc)
-            if delivery["nucleus_spool"] != DISK_SPOOL:
-                log.warning(
-                    "events the nucleus accepted are kept in its spool, which is not on disk: an outage "
-                    "longer than it holds, or a nucleus restart, loses them "
-                    "(deploy aws.greengrass.DiskSpooler, docs/deploy.md)",
-                    extra={"nucleus_spool": delivery["nucleus_spool"]},
-                )
-        elif config.transport == "mqtt":
-            transport = MqttTransport(config.mqtt)
-        else:
-            transport = InMemoryTransport()
-        stack.callback(transport.close)
+        spool = _open_spool(config, stack)
+        acks = AckHandler(spool) if config.ack_timeout_s > 0 else None
+        transport, delivery = _open_transport(config, ipc, stack, acks)
 
         source: Source
         if config.source == "file":
@@ -579,7 +634,7 @@ def build_runtime(
             max_streams=config.max_streams,
             warm_rows=config.warm_start_rows,
         )
-        forwarder = Forwarder(spool, transport)
+        forwarder = Forwarder(spool, transport, ack_timeout_s=config.ack_timeout_s)
         if isinstance(transport, MqttTransport):
             transport.on_connected = forwarder.retry_now
         app = DetectorApp(
@@ -609,6 +664,7 @@ def build_runtime(
             model_updates=updates,
             max_message_bytes=config.max_message_bytes,
             delivery=delivery,
+            acks=acks,
         )
         yield Runtime(app=app, ipc=ipc)
 

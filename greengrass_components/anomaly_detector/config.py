@@ -30,6 +30,7 @@ MODEL_FILE = "model.onnx"
 DEFAULT_SENSOR_TOPIC = "sensors/#"
 DEFAULT_ANOMALY_TOPIC = "edge/{thingName}/anomalies"
 DEFAULT_HEALTH_TOPIC = "edge/{thingName}/health"
+DEFAULT_ACK_TOPIC = "edge/{thingName}/acks"
 
 SourceKind = Literal["file", "mqtt", "ipc"]
 TransportKind = Literal["mqtt", "ipc", "memory"]
@@ -90,6 +91,9 @@ class ComponentConfig:
     sensor_topic: str = DEFAULT_SENSOR_TOPIC
     anomaly_topic: str = DEFAULT_ANOMALY_TOPIC
     health_topic: str = DEFAULT_HEALTH_TOPIC
+    # Ack mode (docs/contracts.md §6c): 0 = off, a row is deleted once the transport confirmed it.
+    ack_timeout_s: float = 0.0
+    ack_topic: str = DEFAULT_ACK_TOPIC
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     batch_size: int = 256
     max_wait_ms: float = 50.0
@@ -140,7 +144,10 @@ class ComponentConfig:
             raise ConfigError(f"log level must be one of {_LOG_LEVELS}, got {self.log_level!r}")
 
     def _check_topics(self) -> None:
-        for name, topic in (("anomaly", self.anomaly_topic), ("health", self.health_topic)):
+        topics = [("anomaly", self.anomaly_topic), ("health", self.health_topic)]
+        if self.ack_timeout_s > 0:  # read only in ack mode
+            topics.append(("ack", self.ack_topic))
+        for name, topic in topics:
             if not topic or "+" in topic or "#" in topic or "{" in topic:
                 raise ConfigError(
                     f"{name} topic must be a concrete topic (no wildcards/placeholders): {topic!r}"
@@ -178,6 +185,7 @@ class ComponentConfig:
             ("health interval seconds", self.health_interval_s),
             ("drain timeout seconds", self.drain_timeout_s),
             ("model poll seconds", self.model_poll_s),
+            ("ack timeout seconds", self.ack_timeout_s),
         ):
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
@@ -225,6 +233,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--transport", choices=TRANSPORTS, default="mqtt")
     p.add_argument("--anomaly-topic", default=DEFAULT_ANOMALY_TOPIC)
     p.add_argument("--health-topic", default=DEFAULT_HEALTH_TOPIC)
+    p.add_argument(
+        "--ack-timeout-s",
+        type=float,
+        default=0.0,
+        help="keep a sent event until the cloud acks it, resend it after this long without (0 = off)",
+    )
+    p.add_argument("--ack-topic", default=DEFAULT_ACK_TOPIC, help="where the cloud publishes acks")
     p.add_argument("--mqtt-host", default="127.0.0.1")
     p.add_argument("--mqtt-port", type=_int_like, default=1883)
     p.add_argument("--mqtt-ca", type=Path, help="CA bundle: enables TLS")
@@ -291,6 +306,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         sensor_topic=args.sensor_topic,
         anomaly_topic=substitute_thing_name(args.anomaly_topic, thing_name),
         health_topic=substitute_thing_name(args.health_topic, thing_name),
+        ack_timeout_s=args.ack_timeout_s,
+        ack_topic=substitute_thing_name(args.ack_topic, thing_name),
         mqtt=mqtt_settings,
         batch_size=args.batch_size,
         max_wait_ms=args.max_wait_ms,

@@ -31,3 +31,11 @@ class SourceError(AnomalyDetectorError):
 
 class SpoolError(AnomalyDetectorError):
     """The durable event spool cannot be opened, read or written."""
+
+
+class AckError(AnomalyDetectorError):
+    """An acknowledgement from the cloud does not follow the contract; ``kind`` labels it in the log."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind

@@ -3,6 +3,11 @@
 One event in flight at a time is what keeps events of a stream in order across outages: a failed send is
 retried (with capped exponential backoff) before anything newer is tried. During an outage the spool
 grows and the app keeps scoring; nothing waits on the network except this thread.
+
+Ack mode (``ack_timeout_s`` > 0, docs/contracts.md §6c): a confirmed publish marks the row sent instead of
+deleting it, and the next row goes at once (throughput does not wait for the cloud's round trip); the
+cloud's ack deletes the row (:class:`~.acks.AckHandler`, on the transport's thread). A row whose ack has
+not come within ``ack_timeout_s`` is due again and is sent in ``seq`` order with the unsent rows.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from .errors import SpoolError, TransportError
-from .logs import get_logger
+from .logs import RateLimitedLog, get_logger
 from .spool import Spool, SpooledEvent
 from .transport import Transport
 
@@ -29,15 +34,23 @@ class Forwarder:
         retry_max_s: float = 30.0,
         idle_poll_s: float = 1.0,
         on_sent: Callable[[SpooledEvent], None] | None = None,
+        ack_timeout_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        if ack_timeout_s < 0:
+            raise ValueError(f"ack_timeout_s must be >= 0 (0 = off), got {ack_timeout_s}")
         self._spool = spool
         self._transport = transport
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
-        self._idle_poll_s = idle_poll_s
+        self.ack_timeout_s = ack_timeout_s
+        # In ack mode an idle pass also resends rows whose ack is overdue: poll at least that often.
+        self._idle_poll_s = min(idle_poll_s, ack_timeout_s) if ack_timeout_s > 0 else idle_poll_s
         self.on_sent = on_sent
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._resend_log = RateLimitedLog(log, clock=clock)
         self._wake = threading.Event()
         self._retry = threading.Event()
         # Set each time a pass finds the spool empty: drain() waits on it instead of polling.
@@ -45,6 +58,8 @@ class Forwarder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sent = 0
+        # Ack mode: publishes of rows sent before whose ack did not come within ack_timeout_s.
+        self.resent = 0
         self.send_failures = 0
         self.last_error: str | None = None
         self._failing_since: float | None = None
@@ -83,7 +98,7 @@ class Forwarder:
     def send_pending(self) -> bool:
         """Try to send everything in the spool once, in order; False at the first failure."""
         while not self._stop.is_set():
-            batch = self._spool.peek(100)
+            batch = self._next_batch()
             if not batch:
                 self._send_health()
                 self._emptied.set()
@@ -96,8 +111,20 @@ class Forwarder:
                 except TransportError as exc:
                     self._failed(exc)
                     return False
-                self._spool.delete(event.seq)
+                if self.ack_timeout_s > 0:
+                    self._spool.mark_sent(event.seq, at=self._wall_clock())
+                else:
+                    self._spool.delete(event.seq)
                 self.sent += 1
+                if event.sent_at is not None:
+                    self.resent += 1
+                    self._resend_log.warning(
+                        "resent",
+                        "event sent again: no ack within the ack timeout",
+                        event_id=event.event_id,
+                        ack_timeout_s=self.ack_timeout_s,
+                        resent_total=self.resent,
+                    )
                 if self._failing_since is not None:
                     log.info(
                         "delivery restored",
@@ -107,6 +134,21 @@ class Forwarder:
                 if self.on_sent is not None:
                     self.on_sent(event)
         return False
+
+    def _next_batch(self) -> list[SpooledEvent]:
+        if self.ack_timeout_s > 0:
+            return self._spool.peek_due(100, now=self._wall_clock(), ack_timeout_s=self.ack_timeout_s)
+        return self._spool.peek(100)
+
+    def unsent(self) -> int:
+        """Rows to send now: every row, or in ack mode the unsent ones and those whose ack is overdue."""
+        if self.ack_timeout_s <= 0:
+            return self._spool.depth
+        try:
+            return self._spool.due_count(now=self._wall_clock(), ack_timeout_s=self.ack_timeout_s)
+        except SpoolError as exc:
+            log.error("spool read failed", extra={"error": str(exc)})  # noqa: TRY400 - expected
+            return self._spool.depth - self._spool.awaiting_ack
 
     def _failed(self, exc: TransportError) -> None:
         self.send_failures += 1
@@ -144,11 +186,15 @@ class Forwarder:
                 delay = min(delay * 2, self._retry_max_s)
 
     def drain(self, timeout_s: float) -> bool:
-        """Wait until the spool is empty and the last heartbeat was tried, at most ``timeout_s``; True when
-        the spool is empty (False: spooled rows stay for the next run)."""
+        """Wait until nothing is left to send and the last heartbeat was tried, at most ``timeout_s``; True
+        when nothing is (False: spooled rows stay for the next run).
+
+        In ack mode rows awaiting an ack are not waited for: they stay in the spool, and the next start
+        sends them again once their timeout has passed (an ack after the stop is not heard).
+        """
         deadline = self._clock() + timeout_s
         # A heartbeat offered just before the stop goes out too (best effort, like every heartbeat).
-        while self._spool.depth > 0 or self._health is not None:
+        while self.unsent() > 0 or self._health is not None:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 break
@@ -157,7 +203,7 @@ class Forwarder:
             # Woken as soon as the forwarder empties the spool; the 10 ms bound covers a pass that
             # emptied it between the depth check and the clear (and a forwarder that is not running).
             self._emptied.wait(min(0.01, remaining))
-        return self._spool.depth == 0
+        return self.unsent() == 0
 
     def close(self) -> None:
         self._stop.set()

@@ -20,8 +20,15 @@ event. On start-up :meth:`Spool.recover_open_events` turns every row left there 
 the event open) into an outbox row, so it is sent like any other event. These rows are outside
 ``max_bytes``: at most one per stream, each at most one event.
 
-In-memory counters (``depth``, ``bytes_used``) change only once a transaction has committed, so a failed
-write (disk full, I/O error) leaves them equal to what is on disk.
+Acknowledgement mode (the forwarder's ``ack_timeout_s`` > 0, docs/contracts.md §6c): a sent row is not
+deleted but marked (``sent_at``, wall-clock seconds, persisted) and deleted only when the cloud acks its
+``event_id`` (:meth:`Spool.ack`). A marked row whose ack has not come within the timeout is due again and
+comes back in ``seq`` order among the unsent rows (:meth:`Spool.peek_due`); so does one left by an earlier
+run, once the timeout has passed since its ``sent_at``. Rows awaiting an ack are not safe yet: they count in
+``depth``, ``bytes_used`` and the full-spool policy like any other row.
+
+In-memory counters (``depth``, ``bytes_used``, ``awaiting_ack``) change only once a transaction has
+committed, so a failed write (disk full, I/O error) leaves them equal to what is on disk.
 """
 
 from __future__ import annotations
@@ -50,7 +57,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     stream TEXT NOT NULL,
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    sent_at REAL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS open_events (
@@ -61,6 +69,10 @@ CREATE TABLE IF NOT EXISTS open_events (
     updated_at REAL NOT NULL
 );
 """
+# After the migration: a spool written by a component older than the ack mode has no sent_at column.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS outbox_event_id ON outbox(event_id);
+"""
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,8 @@ class SpooledEvent:
     stream: str
     topic: str
     payload: bytes
+    # When it was last sent in ack mode (wall-clock seconds); None: never sent, so not a resend.
+    sent_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,12 +114,19 @@ class PutResult:
     dropped: int  # rows removed (drop_oldest) or 1 if this event was refused (drop_newest)
 
 
+@dataclass(frozen=True)
+class AckResult:
+    deleted: int  # rows deleted (their events are stored in the cloud)
+    unknown: int  # distinct ids that matched no row (acked before, dropped, or never ours)
+
+
 @dataclass
 class _Tx:
     """Counters as they will be once the transaction commits (applied to the spool only then)."""
 
     depth: int
     bytes: int
+    awaiting: int
     warnings: list[tuple[str, dict[str, object]]] = field(default_factory=list)
 
 
@@ -139,13 +160,27 @@ class Spool:
             # durability at the cost of one fsync (milliseconds on SD cards) per event.
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.executescript(_SCHEMA)
+            self._migrate()
+            self._db.executescript(_INDEXES)
             row = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox"
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), COUNT(sent_at) FROM outbox"
             ).fetchone()
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
         self._depth = int(row[0])
         self._bytes = int(row[1])
+        self._awaiting = int(row[2])
+
+    def _migrate(self) -> None:
+        """Add ``sent_at`` to a spool file written before the ack mode (its rows become "not sent").
+
+        A NULL-default column is a change to the schema only (no row is rewritten), and a component older
+        than this one still reads and writes the table: it names its columns.
+        """
+        columns = {str(r[1]) for r in self._db.execute("PRAGMA table_info(outbox)")}
+        if "sent_at" not in columns:
+            self._db.execute("ALTER TABLE outbox ADD COLUMN sent_at REAL")
+            log.info("spool migrated: outbox.sent_at added", extra={"spool": self.path})
 
     @property
     def depth(self) -> int:
@@ -155,13 +190,18 @@ class Spool:
     def bytes_used(self) -> int:
         return self._bytes
 
+    @property
+    def awaiting_ack(self) -> int:
+        """Rows sent in ack mode whose ack has not come yet (still counted in ``depth``)."""
+        return self._awaiting
+
     @contextmanager
     def _transaction(self) -> Iterator[_Tx]:
         """One write transaction; the counters take the ``_Tx`` values only once COMMIT succeeded."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
-            tx = _Tx(depth=self._depth, bytes=self._bytes)
+            tx = _Tx(depth=self._depth, bytes=self._bytes, awaiting=self._awaiting)
             try:
                 yield tx
                 db.execute("COMMIT")
@@ -174,7 +214,7 @@ class Spool:
                     except sqlite3.Error as rollback_error:
                         log.error("spool: rollback failed", extra={"error": str(rollback_error)})  # noqa: TRY400 - the first error is the one raised
                 raise
-            self._depth, self._bytes = tx.depth, tx.bytes
+            self._depth, self._bytes, self._awaiting = tx.depth, tx.bytes, tx.awaiting
 
     def _bump(self, name: str, by: int) -> None:
         self._db.execute(
@@ -289,46 +329,124 @@ class Spool:
         return PutResult(stored=True, dropped=dropped)
 
     def _evict(self, tx: _Tx, need: int) -> int:
+        # Rows awaiting an ack are evicted like unsent ones: until the ack, the cloud may not have them.
         freed = 0
-        victims: list[tuple[int, str, int]] = []
-        for seq, stream, size in self._db.execute(
-            "SELECT seq, stream, LENGTH(payload) FROM outbox ORDER BY seq"
+        victims: list[tuple[int, str, int, bool]] = []
+        for seq, stream, size, sent in self._db.execute(
+            "SELECT seq, stream, LENGTH(payload), sent_at IS NOT NULL FROM outbox ORDER BY seq"
         ):
             if freed >= need:
                 break
-            victims.append((int(seq), str(stream), int(size)))
+            victims.append((int(seq), str(stream), int(size), bool(sent)))
             freed += int(size)
-        for seq, stream, size in victims:
+        for seq, stream, size, sent in victims:
             self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
             self._bump(f"dropped:{stream}", 1)
             tx.depth -= 1
             tx.bytes -= size
+            tx.awaiting -= int(sent)
         return len(victims)
 
     def peek(self, limit: int = 100) -> list[SpooledEvent]:
-        """The oldest ``limit`` events, oldest first."""
+        """The oldest ``limit`` events, oldest first, sent or not."""
+        return self._select("", (), limit)
+
+    def peek_due(self, limit: int, *, now: float, ack_timeout_s: float) -> list[SpooledEvent]:
+        """Ack mode: the oldest ``limit`` events to send now, oldest first: those never sent and those
+        sent at least ``ack_timeout_s`` before ``now`` (wall clock) without an ack.
+
+        A ``sent_at`` more than the timeout in the future means the wall clock went back (a device
+        without a real-time clock, before its time is synced): such a row is due too rather than held
+        until the clock catches up.
+        """
+        return self._select(
+            "WHERE sent_at IS NULL OR sent_at <= ? OR sent_at > ?",
+            (now - ack_timeout_s, now + ack_timeout_s),
+            limit,
+        )
+
+    def due_count(self, *, now: float, ack_timeout_s: float) -> int:
+        """How many events :meth:`peek_due` would return without a limit."""
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL OR sent_at <= ? OR sent_at > ?",
+                    (now - ack_timeout_s, now + ack_timeout_s),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot read the spool {self.path}: {exc}") from exc
+        return int(row[0])
+
+    def _select(self, where: str, params: tuple[float, ...], limit: int) -> list[SpooledEvent]:
         try:
             with self._lock:
                 rows = self._db.execute(
-                    "SELECT seq, event_id, stream, topic, payload FROM outbox ORDER BY seq LIMIT ?", (limit,)
+                    f"SELECT seq, event_id, stream, topic, payload, sent_at FROM outbox {where} "  # noqa: S608 - fixed clauses, values bound
+                    "ORDER BY seq LIMIT ?",
+                    (*params, limit),
                 ).fetchall()
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot read the spool {self.path}: {exc}") from exc
-        return [SpooledEvent(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4])) for r in rows]
+        return [
+            SpooledEvent(
+                int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]), None if r[5] is None else float(r[5])
+            )
+            for r in rows
+        ]
 
     def delete(self, seq: int) -> None:
         """Forget an event once it was delivered."""
         try:
             with self._transaction() as tx:
                 cursor = self._db.execute(
-                    "DELETE FROM outbox WHERE seq = ? RETURNING LENGTH(payload)", (seq,)
+                    "DELETE FROM outbox WHERE seq = ? RETURNING LENGTH(payload), sent_at IS NOT NULL", (seq,)
                 )
                 row = cursor.fetchone()
                 if row is not None:
                     tx.depth -= 1
                     tx.bytes -= int(row[0])
+                    tx.awaiting -= int(row[1])
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot remove a sent event from the spool {self.path}: {exc}") from exc
+
+    def mark_sent(self, seq: int, *, at: float) -> None:
+        """Ack mode: the transport confirmed the event; keep it, stamped ``at`` (wall clock), until acked.
+
+        A row already gone (its ack came before this call: the cloud can be that fast) stays gone.
+        """
+        try:
+            with self._transaction() as tx:
+                row = self._db.execute("SELECT sent_at FROM outbox WHERE seq = ?", (seq,)).fetchone()
+                if row is None:
+                    return
+                self._db.execute("UPDATE outbox SET sent_at = ? WHERE seq = ?", (at, seq))
+                if row[0] is None:
+                    tx.awaiting += 1
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot mark a sent event in the spool {self.path}: {exc}") from exc
+
+    def ack(self, event_ids: Sequence[str]) -> AckResult:
+        """The cloud stored these events: delete their rows, sent or not (a late ack of a row queued for
+        a resend saves the resend)."""
+        wanted = list(dict.fromkeys(event_ids))
+        if not wanted:
+            return AckResult(deleted=0, unknown=0)
+        marks = ",".join("?" * len(wanted))
+        try:
+            with self._transaction() as tx:
+                rows = self._db.execute(
+                    f"DELETE FROM outbox WHERE event_id IN ({marks}) "  # noqa: S608 - placeholders only
+                    "RETURNING event_id, LENGTH(payload), sent_at IS NOT NULL",
+                    wanted,
+                ).fetchall()
+                for _event_id, size, sent in rows:
+                    tx.depth -= 1
+                    tx.bytes -= int(size)
+                    tx.awaiting -= int(sent)
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot delete acknowledged events from the spool {self.path}: {exc}") from exc
+        found = {str(r[0]) for r in rows}
+        return AckResult(deleted=len(rows), unknown=len(wanted) - len(found))
 
     def dropped(self) -> dict[str, int]:
         """Events ever dropped by the full-spool policy, per stream (persisted across restarts)."""

@@ -1,5 +1,9 @@
 """The ``Transport`` port (device -> cloud publish, QoS 1) and its adapters: Greengrass IPC, MQTT, memory.
 
+Each adapter can also deliver the messages of one cloud -> device topic to a handler (the acks of
+docs/contracts.md §6c): ``MqttTransport.subscribe`` and ``InMemoryTransport.subscribe``, and over IPC
+:class:`IpcIotCoreSubscription` (``SubscribeToIoTCore``).
+
 paho and the Greengrass SDK are imported only by the adapter that uses them: each costs several MB of RSS
 on a device that runs the other.
 """
@@ -24,6 +28,9 @@ log = get_logger("transport")
 
 # ``awsiot.greengrasscoreipc.model.QOS.AT_LEAST_ONCE``, without importing the SDK for one constant.
 QOS_AT_LEAST_ONCE = "1"
+
+# Receives the payload of one message of a subscribed topic, on the transport's own thread; must not raise.
+MessageHandler = Callable[[bytes], None]
 
 
 class Transport(Protocol):
@@ -58,6 +65,66 @@ class IpcTransport:
 
     def close(self) -> None:
         """The IPC client belongs to main, which closes it."""
+
+
+class IpcIotCoreSubscriber(Protocol):
+    """The one method of ``GreengrassCoreIPCClientV2`` :class:`IpcIotCoreSubscription` needs."""
+
+    def subscribe_to_iot_core(
+        self,
+        *,
+        topic_name: str,
+        qos: str,
+        on_stream_event: Callable[[Any], None],
+        on_stream_error: Callable[[Exception], bool],
+        on_stream_closed: Callable[[], None],
+    ) -> Any: ...
+
+
+class IpcIotCoreSubscription:
+    """Messages of one IoT Core topic through the nucleus (``SubscribeToIoTCore``, QoS 1) to a handler.
+
+    The recipe's access control must grant ``aws.greengrass#SubscribeToIoTCore`` on the topic; a refused
+    subscription raises :class:`TransportError` at start, so a device does not run in ack mode deaf to
+    its acks (every event would be sent again after every timeout and none ever deleted).
+    """
+
+    def __init__(self, ipc_client: IpcIotCoreSubscriber, *, topic: str, on_message: MessageHandler) -> None:
+        self.topic = topic
+        self._on_message = on_message
+        self.stream_errors = 0
+        try:
+            _response, self._operation = ipc_client.subscribe_to_iot_core(
+                topic_name=topic,
+                qos=QOS_AT_LEAST_ONCE,
+                on_stream_event=self._on_event,
+                on_stream_error=self._on_error,
+                on_stream_closed=self._on_closed,
+            )
+        # The SDK raises its own error family (UnauthorizedError, ...) plus awscrt errors.
+        except Exception as exc:
+            raise TransportError(f"SubscribeToIoTCore on {topic!r} failed: {exc}") from exc
+
+    def _on_event(self, event: Any) -> None:
+        # An IoTCoreMessage; an IPC callback that raises kills its stream, so the handler must not raise.
+        message = getattr(event, "message", None)
+        payload = getattr(message, "payload", None)
+        if isinstance(payload, str):
+            payload = payload.encode()
+        self._on_message(payload if isinstance(payload, bytes) else b"")
+
+    def _on_error(self, error: Exception) -> bool:
+        self.stream_errors += 1
+        log.error("IPC IoT Core subscription error", extra={"topic": self.topic, "error": str(error)})
+        return False  # keep the subscription open
+
+    def _on_closed(self) -> None:
+        log.warning("IPC IoT Core subscription closed", extra={"topic": self.topic})
+
+    def close(self) -> None:
+        close = getattr(self._operation, "close", None)
+        if close is not None:
+            close()
 
 
 NUCLEUS_COMPONENT = "aws.greengrass.Nucleus"
@@ -241,15 +308,42 @@ class MqttTransport:
         self._settings = settings
         self._client = client if client is not None else new_paho_client(settings)
         self.on_connected = on_connected
+        self._subscriptions: dict[str, MessageHandler] = {}
+        self._subscriptions_lock = threading.Lock()
+        self._client.on_subscribe = self._subscribed
         if require_connection:
             connect_and_wait(self._client, settings, on_connected=self._connected)
         else:
             connect_in_background(self._client, settings, on_connected=self._connected)
 
-    def _connected(self, _client: mqtt.Client) -> None:
+    def _connected(self, client: mqtt.Client) -> None:
         log.info("MQTT connected", extra={"host": self._settings.host, "port": self._settings.port})
+        # A clean session forgets subscriptions with the connection: subscribe again on every connect.
+        with self._subscriptions_lock:
+            topics = list(self._subscriptions)
+        for topic in topics:
+            client.subscribe(topic, qos=1)
         if self.on_connected is not None:
             self.on_connected()
+
+    def subscribe(self, topic: str, on_message: MessageHandler) -> None:
+        """Deliver the payloads of ``topic`` (QoS 1) to ``on_message`` on paho's network thread, from now
+        and after every reconnect. Messages sent while the connection is down are not delivered (clean
+        session); the ack mode's resend covers that."""
+
+        def deliver(_c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+            on_message(bytes(message.payload))
+
+        with self._subscriptions_lock:
+            self._subscriptions[topic] = on_message
+        self._client.message_callback_add(topic, deliver)
+        if self._client.is_connected():
+            self._client.subscribe(topic, qos=1)  # a connect in between subscribes too: harmless twice
+
+    def _subscribed(self, _c: mqtt.Client, _u: object, mid: int, reason_codes: Any, _p: object) -> None:
+        refused = [str(code) for code in reason_codes if getattr(code, "is_failure", False)]
+        if refused:
+            log.error("MQTT subscription refused by the broker", extra={"mid": mid, "reason_codes": refused})
 
     @property
     def connected(self) -> bool:
@@ -284,10 +378,20 @@ class InMemoryTransport:
 
     def __init__(self) -> None:
         self.published: list[Published] = []
+        self.subscriptions: dict[str, MessageHandler] = {}
         self.closed = False
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.published.append(Published(topic, payload))
+
+    def subscribe(self, topic: str, on_message: MessageHandler) -> None:
+        self.subscriptions[topic] = on_message
+
+    def deliver(self, topic: str, payload: bytes) -> None:
+        """A message from the cloud on ``topic`` (tests: an ack), handed to its subscriber if any."""
+        handler = self.subscriptions.get(topic)
+        if handler is not None:
+            handler(payload)
 
     def close(self) -> None:
         self.closed = True

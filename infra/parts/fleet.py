@@ -117,18 +117,24 @@ class Fleet(Construct):
                     "Resource": iot_arn(f"client/{THING}"),
                 },
                 {
-                    # docs/contracts.md §4: devices publish anomalies and health under their own prefix.
+                    # docs/contracts.md §4: devices publish their anomalies and health, and nothing else under
+                    # edge/ (not their own acks topic: acks come from the cloud only).
                     "Sid": "PublishOwnTelemetry",
                     "Effect": "Allow",
                     "Action": "iot:Publish",
-                    "Resource": iot_arn(f"topic/edge/{THING}/*"),
+                    "Resource": [
+                        iot_arn(f"topic/edge/{THING}/anomalies"),
+                        iot_arn(f"topic/edge/{THING}/health"),
+                    ],
                 },
                 {
+                    # Under edge/ a device hears only the cloud's acks of its own events (contracts §4):
+                    # the exact topic, so no filter on edge/ can reach another thing's or its telemetry.
                     "Sid": "SubscribeOwnTopics",
                     "Effect": "Allow",
                     "Action": "iot:Subscribe",
                     "Resource": [
-                        iot_arn(f"topicfilter/edge/{THING}/*"),
+                        iot_arn(f"topicfilter/edge/{THING}/acks"),
                         iot_arn(f"topicfilter/{own_things}/jobs/*"),
                         iot_arn(f"topicfilter/{own_things}/shadow/*"),
                     ],
@@ -138,7 +144,7 @@ class Fleet(Construct):
                     "Effect": "Allow",
                     "Action": "iot:Receive",
                     "Resource": [
-                        iot_arn(f"topic/edge/{THING}/*"),
+                        iot_arn(f"topic/edge/{THING}/acks"),
                         iot_arn(f"topic/{own_things}/jobs/*"),
                         iot_arn(f"topic/{own_things}/shadow/*"),
                     ],

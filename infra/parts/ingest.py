@@ -10,16 +10,21 @@ Delivery path and where each failure goes (nothing is dropped silently):
   (``lambdas/ingest/core.py``), so retries cannot store, archive or alert twice.
 - A third rule on ``edge/+/health`` turns each heartbeat's anomalous-window fraction into a CloudWatch
   metric, the input of the drift alarm (``infra/parts/drift.py``).
+- Each anomaly event whose ingest finished (a duplicate too) is acknowledged to its device on
+  ``edge/<thing>/acks`` through the IoT data plane (docs/contracts.md §4). An ack that cannot be published
+  is logged and counted (``AckPublishFailures``), never a failed invocation: the device resends the event.
 - The function measures each heartbeat against its model's training (``lambdas/ingest/drift.py``), reading
   the training metrics from the lineage registry, and writes the statistics as Embedded Metric Format log
   lines into the same namespace: the inputs of the score- and input-drift alarms.
 
 Identity: the device policy lets a certificate publish only under ``edge/<its thing>/``, so ``topic(2)``
-is trusted. The SQL projects it as ``thing_from_topic`` and passes *every* message on: the function
-refuses one whose body names another thing, or none (``BadEventError``), so it is counted as a failed
-invocation and kept in the on-failure queue instead of vanishing in a ``WHERE`` clause. One device cannot
-write events as another. (The anomaly-rate metric rule keeps its ``WHERE``: it filters a metric, and the
-message it leaves out still reaches the function through the health rule.)
+is trusted, and the body's ``thing_name`` is not. The ingest rules take only messages whose
+``thing_name`` is the topic's thing (``WHERE``), and project the topic's thing as ``thing_from_topic``
+for the function to check again. Every other message goes to a mismatch rule, whose action is the
+rule-error queue (alarmed on, ``infra/parts/ingest_alarms.py``), so it is counted and kept, not dropped.
+It never reaches the function: whether IoT SQL lets a body's own ``thing_from_topic`` key win over the
+projection is not documented, and a spoofed identity must not depend on it. (The anomaly-rate metric rule
+filters the same way.)
 
 The table layout comes from ``lambdas/ingest/table.py`` and the environment variable names from
 ``lambdas/ingest/config.py``: imported, not copied, so infrastructure and code cannot disagree.
@@ -49,6 +54,7 @@ from infra.parts.common import (
     function_identity,
     rotating_key,
 )
+from infra.parts.fleet import iot_arn
 from infra.parts.lineage import LineageRegistry
 from lambdas.ingest.config import (
     ENV_ALERT_TOPIC_ARN,
@@ -66,6 +72,9 @@ from lambdas.ingest.table import EVENTS_TABLE_SCHEMA
 # docs/contracts.md §4; topic(2) is the thing name.
 ANOMALY_TOPIC_FILTER = "edge/+/anomalies"
 HEALTH_TOPIC_FILTER = "edge/+/health"
+# The delivery acks the function publishes (lambdas/ingest/acks.py), one topic per thing: as an IAM
+# resource, every thing's acks topic and nothing else under edge/.
+ACK_TOPIC_RESOURCE = "topic/edge/*/acks"
 # lambdas/ingest/core.py: archive keys are anomalies/<yyyy>/<mm>/<dd>/<thing>/<event_id>.json.
 ARCHIVE_PREFIX = "anomalies/"
 IOT_SQL_VERSION = "2016-03-23"
@@ -87,13 +96,19 @@ ARCHIVE_GLACIER_AFTER_DAYS = 90
 
 
 def rule_sql(topic_filter: str) -> str:
-    """The device rules' SQL: the device's object plus the topic's thing, for every message.
-
-    No ``WHERE``: a message that names another thing (or none) goes to the function, which refuses it
-    where it is counted (module docstring), rather than being dropped by the rule without a trace.
-    """
+    """The device rules' SQL: the device's object plus the topic's thing, for messages whose body names
+    the thing of the topic they came on (the only identity the device policy vouches for)."""
     # IoT SQL from module constants, not from input: S608 (SQL injection) does not apply.
-    return f"SELECT *, topic(2) AS {TOPIC_THING_FIELD} FROM '{topic_filter}'"  # noqa: S608
+    return f"SELECT *, topic(2) AS {TOPIC_THING_FIELD} FROM '{topic_filter}' WHERE topic(2) = thing_name"  # noqa: S608
+
+
+def mismatch_sql(topic_filter: str) -> str:
+    """Every other message of the topic (another thing named, or none): to the rule-error queue, counted
+    and alarmed on, never to the function (module docstring)."""
+    return (
+        f"SELECT *, topic(2) AS {TOPIC_THING_FIELD} FROM '{topic_filter}' "  # noqa: S608
+        "WHERE isUndefined(thing_name) OR topic(2) <> thing_name"
+    )
 
 
 def anomaly_rate_sql() -> str:
@@ -130,7 +145,7 @@ def _rule_name(name_prefix: str, suffix: str) -> str:
 class AnomalyIngest(Construct):
     """Attributes: ``key``, ``table``, ``archive_bucket``, ``access_logs_bucket``, ``alert_topic``,
     ``function``, ``role``, ``log_group``, ``failure_queue``, ``rule_error_queue``, ``rule_role``,
-    ``anomaly_rule``, ``health_rule``, ``anomaly_rate_rule``, ``metric_namespace``."""
+    ``anomaly_rule``, ``health_rule``, ``mismatch_rules``, ``anomaly_rate_rule``, ``metric_namespace``."""
 
     def __init__(
         self,
@@ -280,6 +295,18 @@ class AnomalyIngest(Construct):
             action=invoke,
             error_action=error_action,
         )
+        # Bodies that name another thing, or none: kept and alarmed on, never ingested (module docstring).
+        self.mismatch_rules = [
+            self._rule(
+                f"{kind.capitalize()}MismatchRule",
+                rule_name=_rule_name(name_prefix, f"{kind}_mismatch"),
+                description=f"Device {kind} naming another thing, or none: to the rule-error queue",
+                sql=mismatch_sql(topic_filter),
+                action=error_action,
+                error_action=error_action,
+            )
+            for kind, topic_filter in (("anomalies", ANOMALY_TOPIC_FILTER), ("health", HEALTH_TOPIC_FILTER))
+        ]
         self.anomaly_rate_rule = self._rule(
             "AnomalyRateRule",
             rule_name=_rule_name(name_prefix, "anomaly_rate"),
@@ -373,6 +400,7 @@ class AnomalyIngest(Construct):
     def _grant_ingest(self, role: iam.Role) -> None:
         """Exactly the calls of ``lambdas/ingest/adapters.py``; no index access (no handler query)."""
         archive_objects = self.archive_bucket.arn_for_objects(f"{ARCHIVE_PREFIX}*")
+        ack_topics = iot_arn(ACK_TOPIC_RESOURCE)
         policy = iam.Policy(
             self,
             "Policy",
@@ -406,6 +434,12 @@ class AnomalyIngest(Construct):
                 iam.PolicyStatement(
                     sid="LineageKey", actions=["kms:Decrypt"], resources=[self._lineage.key.key_arn]
                 ),
+                # Delivery acks: an HTTPS publish through the data plane needs no iot:Connect.
+                iam.PolicyStatement(sid="PublishAcks", actions=["iot:Publish"], resources=[ack_topics]),
+                # The account's iot:Data-ATS endpoint, looked up once per cold start.
+                iam.PolicyStatement(
+                    sid="FindDataEndpoint", actions=["iot:DescribeEndpoint"], resources=["*"]
+                ),
             ],
         )
         policy.attach_to_role(role)
@@ -413,6 +447,16 @@ class AnomalyIngest(Construct):
             policy,
             nag.wildcard_resource(self, archive_objects),
             "Archive keys are minted per event (anomalies/<date>/<thing>/<id>.json); the prefix bounds it.",
+        )
+        nag.acknowledge(
+            policy,
+            nag.wildcard_resource(self, ack_topics),
+            "Any device's event may need its ack; the wildcard is the thing level of edge/<thing>/acks only.",
+        )
+        nag.acknowledge(
+            policy,
+            nag.wildcard_resource(self, "*"),
+            "iot:DescribeEndpoint has no resource type; it only returns the account's data endpoint address.",
         )
 
     def _rule(

@@ -1,9 +1,11 @@
-"""The AWS side of the ingest ports: DynamoDB (events, heartbeats, alert counters), S3 archive, SNS alerts.
+"""The AWS side of the ingest ports: DynamoDB (events, heartbeats, alert counters), S3 archive, SNS alerts,
+IoT data-plane delivery acks.
 
 Each adapter takes its boto3 client in the constructor, or creates one on first use, so nothing talks to
 AWS at import time and tests hand in clients pointed at moto. Throttling and other transient failures
 become ``IngestRetryableError`` (after botocore's own retries are spent), so the invocation fails and the
-Lambda retries it; every step is idempotent, so a retry is safe.
+Lambda retries it; every step is idempotent, so a retry is safe. The one exception is the delivery ack:
+its failures become ``AckPublishError``, which never fails the invocation (``lambdas.ingest.acks``).
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
+import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 from botocore.client import BaseClient
-from botocore.exceptions import ClientError
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas.common.aws import ServiceAdapter, error_code
+from lambdas.common.aws import ServiceAdapter, error_code, error_message
+from lambdas.ingest.acks import ACK_QOS, AckMessage, AckReport
 from lambdas.ingest.core import Alert, AlertSlot, Progress
 from lambdas.ingest.drift import DriftReport, TrainingProfile
-from lambdas.ingest.errors import IngestError, IngestRetryableError
+from lambdas.ingest.errors import AckPublishError, IngestError, IngestRetryableError
 from lambdas.ingest.events import AnomalyEvent, Heartbeat
 from lambdas.ingest.table import (
     ALERT_COUNTER_SK,
@@ -46,6 +51,15 @@ from lambdas.lifecycle.registry import SORT_KEY as REGISTRY_SK
 SCORE_PSI_METRIC: Final = "HeartbeatScorePsi"
 INPUT_SHIFT_METRIC: Final = "HeartbeatInputShift"
 OVER_THRESHOLD_RATIO_METRIC: Final = "HeartbeatOverThresholdRatio"
+# Delivery acks that could not be published (each one's event is resent by its device and acked then).
+ACK_PUBLISH_FAILURES_METRIC: Final = "AckPublishFailures"
+
+DATA_ATS_ENDPOINT_TYPE: Final = "iot:Data-ATS"
+# Short attempts, few of them: the store, archive and alert calls share the function's timeout, and a
+# slow IoT endpoint should cost an ack (the device resends the event), never the invocation.
+IOT_DATA_CLIENT_CONFIG: Final = Config(
+    connect_timeout=3, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}
+)
 
 RETRYABLE_ERROR_CODES: Final = frozenset(
     {
@@ -399,3 +413,64 @@ class SnsAlerts(ServiceAdapter):
                 },
             )
         return str(response["MessageId"])
+
+
+class IotDataAckPublisher:
+    """Delivery acks through the IoT data plane (``iot-data`` ``Publish``, an HTTPS publish at QoS 1).
+
+    The data plane has an account-specific endpoint: unless ``endpoint_url`` is given, it is looked up
+    with ``iot:DescribeEndpoint`` (``iot:Data-ATS``) on the first publish, and the client made then is
+    kept for the life of the execution environment. A failed lookup is retried on the next publish.
+    """
+
+    def __init__(
+        self,
+        client: BaseClient | None = None,
+        *,
+        endpoint_url: str | None = None,
+        iot_client: BaseClient | None = None,
+    ) -> None:
+        self._client = client
+        self._endpoint_url = endpoint_url
+        self._iot_client = iot_client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            url = self._endpoint_url or self._data_endpoint()
+            self._client = boto3.client("iot-data", endpoint_url=url, config=IOT_DATA_CLIENT_CONFIG)
+        return self._client
+
+    def _data_endpoint(self) -> str:
+        iot: Any = self._iot_client or boto3.client("iot", config=IOT_DATA_CLIENT_CONFIG)
+        address = iot.describe_endpoint(endpointType=DATA_ATS_ENDPOINT_TYPE)["endpointAddress"]
+        return f"https://{address}"
+
+    def publish(self, message: AckMessage) -> None:
+        try:
+            self.client.publish(topic=message.topic, qos=ACK_QOS, payload=message.payload)
+        except ClientError as exc:
+            raise AckPublishError(
+                f"ack to {message.topic} not published: {error_code(exc)}: {error_message(exc)}"
+            ) from exc
+        except BotoCoreError as exc:  # no connection, timeouts, no credentials: botocore's own errors
+            raise AckPublishError(f"ack to {message.topic} not published: {exc}") from exc
+
+
+class EmfAckMetrics:
+    """Failed ack publishes as one CloudWatch Embedded Metric Format line, like ``EmfDriftMetrics``.
+
+    Nothing is written for a batch whose acks all went out, so the metric has data only when acks fail.
+    """
+
+    def __init__(self, namespace: str, write: Callable[[str], object] = print) -> None:
+        self._namespace = namespace
+        self._write = write
+
+    def emit(self, report: AckReport) -> None:
+        if not report.failed:
+            return
+        provider = AmazonCloudWatchEMFProvider(namespace=self._namespace)
+        provider.add_metric(name=ACK_PUBLISH_FAILURES_METRIC, unit=MetricUnit.Count, value=len(report.failed))
+        provider.add_metadata(key="unacked_events", value=len(report.unacked_event_ids))
+        self._write(json.dumps(provider.serialize_metric_set(), separators=(",", ":")))

@@ -17,6 +17,10 @@ ENV_HEARTBEAT_TTL_DAYS = "HEARTBEAT_TTL_DAYS"
 # Optional: without the lineage table no drift is computed; without the namespace none is emitted.
 ENV_LINEAGE_TABLE = "LINEAGE_TABLE"
 ENV_METRICS_NAMESPACE = "METRICS_NAMESPACE"
+# Optional: the IoT data-plane endpoint URL the delivery acks are published to. Unset (in AWS), the
+# account's iot:Data-ATS endpoint is looked up once per cold start. Set it for a local data plane (moto):
+# the lookup names an AWS host even where AWS_ENDPOINT_URL points the other clients elsewhere.
+ENV_IOT_DATA_ENDPOINT = "IOT_DATA_ENDPOINT"
 
 # Five pages an hour per device is enough to notice a problem and few enough not to flood a pager.
 DEFAULT_ALERTS_PER_WINDOW = 5
@@ -34,6 +38,7 @@ class IngestConfig:
     heartbeat_ttl_days: int
     lineage_table: str | None = None
     metrics_namespace: str | None = None
+    iot_data_endpoint: str | None = None
 
     @property
     def alert_policy(self) -> AlertPolicy:
@@ -51,6 +56,7 @@ def load_config(environ: Mapping[str, str]) -> IngestConfig:
         heartbeat_ttl_days=_positive_int(environ, ENV_HEARTBEAT_TTL_DAYS, DEFAULT_HEARTBEAT_TTL_DAYS),
         lineage_table=environ.get(ENV_LINEAGE_TABLE) or None,
         metrics_namespace=environ.get(ENV_METRICS_NAMESPACE) or None,
+        iot_data_endpoint=environ.get(ENV_IOT_DATA_ENDPOINT, "").strip() or None,
     )
 
 

@@ -23,3 +23,11 @@ class IngestRetryableError(IngestError):
 
     Every step is idempotent, so re-running the whole invocation is safe.
     """
+
+
+class AckPublishError(IngestError):
+    """A delivery acknowledgement could not be published (throttling, an IoT error, no endpoint).
+
+    Never fails an invocation: the event is stored, and the device resends it when no ack comes
+    (``lambdas.ingest.acks``).
+    """

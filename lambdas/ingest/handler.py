@@ -11,6 +11,10 @@ the function's on-failure destination / DLQ. Therefore both kinds of error are l
   retries are harmless and the event lands in the DLQ for an operator.
 - ``IngestRetryableError``: throttling or a transaction conflict. The retries usually succeed, and every
   step is idempotent, so a retry cannot store, archive or alert twice.
+
+An anomaly event whose ingest finished (new or a duplicate) is acknowledged to its device on
+``edge/<thing>/acks`` (``lambdas.ingest.acks``). An ack that cannot be published is logged and counted,
+never raised: the event is stored, and the device resends it for another ack.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from lambdas.ingest.acks import AckMetrics, AckPublisher, acknowledge
 from lambdas.ingest.adapters import (
     DynamoEventStore,
+    EmfAckMetrics,
     EmfDriftMetrics,
+    IotDataAckPublisher,
     RegistryTrainingProfiles,
     S3Archive,
     SnsAlerts,
@@ -38,6 +45,7 @@ from lambdas.ingest.core import (
     Archive,
     DriftMetrics,
     EventStore,
+    IngestResult,
     TrainingProfiles,
     ingest_anomaly,
     ingest_heartbeat,
@@ -58,6 +66,9 @@ class Dependencies:
     clock: Callable[[], float] = field(default=time.time)
     training: TrainingProfiles | None = None
     drift_metrics: DriftMetrics | None = None
+    # None: no delivery acks (callers that only store, e.g. tests of the other paths).
+    acks: AckPublisher | None = None
+    ack_metrics: AckMetrics | None = None
 
 
 @cache
@@ -71,6 +82,9 @@ def _dependencies() -> Dependencies:
         alerts=SnsAlerts(config.alert_topic_arn),
         training=RegistryTrainingProfiles(config.lineage_table) if config.lineage_table else None,
         drift_metrics=EmfDriftMetrics(config.metrics_namespace) if config.metrics_namespace else None,
+        # The data endpoint is resolved on the first ack, then kept with these dependencies.
+        acks=IotDataAckPublisher(endpoint_url=config.iot_data_endpoint),
+        ack_metrics=EmfAckMetrics(config.metrics_namespace) if config.metrics_namespace else None,
     )
 
 
@@ -95,6 +109,22 @@ def handle(event: object, deps: Dependencies) -> dict[str, object]:
         logger.remove_keys(["thing_name", "event_id"])
 
 
+def _acknowledge(result: IngestResult, deps: Dependencies) -> str:
+    if deps.acks is None:
+        return "disabled"
+    report = acknowledge([result], deps.acks, deps.ack_metrics)
+    for failed in report.failed:
+        logger.warning(
+            "ack not published; the device will resend the event and it will be acked then",
+            extra={
+                "ack_topic": failed.message.topic,
+                "unacked_event_ids": list(failed.message.event_ids),
+                "error": failed.error,
+            },
+        )
+    return "not_published" if report.failed else "published"
+
+
 def _route(event: object, deps: Dependencies) -> dict[str, object]:
     message = parse_message(event)
     logger.append_keys(thing_name=message.thing_name)
@@ -107,9 +137,12 @@ def _route(event: object, deps: Dependencies) -> dict[str, object]:
             alerts=deps.alerts,
             clock=deps.clock,
             policy=deps.config.alert_policy,
-        ).to_dict()
-        logger.info("anomaly ingested", extra=result)
-        return {"kind": "anomaly", **result}
+        )
+        # Only now, with every step of the event done: an error above raised, and nothing was acked.
+        ack = _acknowledge(result, deps)
+        summary = result.to_dict() | {"ack": ack}
+        logger.info("anomaly ingested", extra=summary)
+        return {"kind": "anomaly", **summary}
     heartbeat = ingest_heartbeat(
         message,
         store=deps.store,

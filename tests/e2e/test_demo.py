@@ -73,6 +73,21 @@ def test_demo_replays_every_sample_and_forwards_only_anomalies(demo_run: DemoRun
     assert summary["bytes_forwarded"] < 0.2 * summary["raw_bytes"]
 
 
+def test_demo_closes_the_delivery_loop_with_acks(demo_run: DemoRun) -> None:
+    done, summary, _b, _a = demo_run
+    devices = Path(summary["report_path"]).parent / "devices"
+    for thing in summary["devices"]:
+        config = json.loads((devices / thing / "config/com.edgeml.AnomalyDetector.json").read_text())
+        assert config["ackTimeoutS"] == 30  # the devices ran in ack mode
+    # The cloud stand-in acked every event it received, as the ingest acks every stored event ...
+    assert summary["acks_published"] == summary["anomalies_received_by_cloud"] > 0
+    # ... and with every event forwarded, no device's spool held one still awaiting its ack.
+    spools = summary["spool_after_replay"]
+    assert sorted(spools) == sorted(summary["devices"])
+    assert all(spool == {"depth": 0, "awaiting_ack": 0} for spool in spools.values()), spools
+    assert "acks (cloud → device)" in done.stdout
+
+
 def test_demo_hits_nab_label_windows(demo_run: DemoRun) -> None:
     _done, summary, _b, _a = demo_run
     windows = json.loads((NAB / "labels" / "combined_windows.json").read_text())[SERIES]

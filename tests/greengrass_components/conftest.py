@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -12,6 +13,9 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import TensorProto, helper
+
+from standins.processes import ManagedProcess, mosquitto_binary
+from standins.processes import free_port as free_local_port
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 
@@ -134,3 +138,22 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[ManagedProcess]:
+    """A mosquitto of this test alone that keeps persistent sessions across its own stop/start (outages)."""
+    port = free_local_port()
+    conf = tmp_path / "mosquitto.conf"
+    # Started as root, mosquitto drops to its own user, which cannot write into pytest's 0700 tmp dirs.
+    user = "user root\n" if os.geteuid() == 0 else ""
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\n{user}"
+        f"persistence true\npersistence_location {tmp_path}/\nautosave_interval 1\n"
+    )
+    proc = ManagedProcess(name="mosquitto", argv=[mosquitto_binary(), "-c", str(conf)], port=port)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -146,7 +146,7 @@ def test_recipe_run_step_works_against_the_unarchived_artifact(component_copy: P
     # Every variable in Run resolves from the recipe's own defaults (no missing configuration key).
     run = interpolate(manifest["Lifecycle"]["Run"]["Script"], ctx)
     # Left over: only {iot:thingName} inside the default topics, which the component substitutes itself.
-    assert re.findall(r"\{\w+:\w+\}", run) == ["{iot:thingName}", "{iot:thingName}"]
+    assert re.findall(r"\{\w+:\w+\}", run) == ["{iot:thingName}"] * 3  # anomalies, health, acks
     cd, _, command = run.partition(" && exec ")
     assert cd == f"cd {decompressed}"
     # The published code alone (no source tree on sys.path) accepts every flag the Run step passes.

@@ -70,7 +70,15 @@ def test_access_control_lists_exact_topics_and_no_wildcard_star() -> None:
                 ],
                 "operations": ["aws.greengrass#PublishToIoTCore"],
                 "resources": ["edge/{iot:thingName}/anomalies", "edge/{iot:thingName}/health"],
-            }
+            },
+            # Acks (ack mode): subscribe on this device's own ack topic only, and publish nothing there.
+            f"{COMPONENT}:mqttproxy:2": {
+                "policyDescription": access["aws.greengrass.ipc.mqttproxy"][f"{COMPONENT}:mqttproxy:2"][
+                    "policyDescription"
+                ],
+                "operations": ["aws.greengrass#SubscribeToIoTCore"],
+                "resources": ["edge/{iot:thingName}/acks"],
+            },
         },
         "aws.greengrass.ipc.pubsub": {
             f"{COMPONENT}:pubsub:1": {
@@ -96,6 +104,9 @@ def test_default_configuration_has_every_knob() -> None:
     assert config["sensorTopic"] == "sensors/#"
     assert config["anomalyTopic"] == "edge/{iot:thingName}/anomalies"
     assert config["healthTopic"] == "edge/{iot:thingName}/health"
+    # Ack mode is off by default (docs/contracts.md §6c); the topic is ready for when it is turned on.
+    assert config["ackTimeoutS"] == 0
+    assert config["ackTopic"] == "edge/{iot:thingName}/acks"
     assert {"batchSize", "maxWaitMs", "cooldownSeconds", "healthIntervalSeconds", "logLevel"} <= set(config)
 
 

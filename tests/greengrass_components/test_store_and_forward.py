@@ -14,19 +14,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 import greengrass_components
 from greengrass_components.anomaly_detector.forwarder import Forwarder
 from greengrass_components.anomaly_detector.spool import Spool
 from greengrass_components.anomaly_detector.transport import MqttSettings, MqttTransport
-from standins.processes import ManagedProcess, free_port, mosquitto_binary
+from standins.processes import ManagedProcess
 
 from .helpers import series
 
@@ -71,24 +69,6 @@ class CloudListener:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[ManagedProcess]:
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    # Started as root, mosquitto drops to its own user, which cannot write into pytest's 0700 tmp dirs.
-    user = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\n{user}"
-        f"persistence true\npersistence_location {tmp_path}/\nautosave_interval 1\n"
-    )
-    proc = ManagedProcess(name="mosquitto", argv=[mosquitto_binary(), "-c", str(conf)], port=port)
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def wait_until(predicate: object, timeout_s: float) -> bool:

@@ -42,7 +42,8 @@ def test_connect_only_as_own_thing(device_statements: dict[str, dict[str, Any]])
 def test_publish_telemetry_only_under_own_prefix(device_statements: dict[str, dict[str, Any]]) -> None:
     publish = device_statements["PublishOwnTelemetry"]
     assert publish["Action"] == "iot:Publish"
-    assert resources_of(publish) == [f"{IOT}topic/edge/{THING}/*"]
+    # Exactly the two telemetry topics: not the device's own acks topic (a forged ack would drop events).
+    assert resources_of(publish) == [f"{IOT}topic/edge/{THING}/anomalies", f"{IOT}topic/edge/{THING}/health"]
 
 
 def test_every_topic_resource_is_the_devices_own(device_statements: dict[str, dict[str, Any]]) -> None:
@@ -57,11 +58,30 @@ def test_every_topic_resource_is_the_devices_own(device_statements: dict[str, di
             assert THING in resource, (sid, resource)
             assert resource.startswith((f"{IOT}topic/", f"{IOT}topicfilter/")), resource
     assert resources_of(device_statements["SubscribeOwnTopics"]) == [
-        f"{IOT}topicfilter/edge/{THING}/*",
+        f"{IOT}topicfilter/edge/{THING}/acks",
         f"{IOT}topicfilter/$aws/things/{THING}/jobs/*",
         f"{IOT}topicfilter/$aws/things/{THING}/shadow/*",
     ]
     assert resources_of(device_statements["OwnShadow"]) == [f"{IOT}thing/{THING}"]
+
+
+def test_device_hears_under_edge_only_the_acks_of_its_own_events(
+    device_statements: dict[str, dict[str, Any]],
+) -> None:
+    # docs/contracts.md §4: the cloud acks on edge/<thing>/acks; nothing broader (no edge/<thing>/*, so
+    # a device cannot subscribe to or receive its own or anyone's telemetry).
+    subscribe, receive = device_statements["SubscribeOwnTopics"], device_statements["ReceiveOwnTopics"]
+    assert (subscribe["Action"], receive["Action"]) == ("iot:Subscribe", "iot:Receive")
+    edge = [r for s in (subscribe, receive) for r in resources_of(s) if "/edge/" in r]
+    assert edge == [f"{IOT}topicfilter/edge/{THING}/acks", f"{IOT}topic/edge/{THING}/acks"]
+    # The only statements naming edge/ topics for Subscribe or Receive are these two.
+    others = [
+        sid
+        for sid, s in device_statements.items()
+        if sid not in {"SubscribeOwnTopics", "ReceiveOwnTopics"}
+        and {"iot:Subscribe", "iot:Receive"} & set(as_list(s["Action"]))
+    ]
+    assert others == []
 
 
 def test_device_may_assume_only_its_role_alias(device_statements: dict[str, dict[str, Any]]) -> None:

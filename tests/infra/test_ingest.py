@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Capture, Match, Template
 
-from infra.parts.ingest import archive_transitions, rule_sql
+from infra.parts.ingest import archive_transitions, mismatch_sql, rule_sql
 from lambdas.ingest.table import EVENTS_TABLE_SCHEMA
-from tests.infra.conftest import Synthesized, as_list, assert_no_wildcard_actions, flatten
+from tests.infra.conftest import IOT, Synthesized, as_list, assert_no_wildcard_actions, flatten
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -357,11 +357,11 @@ def test_staged_image_asset_contains_the_ingest_package(dev: Synthesized, templa
     [
         (
             "edgeml_dev_anomalies",
-            "SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/anomalies'",
+            "SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/anomalies' WHERE topic(2) = thing_name",
         ),
         (
             "edgeml_dev_health",
-            "SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/health'",
+            "SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/health' WHERE topic(2) = thing_name",
         ),
     ],
 )
@@ -389,10 +389,32 @@ def test_device_rules_invoke_the_function_and_keep_failures(
     )
 
 
-def test_rule_sql_projects_the_topic_thing_and_filters_nothing() -> None:
-    # A message naming another thing, or none, must reach the function, which refuses it into the
-    # on-failure queue (tests/lambdas/ingest/test_handler.py); a WHERE would drop it without a trace.
-    assert rule_sql("edge/+/x") == "SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/x'"
+def test_rule_sql_takes_only_bodies_naming_the_topics_thing() -> None:
+    # The topic is the identity the device policy vouches for; the body's thing_name is checked against it
+    # by the rule itself, so no body key (not even its own thing_from_topic) can claim another device.
+    assert rule_sql("edge/+/x") == (
+        "SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/x' WHERE topic(2) = thing_name"
+    )
+    assert mismatch_sql("edge/+/x") == (
+        "SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/x' "
+        "WHERE isUndefined(thing_name) OR topic(2) <> thing_name"
+    )
+
+
+@pytest.mark.parametrize("topic_filter", ["edge/+/anomalies", "edge/+/health"])
+def test_bodies_naming_another_thing_go_to_the_alarmed_rule_error_queue(
+    template: Template, topic_filter: str
+) -> None:
+    """Not dropped, and not given to the function either: counted in the queue its alarm watches."""
+    rules = template.find_resources("AWS::IoT::TopicRule")
+    (rule,) = [
+        r["Properties"]["TopicRulePayload"]
+        for r in rules.values()
+        if r["Properties"]["TopicRulePayload"]["Sql"] == mismatch_sql(topic_filter)
+    ]
+    (action,) = rule["Actions"]
+    assert set(action) == {"Sqs"}
+    assert action == rule["ErrorAction"]
 
 
 def test_anomaly_rate_rule_publishes_the_drift_metric(template: Template, ids: dict[str, str]) -> None:
@@ -480,8 +502,27 @@ def test_ingest_role_statements_are_exact(
         # Drift: the model items' training metrics, read by key only, and the lineage table's key.
         "ReadTrainingMetrics": (["dynamodb:GetItem"], [lineage["table_arn"]], "Allow"),
         "LineageKey": (["kms:Decrypt"], [lineage["key_arn"]], "Allow"),
+        # Delivery acks (contracts §4): every thing's acks topic, and no other topic.
+        "PublishAcks": (["iot:Publish"], [f"{IOT}topic/edge/*/acks"], "Allow"),
+        "FindDataEndpoint": (["iot:DescribeEndpoint"], ["*"], "Allow"),
     }
     assert all("Condition" not in s for s in statements.values())
+
+
+def test_ingest_may_publish_only_acks_and_look_up_only_the_endpoint(template: Template) -> None:
+    """No IoT permission beyond the two the ack publisher uses, in any of the stack's policies."""
+    iot_grants = [
+        (action, flatten(resource))
+        for policy in template.find_resources("AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in as_list(statement["Action"])
+        if action.startswith("iot:")
+        for resource in as_list(statement["Resource"])
+    ]
+    assert sorted(iot_grants) == [
+        ("iot:DescribeEndpoint", "*"),
+        ("iot:Publish", f"{IOT}topic/edge/*/acks"),
+    ]
 
 
 def test_ingest_role_defaults_are_logs_tracing_and_the_failure_queue(

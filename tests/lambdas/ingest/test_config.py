@@ -34,6 +34,15 @@ def test_settings_are_read() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "expected"), [("http://127.0.0.1:5000", "http://127.0.0.1:5000"), (" ", None)]
+)
+def test_iot_data_endpoint_override_is_read(value: str, expected: str | None) -> None:
+    # Unset or blank: the function looks up the account's iot:Data-ATS endpoint itself.
+    assert load_config(REQUIRED).iot_data_endpoint is None
+    assert load_config(REQUIRED | {"IOT_DATA_ENDPOINT": value}).iot_data_endpoint == expected
+
+
+@pytest.mark.parametrize(
     ("environ", "message"),
     [
         (

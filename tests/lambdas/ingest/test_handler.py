@@ -13,10 +13,13 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.iotdata.models import iotdata_backends
 
 from lambdas.ingest import handler as handler_module
-from lambdas.ingest.adapters import DynamoEventStore
-from lambdas.ingest.errors import BadEventError, IngestRetryableError
+from lambdas.ingest.acks import AckMessage
+from lambdas.ingest.adapters import ACK_PUBLISH_FAILURES_METRIC, DynamoEventStore, EmfAckMetrics, S3Archive
+from lambdas.ingest.errors import AckPublishError, BadEventError, IngestRetryableError
 from lambdas.ingest.handler import Dependencies, handle, handler
 from tests.lambdas.ingest.conftest import Aws
 from tests.lambdas.ingest.helpers import REGION, THING, Clock, anomaly_payload, heartbeat_payload
@@ -47,19 +50,44 @@ def lambda_env(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     monkeypatch.setenv("ARCHIVE_BUCKET", aws.config.archive_bucket)
     monkeypatch.setenv("ALERT_TOPIC_ARN", aws.topic_arn)
     monkeypatch.setenv("HEARTBEAT_TTL_DAYS", "7")
+    # moto's IoT data plane, as the local stand-ins set it (moto does not serve the address it describes).
+    monkeypatch.setenv("IOT_DATA_ENDPOINT", f"https://data-ats.iot.{REGION}.amazonaws.com")
     handler_module._dependencies.cache_clear()
     yield aws
     handler_module._dependencies.cache_clear()
 
 
-def _deps(aws: Aws, store: Any = None) -> Dependencies:
+def _deps(aws: Aws, store: Any = None, **extra: Any) -> Dependencies:
     return Dependencies(
         config=aws.config,
         store=store or aws.store(),
         archive=aws.archive(),
         alerts=aws.alerts(),
         clock=Clock(),
+        **extra,
     )
+
+
+EVENT_ID = "3f2a9c1d7b8e4f60a1b2c3d4e5f60718"
+
+
+class RecordingPublisher:
+    """Records each ack with what the cloud held when it was published; or fails every publish."""
+
+    def __init__(self, aws: Aws, *, fail: bool = False) -> None:
+        self.aws = aws
+        self.fail = fail
+        self.acks: list[tuple[AckMessage, dict[str, int]]] = []
+
+    def publish(self, message: AckMessage) -> None:
+        if self.fail:
+            raise AckPublishError(f"ack to {message.topic} not published: ThrottlingException: Rate exceeded")
+        held = {
+            "events": len(self.aws.items_of_kind("anomaly")),
+            "archived": len(self.aws.archive_keys()),
+            "alerted": len([m for m in self.aws.items_of_kind("event-marker") if "alert_outcome" in m]),
+        }
+        self.acks.append((message, held))
 
 
 def test_handler_ingests_an_iot_rule_anomaly_event(lambda_env: Aws, log_stream: io.StringIO) -> None:
@@ -142,3 +170,103 @@ def test_throttling_surfaces_as_retryable_so_the_lambda_retries(aws: Aws) -> Non
     assert aws.received_alerts() == []
     # The retry, against a healthy table, goes through.
     assert handle(anomaly_payload(), _deps(aws))["alert"] == "sent"
+
+
+# --- delivery acks (contracts §4) ---------------------------------------------------------------------
+
+
+def test_an_event_is_acked_only_once_stored_archived_and_alerted(aws: Aws) -> None:
+    publisher = RecordingPublisher(aws)
+
+    response = handle(anomaly_payload(), _deps(aws, acks=publisher))
+
+    assert response["ack"] == "published"
+    [(message, held)] = publisher.acks
+    assert (message.topic, message.event_ids) == (f"edge/{THING}/acks", (EVENT_ID,))
+    assert json.loads(message.payload) == {"schema": "edgeml.ack/1", "event_ids": [EVENT_ID]}
+    assert held == {"events": 1, "archived": 1, "alerted": 1}
+
+
+def test_a_duplicate_of_a_stored_event_is_acked_again(aws: Aws) -> None:
+    # The device resends when it did not hear the first ack; only an ack stops the resends.
+    publisher = RecordingPublisher(aws)
+    handle(anomaly_payload(), _deps(aws, acks=publisher))
+
+    again = handle(anomaly_payload(), _deps(aws, acks=publisher))
+
+    assert again["duplicate"] is True
+    assert again["ack"] == "published"
+    assert [m.event_ids for m, _ in publisher.acks] == [(EVENT_ID,), (EVENT_ID,)]
+
+
+def test_a_refused_event_is_not_acked(aws: Aws) -> None:
+    publisher = RecordingPublisher(aws)
+    with pytest.raises(BadEventError, match="does not match the publishing device"):
+        handle(anomaly_payload(thing_from_topic="intruder-9"), _deps(aws, acks=publisher))
+    assert publisher.acks == []
+
+
+def test_an_event_whose_ingest_failed_is_not_acked_and_its_retry_is(aws: Aws) -> None:
+    # Stored, then the archive write is throttled: the invocation fails and nothing is acked, so the
+    # device keeps the event; the retry finishes the archive step and acks it.
+    publisher = RecordingPublisher(aws)
+    s3 = boto3.client("s3", region_name=REGION)
+    with Stubber(s3) as stubber:
+        stubber.add_client_error("put_object", service_error_code="SlowDown", http_status_code=503)
+        deps = Dependencies(
+            config=aws.config,
+            store=aws.store(),
+            archive=S3Archive(aws.config.archive_bucket, client=s3),
+            alerts=aws.alerts(),
+            clock=Clock(),
+            acks=publisher,
+        )
+        with pytest.raises(IngestRetryableError, match="archiving the event failed with SlowDown"):
+            handle(anomaly_payload(), deps)
+    assert len(aws.items_of_kind("anomaly")) == 1
+    assert publisher.acks == []
+
+    assert handle(anomaly_payload(), _deps(aws, acks=publisher))["ack"] == "published"
+    assert [held for _, held in publisher.acks] == [{"events": 1, "archived": 1, "alerted": 1}]
+
+
+def test_heartbeats_are_not_acked(aws: Aws) -> None:
+    publisher = RecordingPublisher(aws)
+    handle(heartbeat_payload(), _deps(aws, acks=publisher))
+    assert publisher.acks == []
+
+
+def test_an_ack_that_cannot_be_published_keeps_the_event_and_is_logged_and_counted(
+    aws: Aws, log_stream: io.StringIO
+) -> None:
+    lines: list[str] = []
+    deps = _deps(
+        aws,
+        acks=RecordingPublisher(aws, fail=True),
+        ack_metrics=EmfAckMetrics("EdgeML/t", write=lines.append),
+    )
+
+    response = handle(anomaly_payload(), deps)  # no exception: the invocation succeeds
+
+    assert response["ack"] == "not_published"
+    assert response["duplicate"] is False
+    assert len(aws.items_of_kind("anomaly")) == 1
+    assert len(aws.archive_keys()) == 1
+    [metric] = [json.loads(line) for line in lines]
+    assert metric[ACK_PUBLISH_FAILURES_METRIC] == [1.0]
+    logs = [json.loads(line) for line in log_stream.getvalue().splitlines() if line.startswith("{")]
+    [warning] = [entry for entry in logs if entry["level"] == "WARNING"]
+    assert warning["message"].startswith("ack not published")
+    assert warning["ack_topic"] == f"edge/{THING}/acks"
+    assert warning["unacked_event_ids"] == [EVENT_ID]
+    assert warning["error"] == f"ack to edge/{THING}/acks not published: ThrottlingException: Rate exceeded"
+
+
+def test_handler_publishes_the_ack_through_iot_data(lambda_env: Aws) -> None:
+    # The deployed wiring (publisher built per cold start), with the endpoint override of lambda_env.
+    response = handler(anomaly_payload(), FakeLambdaContext())  # type: ignore[arg-type]
+
+    assert response["ack"] == "published"
+    [(topic, payload)] = iotdata_backends[DEFAULT_ACCOUNT_ID][REGION].published_payloads
+    assert topic == f"edge/{THING}/acks"
+    assert json.loads(payload) == {"schema": "edgeml.ack/1", "event_ids": [EVENT_ID]}
