@@ -95,11 +95,20 @@ ARCHIVE_INFREQUENT_ACCESS_AFTER_DAYS = 30
 ARCHIVE_GLACIER_AFTER_DAYS = 90
 
 
+# A body without `thing_name` must compare as "not this thing", never as Undefined: a WHERE that is
+# Undefined matches no rule, and such a message would vanish. `=` and `<>` on mismatched types give False and
+# True (AWS IoT SQL operators), so the two rules below are exact complements.
+_BODY_THING = "get_or_default(thing_name, '')"
+
+
 def rule_sql(topic_filter: str) -> str:
     """The device rules' SQL: the device's object plus the topic's thing, for messages whose body names
     the thing of the topic they came on (the only identity the device policy vouches for)."""
     # IoT SQL from module constants, not from input: S608 (SQL injection) does not apply.
-    return f"SELECT *, topic(2) AS {TOPIC_THING_FIELD} FROM '{topic_filter}' WHERE topic(2) = thing_name"  # noqa: S608
+    return (
+        f"SELECT *, topic(2) AS {TOPIC_THING_FIELD} FROM '{topic_filter}' "  # noqa: S608
+        f"WHERE topic(2) = {_BODY_THING}"
+    )
 
 
 def mismatch_sql(topic_filter: str) -> str:
@@ -107,7 +116,7 @@ def mismatch_sql(topic_filter: str) -> str:
     and alarmed on, never to the function (module docstring)."""
     return (
         f"SELECT *, topic(2) AS {TOPIC_THING_FIELD} FROM '{topic_filter}' "  # noqa: S608
-        "WHERE isUndefined(thing_name) OR topic(2) <> thing_name"
+        f"WHERE topic(2) <> {_BODY_THING}"
     )
 
 

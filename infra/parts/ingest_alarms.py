@@ -10,11 +10,16 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from lambdas.ingest.adapters import ACK_PUBLISH_FAILURES_METRIC
+
 PERIOD = Duration.minutes(5)
+# Acks failing now and then only cost resends; failing for 15 minutes means every device resends everything.
+ACK_FAILURE_PERIODS = 3
 
 
 class IngestAlarms(Construct):
-    """Attributes: ``errors_alarm``, ``failed_events_alarm``, ``rule_errors_alarm``."""
+    """Attributes: ``errors_alarm``, ``failed_events_alarm``, ``rule_errors_alarm``,
+    ``ack_failures_alarm``."""
 
     def __init__(
         self,
@@ -25,6 +30,7 @@ class IngestAlarms(Construct):
         failure_queue: sqs.IQueue,
         rule_error_queue: sqs.IQueue,
         notify: sns.ITopic,
+        metric_namespace: str,
     ) -> None:
         super().__init__(scope, id_)
         self.errors_alarm = self._at_least_one(
@@ -44,8 +50,31 @@ class IngestAlarms(Construct):
                 period=PERIOD, statistic="Maximum"
             ),
         )
+        self.ack_failures_alarm = cloudwatch.Alarm(
+            self,
+            "IngestAckFailures",
+            alarm_description=(
+                "Acks to devices have failed for 15 minutes: devices in ack mode resend every event "
+                "(see the function's 'ack not published' log lines)"
+            ),
+            metric=cloudwatch.Metric(
+                namespace=metric_namespace,
+                metric_name=ACK_PUBLISH_FAILURES_METRIC,
+                period=PERIOD,
+                statistic="Sum",
+            ),
+            threshold=1,
+            evaluation_periods=ACK_FAILURE_PERIODS,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
         action = cw_actions.SnsAction(notify)
-        for alarm in (self.errors_alarm, self.failed_events_alarm, self.rule_errors_alarm):
+        for alarm in (
+            self.errors_alarm,
+            self.failed_events_alarm,
+            self.rule_errors_alarm,
+            self.ack_failures_alarm,
+        ):
             alarm.add_alarm_action(action)
             alarm.add_ok_action(action)
 

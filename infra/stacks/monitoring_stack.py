@@ -53,6 +53,7 @@ class MonitoringStack(Stack):
             failure_queue=ingest.failure_queue,
             rule_error_queue=ingest.rule_error_queue,
             notify=self.monitoring.topic,
+            metric_namespace=ingest.metric_namespace,
         )
         self.lifecycle_alarms = LifecycleAlarms(
             self,

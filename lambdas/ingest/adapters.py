@@ -55,10 +55,11 @@ OVER_THRESHOLD_RATIO_METRIC: Final = "HeartbeatOverThresholdRatio"
 ACK_PUBLISH_FAILURES_METRIC: Final = "AckPublishFailures"
 
 DATA_ATS_ENDPOINT_TYPE: Final = "iot:Data-ATS"
-# Short attempts, few of them: the store, archive and alert calls share the function's timeout, and a
-# slow IoT endpoint should cost an ack (the device resends the event), never the invocation.
+# Short attempts, few of them: the store, archive and alert calls share the function's 30 s timeout, and a
+# slow IoT endpoint should cost an ack (the device resends the event), never the invocation. Worst case:
+# 2 x (2 s + 3 s) = 10 s per call, two calls on a cold start (DescribeEndpoint, Publish): 20 s.
 IOT_DATA_CLIENT_CONFIG: Final = Config(
-    connect_timeout=3, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}
+    connect_timeout=2, read_timeout=3, retries={"max_attempts": 2, "mode": "standard"}
 )
 
 RETRYABLE_ERROR_CODES: Final = frozenset(

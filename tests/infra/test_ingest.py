@@ -357,11 +357,13 @@ def test_staged_image_asset_contains_the_ingest_package(dev: Synthesized, templa
     [
         (
             "edgeml_dev_anomalies",
-            "SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/anomalies' WHERE topic(2) = thing_name",
+            "SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/anomalies' "
+            "WHERE topic(2) = get_or_default(thing_name, '')",
         ),
         (
             "edgeml_dev_health",
-            "SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/health' WHERE topic(2) = thing_name",
+            "SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/health' "
+            "WHERE topic(2) = get_or_default(thing_name, '')",
         ),
     ],
 )
@@ -392,13 +394,11 @@ def test_device_rules_invoke_the_function_and_keep_failures(
 def test_rule_sql_takes_only_bodies_naming_the_topics_thing() -> None:
     # The topic is the identity the device policy vouches for; the body's thing_name is checked against it
     # by the rule itself, so no body key (not even its own thing_from_topic) can claim another device.
-    assert rule_sql("edge/+/x") == (
-        "SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/x' WHERE topic(2) = thing_name"
-    )
-    assert mismatch_sql("edge/+/x") == (
-        "SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/x' "
-        "WHERE isUndefined(thing_name) OR topic(2) <> thing_name"
-    )
+    # A body without thing_name compares as '' (get_or_default), never Undefined, which would match
+    # neither rule: the two WHERE clauses are exact complements.
+    select = "SELECT *, topic(2) AS thing_from_topic FROM 'edge/+/x' "
+    assert rule_sql("edge/+/x") == select + "WHERE topic(2) = get_or_default(thing_name, '')"
+    assert mismatch_sql("edge/+/x") == select + "WHERE topic(2) <> get_or_default(thing_name, '')"
 
 
 @pytest.mark.parametrize("topic_filter", ["edge/+/anomalies", "edge/+/health"])

@@ -119,3 +119,23 @@ def test_alert_email_subscribes_to_the_topic() -> None:
         {"Protocol": "email", "Endpoint": "ops@example.com", "TopicArn": {"Ref": topic}},
     )
     assert topic.as_string() in template.find_resources("AWS::SNS::Topic")
+
+
+def test_ack_failures_alarm_watches_the_ingest_metric_for_15_minutes(template: Template) -> None:
+    """Devices in ack mode resend every event while acks fail: a sustained failure pages someone."""
+    topic = Capture()
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "EdgeML/edgeml-dev",
+            "MetricName": "AckPublishFailures",
+            "Statistic": "Sum",
+            "Period": 300,
+            "EvaluationPeriods": 3,
+            "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [{"Ref": topic}],
+        },
+    )
+    assert topic.as_string() in template.find_resources("AWS::SNS::Topic")
