@@ -61,15 +61,29 @@ class AckCounts:
 class AckHandler:
     """Deletes acknowledged rows from the spool; counts what it received and what it refused."""
 
-    def __init__(self, spool: Spool, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._spool = spool
         self._lock = threading.Lock()
         self._counts = AckCounts()
         self._log = RateLimitedLog(log, clock=clock)
+        self._wall_clock = wall_clock
+        self._last_received_at: float | None = None
 
     def counts(self) -> AckCounts:
         with self._lock:
             return self._counts
+
+    def last_received_at(self) -> float | None:
+        """Wall-clock time of the last ack message that followed the contract (None: none yet): the
+        forwarder gives up on a row only if acks of other events came while it waited for its own."""
+        with self._lock:
+            return self._last_received_at
 
     def handle(self, payload: bytes | str | None) -> None:
         """One ack message from the transport. Never raises: it runs in the transport's callback."""
@@ -94,6 +108,7 @@ class AckHandler:
             return
         with self._lock:
             self._counts = _add(self._counts, received=1, unknown_ids=result.unknown)
+            self._last_received_at = self._wall_clock()
         if result.unknown:
             log.debug("ack for events not in the spool", extra={"unknown_ids": result.unknown})
 

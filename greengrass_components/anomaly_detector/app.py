@@ -7,6 +7,7 @@ separate :class:`Forwarder` thread sends them, so an outage slows nothing down a
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -42,6 +43,7 @@ from .transport import (
     IpcIotCoreSubscription,
     IpcTransport,
     MqttTransport,
+    SubscriptionState,
     Transport,
     nucleus_spool_storage,
 )
@@ -83,6 +85,7 @@ class DetectorApp:
         max_message_bytes: int = 1024 * 1024,
         delivery: Mapping[str, object] | None = None,
         acks: AckHandler | None = None,
+        ack_subscription: Callable[[], SubscriptionState] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -101,6 +104,8 @@ class DetectorApp:
         # What confirms a sent event (the heartbeat reports it): see transport.nucleus_spool_storage.
         self._delivery = dict(delivery) if delivery is not None else {}
         self._acks = acks
+        # The ack subscription's state now (heartbeat delivery.ack_subscription); None: ack mode off.
+        self._ack_subscription = ack_subscription
         self._max_message_bytes = max_message_bytes
         self._clock = clock
         self._wall_clock = wall_clock
@@ -112,6 +117,7 @@ class DetectorApp:
         self._started = clock()
         self._period = _Period(at=self._started, samples=0, windows=0, anomalous=0)
         forwarder.on_sent = self._on_sent
+        forwarder.on_gave_up = self._on_gave_up
 
     def _new_parser(self) -> MessageParser:
         return MessageParser(self._engine.metadata.channels, max_message_bytes=self._max_message_bytes)
@@ -362,6 +368,10 @@ class DetectorApp:
         if len(self.stats.anomaly_timestamps) < MAX_RECORDED_TIMESTAMPS:
             self.stats.anomaly_timestamps.append(str(orjson.loads(event.payload)["timestamp"]))
 
+    def _on_gave_up(self, _event: SpooledEvent) -> None:
+        # Forwarder thread, like _on_sent. An event given up unacked is lost like one the policy dropped.
+        self.stats.spool_dropped += 1
+
     def _housekeeping(self, now: float) -> None:
         self._spool_events(self._events.expire(now, self._engine.metadata.channels))
         self._maybe_swap_model(now)
@@ -438,7 +448,10 @@ class DetectorApp:
                 "acks": self._ack_counters(),
             },
             "rejects": dict(self.stats.rejects),
-            "delivery": dict(self._delivery),
+            "delivery": {
+                **self._delivery,
+                "ack_subscription": self._ack_subscription() if self._ack_subscription else "off",
+            },
             # Messages the network thread could not queue because the loop was behind (lost input).
             "input_dropped": self._input_dropped(),
             "distribution": self.distributions.summary(),
@@ -459,6 +472,7 @@ class DetectorApp:
             "unknown_ids": counts.unknown_ids,
             "malformed": counts.malformed,
             "resent": self._forwarder.resent,
+            "gave_up": self._forwarder.gave_up,
         }
 
     def _input_dropped(self) -> int:
@@ -544,8 +558,9 @@ def _open_spool(config: ComponentConfig, stack: contextlib.ExitStack) -> Spool:
 
 def _open_transport(
     config: ComponentConfig, ipc: Any, stack: contextlib.ExitStack, acks: AckHandler | None
-) -> tuple[Transport, dict[str, object]]:
-    """The transport, subscribed to the acks in ack mode, and what confirms a sent event (heartbeat)."""
+) -> tuple[Transport, dict[str, object], Callable[[], SubscriptionState] | None]:
+    """The transport, subscribed to the acks in ack mode, what confirms a sent event (heartbeat), and the
+    ack subscription's state (None with the ack mode off)."""
     transport: Transport
     delivery: dict[str, object] = {"transport": config.transport, "ack_timeout_s": config.ack_timeout_s}
     if config.transport == "ipc":
@@ -567,18 +582,24 @@ def _open_transport(
         transport = InMemoryTransport()
     stack.callback(transport.close)
     if acks is None:
-        return transport, delivery
+        return transport, delivery, None
     # Subscribed before the forwarder sends anything, so no ack of this run is missed.
+    state: Callable[[], SubscriptionState]
     if isinstance(transport, IpcTransport):
         subscription = IpcIotCoreSubscription(ipc, topic=config.ack_topic, on_message=acks.handle)
         stack.callback(subscription.close)
+
+        def state() -> SubscriptionState:
+            return subscription.state  # read at each heartbeat: it re-subscribes after a close
+
     else:
         transport.subscribe(config.ack_topic, acks.handle)
+        state = functools.partial(transport.subscription_state, config.ack_topic)
     log.info(
         "ack mode: sent events stay in the spool until the cloud acks them",
         extra={"ack_topic": config.ack_topic, "ack_timeout_s": config.ack_timeout_s},
     )
-    return transport, delivery
+    return transport, delivery, state
 
 
 @contextlib.contextmanager
@@ -612,7 +633,7 @@ def build_runtime(
 
         spool = _open_spool(config, stack)
         acks = AckHandler(spool) if config.ack_timeout_s > 0 else None
-        transport, delivery = _open_transport(config, ipc, stack, acks)
+        transport, delivery, ack_subscription = _open_transport(config, ipc, stack, acks)
 
         source: Source
         if config.source == "file":
@@ -634,7 +655,13 @@ def build_runtime(
             max_streams=config.max_streams,
             warm_rows=config.warm_start_rows,
         )
-        forwarder = Forwarder(spool, transport, ack_timeout_s=config.ack_timeout_s)
+        forwarder = Forwarder(
+            spool,
+            transport,
+            ack_timeout_s=config.ack_timeout_s,
+            ack_max_resends=config.ack_max_resends,
+            last_ack_at=acks.last_received_at if acks is not None else None,
+        )
         if isinstance(transport, MqttTransport):
             transport.on_connected = forwarder.retry_now
         app = DetectorApp(
@@ -665,6 +692,7 @@ def build_runtime(
             max_message_bytes=config.max_message_bytes,
             delivery=delivery,
             acks=acks,
+            ack_subscription=ack_subscription,
         )
         yield Runtime(app=app, ipc=ipc)
 

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
-from .errors import ConfigError
+from .errors import ConfigError, MessageError
 from .events import IOT_CORE_MAX_MESSAGE_BYTES, MAX_EVENT_BYTES, MIN_EVENT_BYTES
+from .forwarder import DEFAULT_ACK_MAX_RESENDS, MIN_ACK_TIMEOUT_S
+from .messages import check_stream
 from .spool import IN_MEMORY, SPOOL_POLICIES, SpoolPolicy
 from .transport import MqttSettings, TlsSettings
 
@@ -94,6 +96,7 @@ class ComponentConfig:
     # Ack mode (docs/contracts.md §6c): 0 = off, a row is deleted once the transport confirmed it.
     ack_timeout_s: float = 0.0
     ack_topic: str = DEFAULT_ACK_TOPIC
+    ack_max_resends: int = DEFAULT_ACK_MAX_RESENDS
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     batch_size: int = 256
     max_wait_ms: float = 50.0
@@ -139,6 +142,11 @@ class ComponentConfig:
             raise ConfigError(f"model sha256 must be 64 hex characters, got {self.model_sha256!r}")
         if self.source == "file" and (self.file_path is None or not self.stream):
             raise ConfigError("--source file needs --file CSV and --stream NAME")
+        if self.stream is not None:
+            try:
+                check_stream(self.stream)
+            except MessageError as exc:
+                raise ConfigError(f"--stream: {exc}") from None
 
         if self.log_level.upper() not in _LOG_LEVELS:
             raise ConfigError(f"log level must be one of {_LOG_LEVELS}, got {self.log_level!r}")
@@ -163,6 +171,7 @@ class ComponentConfig:
             ("spool max bytes", self.spool_max_bytes),
             ("max message bytes", self.max_message_bytes),
             ("max streams", self.max_streams),
+            ("ack max resends", self.ack_max_resends),
         ):
             if count < 1:
                 raise ConfigError(f"{name} must be >= 1, got {count}")
@@ -189,6 +198,11 @@ class ComponentConfig:
         ):
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+        if 0 < self.ack_timeout_s < MIN_ACK_TIMEOUT_S:
+            raise ConfigError(
+                f"ack timeout seconds must be 0 (off) or >= {MIN_ACK_TIMEOUT_S:g} (a shorter timeout than "
+                f"the cloud's store-and-ack round trip resends every event), got {self.ack_timeout_s}"
+            )
         if not 0 < self.mqtt.port < 65536:
             raise ConfigError(f"MQTT port must be 1..65535, got {self.mqtt.port}")
 
@@ -240,6 +254,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
         help="keep a sent event until the cloud acks it, resend it after this long without (0 = off)",
     )
     p.add_argument("--ack-topic", default=DEFAULT_ACK_TOPIC, help="where the cloud publishes acks")
+    p.add_argument(
+        "--ack-max-resends",
+        type=_int_like,
+        default=DEFAULT_ACK_MAX_RESENDS,
+        help="give an unacked event up after this many resends while the cloud acks others",
+    )
     p.add_argument("--mqtt-host", default="127.0.0.1")
     p.add_argument("--mqtt-port", type=_int_like, default=1883)
     p.add_argument("--mqtt-ca", type=Path, help="CA bundle: enables TLS")
@@ -308,6 +328,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         health_topic=substitute_thing_name(args.health_topic, thing_name),
         ack_timeout_s=args.ack_timeout_s,
         ack_topic=substitute_thing_name(args.ack_topic, thing_name),
+        ack_max_resends=args.ack_max_resends,
         mqtt=mqtt_settings,
         batch_size=args.batch_size,
         max_wait_ms=args.max_wait_ms,

@@ -7,11 +7,20 @@ grows and the app keeps scoring; nothing waits on the network except this thread
 Ack mode (``ack_timeout_s`` > 0, docs/contracts.md §6c): a confirmed publish marks the row sent instead of
 deleting it, and the next row goes at once (throughput does not wait for the cloud's round trip); the
 cloud's ack deletes the row (:class:`~.acks.AckHandler`, on the transport's thread). A row whose ack has
-not come within ``ack_timeout_s`` is due again and is sent in ``seq`` order with the unsent rows.
+not come is due again after ``ack_timeout_s * 2**min(resends, 6)`` plus up to 10% jitter (a device offline
+behind the nucleus must not push its whole spool into the nucleus again every timeout). Rows never sent
+go before resends, and a pending heartbeat waits at most ``HEALTH_MAX_WAIT_S`` behind them.
+
+A row is given up (deleted, counted as a drop) once it has waited for its ack ``ack_max_resends`` + 1
+times while the cloud acked other events: a "strike" is a wait during which some ack came, so an event
+the cloud refuses is not resent forever, while a device whose acks do not arrive at all (offline, cloud
+down, subscription lost) never gives up on its events: there its spool and the full-spool policy bound
+what is kept.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +31,24 @@ from .spool import Spool, SpooledEvent
 from .transport import Transport
 
 log = get_logger("forwarder")
+
+# Below this an ack timeout is shorter than the cloud's store-and-ack round trip: every event would be
+# sent at least twice, and a tiny value spins the forwarder (docs/configuration.md ackTimeoutS).
+MIN_ACK_TIMEOUT_S = 10.0
+DEFAULT_ACK_MAX_RESENDS = 10
+# The resend delay stops doubling here: 64 x a 60 s timeout is about an hour.
+MAX_BACKOFF_EXPONENT = 6
+RESEND_JITTER = 0.1
+# A heartbeat offered while rows are due goes out before the next row once it has waited this long.
+HEALTH_MAX_WAIT_S = 5.0
+# Resends between two looks for new events (which go first): bounds how long a new event waits.
+RESEND_BATCH = 10
+
+
+def resend_delay_s(ack_timeout_s: float, resends: int, jitter: float) -> float:
+    """How long after a send, its ``resends``-th resend, the row is due again without an ack;
+    ``jitter`` in [0, 1) stretches it by up to ``RESEND_JITTER`` (spreads a fleet's resends)."""
+    return float(ack_timeout_s * 2 ** min(resends, MAX_BACKOFF_EXPONENT) * (1 + RESEND_JITTER * jitter))
 
 
 class Forwarder:
@@ -35,22 +62,35 @@ class Forwarder:
         idle_poll_s: float = 1.0,
         on_sent: Callable[[SpooledEvent], None] | None = None,
         ack_timeout_s: float = 0.0,
+        ack_max_resends: int = DEFAULT_ACK_MAX_RESENDS,
+        last_ack_at: Callable[[], float | None] | None = None,
+        on_gave_up: Callable[[SpooledEvent], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
-        if ack_timeout_s < 0:
-            raise ValueError(f"ack_timeout_s must be >= 0 (0 = off), got {ack_timeout_s}")
+        if ack_timeout_s != 0 and not ack_timeout_s >= MIN_ACK_TIMEOUT_S:
+            raise ValueError(
+                f"ack_timeout_s must be 0 (off) or >= {MIN_ACK_TIMEOUT_S:g}, got {ack_timeout_s}"
+            )
+        if ack_max_resends < 1:
+            raise ValueError(f"ack_max_resends must be >= 1, got {ack_max_resends}")
         self._spool = spool
         self._transport = transport
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self.ack_timeout_s = ack_timeout_s
-        # In ack mode an idle pass also resends rows whose ack is overdue: poll at least that often.
-        self._idle_poll_s = min(idle_poll_s, ack_timeout_s) if ack_timeout_s > 0 else idle_poll_s
+        self.ack_max_resends = ack_max_resends
+        # Wall-clock time of the last ack message heard (AckHandler.last_received_at); None: none yet.
+        self._last_ack_at = last_ack_at if last_ack_at is not None else lambda: None
+        self._idle_poll_s = idle_poll_s
         self.on_sent = on_sent
+        self.on_gave_up = on_gave_up
         self._clock = clock
         self._wall_clock = wall_clock
+        self._jitter = jitter
         self._resend_log = RateLimitedLog(log, clock=clock)
+        self._give_up_log = RateLimitedLog(log, clock=clock)
         self._wake = threading.Event()
         self._retry = threading.Event()
         # Set each time a pass finds the spool empty: drain() waits on it instead of polling.
@@ -60,10 +100,13 @@ class Forwarder:
         self.sent = 0
         # Ack mode: publishes of rows sent before whose ack did not come within ack_timeout_s.
         self.resent = 0
+        # Ack mode: rows deleted unacked after ack_max_resends resends while the cloud acked others.
+        self.gave_up = 0
         self.send_failures = 0
         self.last_error: str | None = None
         self._failing_since: float | None = None
         self._health: tuple[str, bytes] | None = None
+        self._health_offered_at = 0.0
         self.health_sent = 0
 
     def start(self) -> None:
@@ -79,7 +122,10 @@ class Forwarder:
         self._retry.set()
 
     def offer_health(self, topic: str, payload: bytes) -> None:
-        """Heartbeats are sent after pending events, best effort: a newer one replaces an unsent one."""
+        """Heartbeats are sent after pending events, but never more than ``HEALTH_MAX_WAIT_S`` behind
+        them; best effort: a newer one replaces an unsent one (and keeps its place in the wait)."""
+        if self._health is None:
+            self._health_offered_at = self._clock()
         self._health = (topic, payload)
         self._wake.set()
 
@@ -96,44 +142,90 @@ class Forwarder:
         self.health_sent += 1
 
     def send_pending(self) -> bool:
-        """Try to send everything in the spool once, in order; False at the first failure."""
+        """Try to send everything due in the spool once, in order; False at the first failure."""
         while not self._stop.is_set():
             batch = self._next_batch()
             if not batch:
                 self._send_health()
                 self._emptied.set()
                 return True
+            resends = 0
             for event in batch:
                 if self._stop.is_set():
                     return False
-                try:
-                    self._transport.publish(event.topic, event.payload)
-                except TransportError as exc:
-                    self._failed(exc)
-                    return False
-                if self.ack_timeout_s > 0:
-                    self._spool.mark_sent(event.seq, at=self._wall_clock())
+                if self._health is not None and self._clock() - self._health_offered_at >= HEALTH_MAX_WAIT_S:
+                    self._send_health()
+                resend = self.ack_timeout_s > 0 and event.sent_at is not None
+                if resend:
+                    if resends == RESEND_BATCH:
+                        break  # look for new events, which go first
+                    resends += 1
+                    # The batch is a snapshot: an ack may have deleted the row since.
+                    if not self._spool.contains(event.seq):
+                        continue
+                    strike = self._acked_others_since(event)
+                    if event.strikes + strike > self.ack_max_resends:
+                        self._give_up(event)
+                        continue
                 else:
-                    self._spool.delete(event.seq)
-                self.sent += 1
-                if event.sent_at is not None:
-                    self.resent += 1
-                    self._resend_log.warning(
-                        "resent",
-                        "event sent again: no ack within the ack timeout",
-                        event_id=event.event_id,
-                        ack_timeout_s=self.ack_timeout_s,
-                        resent_total=self.resent,
-                    )
-                if self._failing_since is not None:
-                    log.info(
-                        "delivery restored",
-                        extra={"outage_s": round(self._clock() - self._failing_since, 3)},
-                    )
-                    self._failing_since = None
-                if self.on_sent is not None:
-                    self.on_sent(event)
+                    strike = False
+                if not self._send(event, resend=resend, strike=strike):
+                    return False
         return False
+
+    def _send(self, event: SpooledEvent, *, resend: bool, strike: bool) -> bool:
+        try:
+            self._transport.publish(event.topic, event.payload)
+        except TransportError as exc:
+            self._failed(exc)
+            return False
+        if self.ack_timeout_s > 0:
+            at = self._wall_clock()
+            delay = resend_delay_s(self.ack_timeout_s, event.resends + resend, self._jitter())
+            self._spool.mark_sent(event.seq, at=at, due_at=at + delay, strike=strike)
+        else:
+            # A row an earlier ack-mode run had sent is sent and deleted like any other: not a resend.
+            self._spool.delete(event.seq)
+        self.sent += 1
+        if resend:
+            self.resent += 1
+            self._resend_log.warning(
+                "resent",
+                "event sent again: no ack within the ack timeout",
+                event_id=event.event_id,
+                resends=event.resends + 1,
+                ack_timeout_s=self.ack_timeout_s,
+                resent_total=self.resent,
+            )
+        if self._failing_since is not None:
+            log.info(
+                "delivery restored",
+                extra={"outage_s": round(self._clock() - self._failing_since, 3)},
+            )
+            self._failing_since = None
+        if self.on_sent is not None:
+            self.on_sent(event)
+        return True
+
+    def _acked_others_since(self, event: SpooledEvent) -> bool:
+        """Whether an ack came while this row waited for its own: the cloud answers, not for this row."""
+        last_ack = self._last_ack_at()
+        return last_ack is not None and event.sent_at is not None and last_ack > event.sent_at
+
+    def _give_up(self, event: SpooledEvent) -> None:
+        if not self._spool.give_up(event.seq):
+            return  # acked at the last moment
+        self.gave_up += 1
+        self._give_up_log.warning(
+            "gave_up",
+            "event given up: never acked although the cloud acked others",
+            event_id=event.event_id,
+            stream=event.stream,
+            resends=event.resends,
+            gave_up_total=self.gave_up,
+        )
+        if self.on_gave_up is not None:
+            self.on_gave_up(event)
 
     def _next_batch(self) -> list[SpooledEvent]:
         if self.ack_timeout_s > 0:

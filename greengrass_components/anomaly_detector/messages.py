@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,12 @@ BINARY_MAGIC = b"EDG1"
 BINARY_VERSION = 1
 # magic, version (u8), channel count (u8), stream name length (u16), sample count (u32); little-endian.
 _BINARY_HEADER = struct.Struct("<4sBBHI")
+
+# The cloud's ingest refuses an event whose stream is not 1-128 characters without control characters
+# (lambdas/ingest/events.py MAX_TEXT_LENGTH, _CONTROL_CHARS): such a stream is refused here, where the
+# sensor can be told, rather than as events the cloud never accepts (and so never acks).
+MAX_STREAM_CHARS = 128
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_MAX_SAMPLES_PER_MESSAGE = 100_000
@@ -130,6 +137,19 @@ def parse_timestamp(raw: object) -> float:
     )
 
 
+def check_stream(stream: object) -> str:
+    """The stream name if the cloud would accept it, else :class:`MessageError` ``bad_stream``."""
+    if not isinstance(stream, str) or not stream:
+        raise MessageError(BAD_STREAM, "message needs a non-empty string 'stream' (in it or in its topic)")
+    if len(stream) > MAX_STREAM_CHARS or CONTROL_CHARS.search(stream):
+        raise MessageError(
+            BAD_STREAM,
+            f"stream must be 1-{MAX_STREAM_CHARS} characters without control characters, "
+            f"got {len(stream)} characters: {stream[:80]!r}",
+        )
+    return stream
+
+
 def _check_row_order(stream: str, samples: Sequence[Sample]) -> None:
     """A row batch is refused whole, like a columnar one (contracts §5): never half a batch in the windows."""
     stamps = [sample.timestamp for sample in samples]
@@ -189,9 +209,7 @@ class MessageParser:
     def _document(self, document: object, default_stream: str | None) -> list[Sample] | SampleBlock:
         if not isinstance(document, dict):
             raise MessageError(BAD_SHAPE, f"message must be a JSON object, got {type(document).__name__}")
-        stream = document.get("stream", default_stream)
-        if not isinstance(stream, str) or not stream:
-            raise MessageError(BAD_STREAM, "message needs a non-empty string 'stream'")
+        stream = check_stream(document.get("stream", default_stream))
         if "timestamps" in document:
             return self._columnar(stream, document)
         if "samples" in document:
@@ -324,10 +342,7 @@ class MessageParser:
             raise MessageError(BAD_BINARY, "binary message has no channels")
         offset = _BINARY_HEADER.size
         stream, offset = _binary_text(payload, offset, name_len, "stream name")
-        if not stream:
-            stream = default_stream or ""
-        if not stream:
-            raise MessageError(BAD_STREAM, "message needs a non-empty stream (header or topic)")
+        stream = check_stream(stream or default_stream)
         names: list[str] = []
         for _ in range(n_channels):
             if offset >= len(payload):

@@ -21,11 +21,14 @@ the event open) into an outbox row, so it is sent like any other event. These ro
 ``max_bytes``: at most one per stream, each at most one event.
 
 Acknowledgement mode (the forwarder's ``ack_timeout_s`` > 0, docs/contracts.md §6c): a sent row is not
-deleted but marked (``sent_at``, wall-clock seconds, persisted) and deleted only when the cloud acks its
-``event_id`` (:meth:`Spool.ack`). A marked row whose ack has not come within the timeout is due again and
-comes back in ``seq`` order among the unsent rows (:meth:`Spool.peek_due`); so does one left by an earlier
-run, once the timeout has passed since its ``sent_at``. Rows awaiting an ack are not safe yet: they count in
-``depth``, ``bytes_used`` and the full-spool policy like any other row.
+deleted but marked (``sent_at``, wall-clock seconds, and ``due_at``, when it is due again without an ack;
+both persisted) and deleted only when the cloud acks its ``event_id`` (:meth:`Spool.ack`). A marked row
+whose ack has not come by its ``due_at`` is due again (:meth:`Spool.peek_due`: never-sent rows first, so
+new events do not wait behind resends); so is one left by an earlier run. ``resends`` (the backoff's
+exponent) and ``strikes`` (the give-up count) are kept per row by :meth:`Spool.mark_sent`; the forwarder
+decides with them, and :meth:`Spool.give_up` deletes a row the cloud never acks, counted as a drop. Rows
+awaiting an ack are not safe yet: they count in ``depth``, ``bytes_used`` and the full-spool policy like
+any other row.
 
 In-memory counters (``depth``, ``bytes_used``, ``awaiting_ack``) change only once a transaction has
 committed, so a failed write (disk full, I/O error) leaves them equal to what is on disk.
@@ -58,7 +61,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     created_at REAL NOT NULL,
-    sent_at REAL
+    sent_at REAL,
+    due_at REAL,
+    resends INTEGER NOT NULL DEFAULT 0,
+    strikes INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS open_events (
@@ -69,10 +75,25 @@ CREATE TABLE IF NOT EXISTS open_events (
     updated_at REAL NOT NULL
 );
 """
-# After the migration: a spool written by a component older than the ack mode has no sent_at column.
+# After the migration: a spool written by an older component lacks some of the ack-mode columns.
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS outbox_event_id ON outbox(event_id);
 """
+
+
+# Added in this order by _migrate to an outbox created without them.
+_ACK_COLUMNS = (
+    ("sent_at", "REAL"),
+    ("due_at", "REAL"),
+    ("resends", "INTEGER NOT NULL DEFAULT 0"),
+    ("strikes", "INTEGER NOT NULL DEFAULT 0"),
+)
+# A sent row is due again at due_at; a row from a component that did not store due_at (or a caller that
+# gave none), ack_timeout_s after sent_at; a sent_at more than the timeout in the future means the wall
+# clock went back. Parameters: now, ack_timeout_s, now + ack_timeout_s.
+_OVERDUE = (
+    "sent_at IS NOT NULL AND (COALESCE(due_at, sent_at + :timeout) <= :now OR sent_at > :now + :timeout)"
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,8 @@ class SpooledEvent:
     payload: bytes
     # When it was last sent in ack mode (wall-clock seconds); None: never sent, so not a resend.
     sent_at: float | None = None
+    resends: int = 0  # times sent again for want of an ack
+    strikes: int = 0  # of those, waits during which the cloud acked other events but not this one
 
 
 @dataclass(frozen=True)
@@ -172,15 +195,18 @@ class Spool:
         self._awaiting = int(row[2])
 
     def _migrate(self) -> None:
-        """Add ``sent_at`` to a spool file written before the ack mode (its rows become "not sent").
+        """Add the ack-mode columns a spool file written by an older component lacks: ``sent_at`` (its rows
+        become "not sent"), ``due_at`` (NULL: due ``ack_timeout_s`` after ``sent_at``), ``resends`` and
+        ``strikes`` (0).
 
-        A NULL-default column is a change to the schema only (no row is rewritten), and a component older
-        than this one still reads and writes the table: it names its columns.
+        A column with a constant default is a change to the schema only (no row is rewritten), and a
+        component older than this one still reads and writes the table: it names its columns.
         """
         columns = {str(r[1]) for r in self._db.execute("PRAGMA table_info(outbox)")}
-        if "sent_at" not in columns:
-            self._db.execute("ALTER TABLE outbox ADD COLUMN sent_at REAL")
-            log.info("spool migrated: outbox.sent_at added", extra={"spool": self.path})
+        for name, definition in _ACK_COLUMNS:
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {definition}")
+                log.info("spool migrated: outbox column added", extra={"spool": self.path, "column": name})
 
     @property
     def depth(self) -> int:
@@ -349,19 +375,22 @@ class Spool:
 
     def peek(self, limit: int = 100) -> list[SpooledEvent]:
         """The oldest ``limit`` events, oldest first, sent or not."""
-        return self._select("", (), limit)
+        return self._select("ORDER BY seq", {}, limit)
 
     def peek_due(self, limit: int, *, now: float, ack_timeout_s: float) -> list[SpooledEvent]:
-        """Ack mode: the oldest ``limit`` events to send now, oldest first: those never sent and those
-        sent at least ``ack_timeout_s`` before ``now`` (wall clock) without an ack.
+        """Ack mode: up to ``limit`` events to send now: first those never sent (oldest first), then
+        those whose ack is overdue (past their ``due_at``, wall clock; the longest overdue first, so
+        that rows resent a moment ago do not come back ahead of rows still waiting for their resend).
 
-        A ``sent_at`` more than the timeout in the future means the wall clock went back (a device
-        without a real-time clock, before its time is synced): such a row is due too rather than held
-        until the clock catches up.
+        New events come first so that resends, however many, never hold them back (a resend pass can
+        take longer than the timeout when no ack comes). A ``sent_at`` more than the timeout in the
+        future means the wall clock went back (a device without a real-time clock, before its time is
+        synced): such a row is due too rather than held until the clock catches up.
         """
         return self._select(
-            "WHERE sent_at IS NULL OR sent_at <= ? OR sent_at > ?",
-            (now - ack_timeout_s, now + ack_timeout_s),
+            f"WHERE sent_at IS NULL OR ({_OVERDUE}) "
+            "ORDER BY sent_at IS NOT NULL, COALESCE(due_at, sent_at + :timeout), seq",
+            {"now": now, "timeout": ack_timeout_s},
             limit,
         )
 
@@ -370,26 +399,42 @@ class Spool:
         try:
             with self._lock:
                 row = self._db.execute(
-                    "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL OR sent_at <= ? OR sent_at > ?",
-                    (now - ack_timeout_s, now + ack_timeout_s),
+                    f"SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL OR ({_OVERDUE})",  # noqa: S608 - fixed clause, values bound
+                    {"now": now, "timeout": ack_timeout_s},
                 ).fetchone()
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot read the spool {self.path}: {exc}") from exc
         return int(row[0])
 
-    def _select(self, where: str, params: tuple[float, ...], limit: int) -> list[SpooledEvent]:
+    def contains(self, seq: int) -> bool:
+        """Whether the row is still there (an ack deletes rows while the forwarder works on a batch)."""
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT 1 FROM outbox WHERE seq = ?", (seq,)).fetchone()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot read the spool {self.path}: {exc}") from exc
+        return row is not None
+
+    def _select(self, where: str, params: dict[str, float], limit: int) -> list[SpooledEvent]:
         try:
             with self._lock:
                 rows = self._db.execute(
-                    f"SELECT seq, event_id, stream, topic, payload, sent_at FROM outbox {where} "  # noqa: S608 - fixed clauses, values bound
-                    "ORDER BY seq LIMIT ?",
-                    (*params, limit),
+                    "SELECT seq, event_id, stream, topic, payload, sent_at, resends, strikes "  # noqa: S608 - fixed clauses, values bound
+                    f"FROM outbox {where} LIMIT :limit",
+                    {**params, "limit": limit},
                 ).fetchall()
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot read the spool {self.path}: {exc}") from exc
         return [
             SpooledEvent(
-                int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]), None if r[5] is None else float(r[5])
+                seq=int(r[0]),
+                event_id=str(r[1]),
+                stream=str(r[2]),
+                topic=str(r[3]),
+                payload=bytes(r[4]),
+                sent_at=None if r[5] is None else float(r[5]),
+                resends=int(r[6]),
+                strikes=int(r[7]),
             )
             for r in rows
         ]
@@ -409,8 +454,10 @@ class Spool:
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot remove a sent event from the spool {self.path}: {exc}") from exc
 
-    def mark_sent(self, seq: int, *, at: float) -> None:
-        """Ack mode: the transport confirmed the event; keep it, stamped ``at`` (wall clock), until acked.
+    def mark_sent(self, seq: int, *, at: float, due_at: float | None = None, strike: bool = False) -> None:
+        """Ack mode: the transport confirmed the event; keep it, stamped ``at`` (wall clock), until acked,
+        and due again at ``due_at`` (None: ``ack_timeout_s`` after ``at``). A row sent before counts one
+        more resend, and one more strike with ``strike``.
 
         A row already gone (its ack came before this call: the cloud can be that fast) stays gone.
         """
@@ -419,11 +466,37 @@ class Spool:
                 row = self._db.execute("SELECT sent_at FROM outbox WHERE seq = ?", (seq,)).fetchone()
                 if row is None:
                     return
-                self._db.execute("UPDATE outbox SET sent_at = ? WHERE seq = ?", (at, seq))
-                if row[0] is None:
+                resend = row[0] is not None
+                self._db.execute(
+                    "UPDATE outbox SET sent_at = ?, due_at = ?, resends = resends + ?, strikes = strikes + ? "
+                    "WHERE seq = ?",
+                    (at, due_at, int(resend), int(resend and strike), seq),
+                )
+                if not resend:
                     tx.awaiting += 1
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot mark a sent event in the spool {self.path}: {exc}") from exc
+
+    def give_up(self, seq: int) -> bool:
+        """Ack mode: delete a row the cloud never acked after the forwarder's last resend, counted as a
+        drop of its stream like the full-spool policy's. False if the row was gone already (acked)."""
+        try:
+            with self._transaction() as tx:
+                row = self._db.execute(
+                    "DELETE FROM outbox WHERE seq = ? RETURNING stream, LENGTH(payload), sent_at IS NOT NULL",
+                    (seq,),
+                ).fetchone()
+                if row is None:
+                    return False
+                self._bump(f"dropped:{row[0]}", 1)
+                tx.depth -= 1
+                tx.bytes -= int(row[1])
+                tx.awaiting -= int(row[2])
+        except sqlite3.Error as exc:
+            raise SpoolError(
+                f"cannot give up an unacknowledged event in the spool {self.path}: {exc}"
+            ) from exc
+        return True
 
     def ack(self, event_ids: Sequence[str]) -> AckResult:
         """The cloud stored these events: delete their rows, sent or not (a late ack of a row queued for

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .errors import TransportError
 from .logs import get_logger
@@ -31,6 +31,8 @@ QOS_AT_LEAST_ONCE = "1"
 
 # Receives the payload of one message of a subscribed topic, on the transport's own thread; must not raise.
 MessageHandler = Callable[[bytes], None]
+# A subscription as the heartbeat reports it (``delivery.ack_subscription``; ``off`` without ack mode).
+SubscriptionState = Literal["ok", "refused", "closed", "off"]
 
 
 class Transport(Protocol):
@@ -86,16 +88,40 @@ class IpcIotCoreSubscription:
 
     The recipe's access control must grant ``aws.greengrass#SubscribeToIoTCore`` on the topic; a refused
     subscription raises :class:`TransportError` at start, so a device does not run in ack mode deaf to
-    its acks (every event would be sent again after every timeout and none ever deleted).
+    its acks (every event would be sent again after every timeout and none ever deleted). A stream the
+    nucleus closes later (a nucleus restart, say) is subscribed again from a background thread, after
+    ``retry_initial_s`` doubling up to ``retry_max_s`` while attempts fail. ``state`` is what the
+    heartbeat reports: ``ok``, ``closed`` (waiting to subscribe again) or ``refused`` (the last attempt
+    failed).
     """
 
-    def __init__(self, ipc_client: IpcIotCoreSubscriber, *, topic: str, on_message: MessageHandler) -> None:
+    def __init__(
+        self,
+        ipc_client: IpcIotCoreSubscriber,
+        *,
+        topic: str,
+        on_message: MessageHandler,
+        retry_initial_s: float = 1.0,
+        retry_max_s: float = 60.0,
+    ) -> None:
         self.topic = topic
+        self._ipc = ipc_client
         self._on_message = on_message
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
         self.stream_errors = 0
+        self.resubscribed = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._closes = 0  # streams closed so far: tells a close during a re-subscribe from none
+        self._resubscriber: threading.Thread | None = None
+        self._operation = self._subscribe()
+        self.state: SubscriptionState = "ok"
+
+    def _subscribe(self) -> Any:
         try:
-            _response, self._operation = ipc_client.subscribe_to_iot_core(
-                topic_name=topic,
+            _response, operation = self._ipc.subscribe_to_iot_core(
+                topic_name=self.topic,
                 qos=QOS_AT_LEAST_ONCE,
                 on_stream_event=self._on_event,
                 on_stream_error=self._on_error,
@@ -103,7 +129,8 @@ class IpcIotCoreSubscription:
             )
         # The SDK raises its own error family (UnauthorizedError, ...) plus awscrt errors.
         except Exception as exc:
-            raise TransportError(f"SubscribeToIoTCore on {topic!r} failed: {exc}") from exc
+            raise TransportError(f"SubscribeToIoTCore on {self.topic!r} failed: {exc}") from exc
+        return operation
 
     def _on_event(self, event: Any) -> None:
         # An IoTCoreMessage; an IPC callback that raises kills its stream, so the handler must not raise.
@@ -119,10 +146,59 @@ class IpcIotCoreSubscription:
         return False  # keep the subscription open
 
     def _on_closed(self) -> None:
-        log.warning("IPC IoT Core subscription closed", extra={"topic": self.topic})
+        with self._lock:
+            if self._stop.is_set():
+                return  # our own close
+            self.state = "closed"
+            self._closes += 1
+            if self._resubscriber is not None:
+                return  # the running re-subscriber sees this close and tries again
+            self._resubscriber = threading.Thread(
+                target=self._resubscribe, name="ack-resubscribe", daemon=True
+            )
+            self._resubscriber.start()
+        log.warning(
+            "IPC IoT Core subscription closed; subscribing again",
+            extra={"topic": self.topic, "retry_in_s": self._retry_initial_s},
+        )
+
+    def _resubscribe(self) -> None:
+        delay = self._retry_initial_s
+        while not self._stop.wait(delay):
+            with self._lock:
+                closes = self._closes
+            try:
+                operation = self._subscribe()
+            except TransportError as exc:
+                delay = min(delay * 2, self._retry_max_s)
+                with self._lock:
+                    self.state = "refused"
+                log.error(  # noqa: TRY400 - expected, retried
+                    "IPC IoT Core subscription refused; retrying",
+                    extra={"topic": self.topic, "error": str(exc), "retry_in_s": delay},
+                )
+                continue
+            with self._lock:
+                self._operation = operation
+                if self._closes == closes:
+                    self.state = "ok"
+                    self.resubscribed += 1
+                    self._resubscriber = None
+                    log.info("IPC IoT Core subscription restored", extra={"topic": self.topic})
+                    return
+            delay = self._retry_initial_s  # closed again while subscribing: once more
+        with self._lock:
+            self._resubscriber = None
 
     def close(self) -> None:
-        close = getattr(self._operation, "close", None)
+        with self._lock:
+            self._stop.set()
+            thread = self._resubscriber
+        if thread is not None:
+            thread.join(timeout=5)  # a subscribe it has under way still lands in self._operation
+        with self._lock:
+            operation = self._operation
+        close = getattr(operation, "close", None)
         if close is not None:
             close()
 
@@ -309,6 +385,9 @@ class MqttTransport:
         self._client = client if client is not None else new_paho_client(settings)
         self.on_connected = on_connected
         self._subscriptions: dict[str, MessageHandler] = {}
+        # Per topic, the broker's answer to the last SUBSCRIBE of this connection; mid -> topic awaiting it.
+        self._subscription_states: dict[str, SubscriptionState] = {}
+        self._suback_pending: dict[int, str] = {}
         self._subscriptions_lock = threading.Lock()
         self._client.on_subscribe = self._subscribed
         if require_connection:
@@ -322,7 +401,7 @@ class MqttTransport:
         with self._subscriptions_lock:
             topics = list(self._subscriptions)
         for topic in topics:
-            client.subscribe(topic, qos=1)
+            self._subscribe_now(client, topic)
         if self.on_connected is not None:
             self.on_connected()
 
@@ -338,12 +417,36 @@ class MqttTransport:
             self._subscriptions[topic] = on_message
         self._client.message_callback_add(topic, deliver)
         if self._client.is_connected():
-            self._client.subscribe(topic, qos=1)  # a connect in between subscribes too: harmless twice
+            self._subscribe_now(self._client, topic)  # a connect in between subscribes too: harmless twice
+
+    def _subscribe_now(self, client: mqtt.Client, topic: str) -> None:
+        # Under the lock: the SUBACK (on paho's thread) must find its mid recorded.
+        with self._subscriptions_lock:
+            self._subscription_states[topic] = "closed"  # until the broker answers
+            _result, mid = client.subscribe(topic, qos=1)
+            if mid is not None:
+                self._suback_pending[mid] = topic
 
     def _subscribed(self, _c: mqtt.Client, _u: object, mid: int, reason_codes: Any, _p: object) -> None:
         refused = [str(code) for code in reason_codes if getattr(code, "is_failure", False)]
+        with self._subscriptions_lock:
+            topic = self._suback_pending.pop(mid, None)
+            if topic is not None:
+                self._subscription_states[topic] = "refused" if refused else "ok"
         if refused:
-            log.error("MQTT subscription refused by the broker", extra={"mid": mid, "reason_codes": refused})
+            # Tried again on the next reconnect; the heartbeat says "refused" until then.
+            log.error(
+                "MQTT subscription refused by the broker",
+                extra={"mid": mid, "topic": topic, "reason_codes": refused},
+            )
+
+    def subscription_state(self, topic: str) -> SubscriptionState:
+        """``ok`` once the broker granted the subscription on this connection, ``refused`` if it refused
+        it, ``closed`` while disconnected or awaiting the answer."""
+        if not self._client.is_connected():
+            return "closed"
+        with self._subscriptions_lock:
+            return self._subscription_states.get(topic, "closed")
 
     @property
     def connected(self) -> bool:
@@ -386,6 +489,9 @@ class InMemoryTransport:
 
     def subscribe(self, topic: str, on_message: MessageHandler) -> None:
         self.subscriptions[topic] = on_message
+
+    def subscription_state(self, topic: str) -> SubscriptionState:
+        return "ok" if topic in self.subscriptions else "closed"
 
     def deliver(self, topic: str, payload: bytes) -> None:
         """A message from the cloud on ``topic`` (tests: an ack), handed to its subscriber if any."""

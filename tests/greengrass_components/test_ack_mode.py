@@ -73,9 +73,12 @@ class WallClock:
 def ack_mode(
     spool: Spool, transport: AckingTransport, clock: WallClock, **kwargs: Any
 ) -> tuple[Forwarder, AckHandler]:
-    acks = AckHandler(spool)
+    acks = AckHandler(spool, wall_clock=clock)
     transport.subscribe(ACK_TOPIC, acks.handle)
-    forwarder = Forwarder(spool, transport, ack_timeout_s=TIMEOUT, wall_clock=clock, **kwargs)
+    kwargs.setdefault("jitter", lambda: 0.0)  # due exactly ack_timeout_s * 2**resends after a send
+    forwarder = Forwarder(
+        spool, transport, ack_timeout_s=TIMEOUT, wall_clock=clock, last_ack_at=acks.last_received_at, **kwargs
+    )
     return forwarder, acks
 
 
@@ -104,8 +107,8 @@ def test_rows_are_kept_until_acked_and_the_unacked_are_resent_after_the_timeout(
     clock.now += 0.5
     put(spool, "e5")
     assert forwarder.send_pending()
-    # The overdue rows go again in seq order, before the newer unsent row.
-    assert transport.sent_ids()[5:] == ["e0", "e2", "e4", "e5"]
+    # The never-sent row goes first, then the overdue rows in seq order.
+    assert transport.sent_ids()[5:] == ["e5", "e0", "e2", "e4"]
     assert (forwarder.sent, forwarder.resent) == (9, 3)
 
     transport.ack("e0", "e2", "e4", "e5", "e1")  # e1's second ack: its row is gone
@@ -164,7 +167,7 @@ def test_drain_waits_for_unsent_and_overdue_rows_only() -> None:
         put(spool, "e2")
         assert forwarder.unsent() == 3
         assert forwarder.drain(5.0)
-        assert transport.sent_ids() == ["e0", "e1", "e0", "e1", "e2"]
+        assert transport.sent_ids() == ["e0", "e1", "e2", "e0", "e1"]
         assert (spool.depth, spool.awaiting_ack) == (3, 3)
     finally:
         forwarder.close()
@@ -203,8 +206,11 @@ def test_the_app_keeps_unacked_events_and_a_restart_resends_them(tmp_path: Path,
     health = app.health(0.0)
     assert health["spool"]["depth"] == 2
     assert health["spool"]["awaiting_ack"] == 2
-    assert health["spool"]["acks"] == {"received": 1, "unknown_ids": 0, "malformed": 0, "resent": 0}
-    assert health["delivery"] == {"transport": "memory", "ack_timeout_s": TIMEOUT}
+    assert health["spool"]["acks"] == {
+        "received": 1, "unknown_ids": 0, "malformed": 0, "resent": 0, "gave_up": 0,
+    }  # fmt: skip
+    # make_app is not given the subscription's state: reported as without ack mode.
+    assert health["delivery"] == {"transport": "memory", "ack_timeout_s": TIMEOUT, "ack_subscription": "off"}
     spool.close()
 
     # The next start, once the timeout has passed since the rows were sent: sent again, then acked.
@@ -224,6 +230,7 @@ def test_the_app_keeps_unacked_events_and_a_restart_resends_them(tmp_path: Path,
         "unknown_ids": 0,
         "malformed": 0,
         "resent": 2,
+        "gave_up": 0,
     }
 
 
@@ -249,11 +256,15 @@ def test_the_heartbeat_reports_ack_mode_off_by_default(tmp_path: Path, model_pat
             "--transport", "memory", "--thing-name", "gw-01"]  # fmt: skip
     with build_runtime(parse_config(base)) as runtime:
         health = runtime.app.health(0.0)
-    assert health["delivery"] == {"transport": "memory", "ack_timeout_s": 0.0}
+    assert health["delivery"] == {"transport": "memory", "ack_timeout_s": 0.0, "ack_subscription": "off"}
     assert health["spool"]["awaiting_ack"] == 0
-    assert health["spool"]["acks"] == {"received": 0, "unknown_ids": 0, "malformed": 0, "resent": 0}
+    assert health["spool"]["acks"] == {
+        "received": 0, "unknown_ids": 0, "malformed": 0, "resent": 0, "gave_up": 0,
+    }  # fmt: skip
     with build_runtime(parse_config([*base, "--ack-timeout-s", "12.5"])) as runtime:
-        assert runtime.app.health(0.0)["delivery"] == {"transport": "memory", "ack_timeout_s": 12.5}
+        assert runtime.app.health(0.0)["delivery"] == {
+            "transport": "memory", "ack_timeout_s": 12.5, "ack_subscription": "ok",
+        }  # fmt: skip
 
 
 class AckingGreengrassIpc(FakeGreengrassIpc):
@@ -264,11 +275,13 @@ class AckingGreengrassIpc(FakeGreengrassIpc):
         self.iot_core_kwargs: dict[str, Any] = {}
         self.refuse = refuse
         self.subscription_closed = False
+        self.iot_core_subscribes = 0
 
     def subscribe_to_iot_core(self, **kwargs: Any) -> tuple[object, object]:
         if self.refuse:
             raise PermissionError("UnauthorizedError: not authorized to subscribe to edge/gw-dev/acks")
         self.iot_core_kwargs = kwargs
+        self.iot_core_subscribes += 1
 
         def close() -> None:
             self.subscription_closed = True
@@ -334,7 +347,7 @@ def test_over_ipc_acks_come_through_subscribe_to_iot_core(tmp_path: Path, model_
             stop.set()
             worker.join(5)
     assert (spool["depth"], spool["awaiting_ack"]) == (0, 0)
-    assert spool["acks"] == {"received": 1, "unknown_ids": 0, "malformed": 1, "resent": 0}
+    assert spool["acks"] == {"received": 1, "unknown_ids": 0, "malformed": 1, "resent": 0, "gave_up": 0}
     assert ipc.subscription_closed
     messages = [r.getMessage() for r in records]
     assert "ack refused" in messages
@@ -350,3 +363,18 @@ def test_over_ipc_a_refused_subscription_stops_the_start(tmp_path: Path, model_p
     ):
         pass
     assert ipc.closed
+
+
+def test_over_ipc_a_closed_ack_stream_is_reported_and_subscribed_again(
+    tmp_path: Path, model_path: Path
+) -> None:
+    ipc = AckingGreengrassIpc(model_config(tmp_path, model_path))
+    with device(tmp_path, model_path, lambda: ipc) as runtime:
+        assert runtime.app.health(0.0)["delivery"]["ack_subscription"] == "ok"
+        ipc.iot_core_kwargs["on_stream_closed"]()  # the nucleus ends the stream (a restart, say)
+        assert runtime.app.health(0.0)["delivery"]["ack_subscription"] == "closed"
+        # Subscribed again after the first backoff (1 s), and acks are heard again.
+        assert wait_until(lambda: runtime.app.health(0.0)["delivery"]["ack_subscription"] == "ok")
+        assert ipc.iot_core_subscribes == 2
+        ipc.cloud_says(json.dumps({"schema": ACK_SCHEMA, "event_ids": ["e-unknown"]}))
+        assert runtime.app.health(0.0)["spool"]["acks"]["received"] == 1

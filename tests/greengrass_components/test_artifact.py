@@ -15,8 +15,8 @@ PACKAGE = Path(greengrass_components.__file__).parent / "anomaly_detector"
 ALLOWED_TOP_LEVEL = {
     "__future__", "argparse", "collections", "contextlib", "csv", "dataclasses", "datetime", "functools",
     "hashlib", "itertools",
-    "json", "logging", "math", "os", "pathlib", "queue", "re", "signal", "sqlite3", "ssl", "sys", "threading",
-    "time",
+    "json", "logging", "math", "os", "pathlib", "queue", "random", "re", "signal", "sqlite3", "ssl", "sys",
+    "threading", "time",
     "struct", "types", "typing", "uuid", "numpy", "onnxruntime", "orjson", "awsiot", "paho",
 }  # fmt: skip
 

@@ -88,7 +88,7 @@ def nan_at(position: int, *, in_values: bool) -> bytes:
         (good()[:20], "bad_binary", "truncated in the channel name$"),
         (encode_binary("p", STAMPS, VALUES, ["temp", "temp"]), "bad_binary", "names a channel twice"),
         (encode_binary("p", STAMPS, VALUES, ["temp", "other"]), "missing_channel", "channel 'vib'"),
-        (encode_binary("", STAMPS, VALUES, ["temp", "vib"]), "bad_stream", "non-empty stream"),
+        (encode_binary("", STAMPS, VALUES, ["temp", "vib"]), "bad_stream", "non-empty string 'stream'"),
         (nan_at(3, in_values=True), "non_finite", "values must be finite"),
         (nan_at(1, in_values=False), "bad_timestamp", "timestamps must be finite"),
         (b"EDG2" + good()[4:], "not_utf8", "not valid UTF-8"),  # wrong magic: it is read as JSON

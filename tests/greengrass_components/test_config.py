@@ -47,11 +47,35 @@ def test_greengrass_float_strings_are_accepted_for_integers() -> None:
         (["--thing-name", "gw", "--model-sha256", "abc"], {}, "64 hex characters"),
         (["--thing-name", "gw", "--mqtt-cert", "c.pem"], {}, "--mqtt-cert and --mqtt-key go together"),
         (["--thing-name", "gw", "--log-level", "LOUD"], {}, "log level must be one of"),
+        # A timeout this short spins the forwarder and resends every event (docs/configuration.md).
+        (
+            ["--thing-name", "gw", "--ack-timeout-s", "0.001"],
+            {},
+            r"ack timeout seconds must be 0 \(off\) or >= 10",
+        ),
+        (["--thing-name", "gw", "--ack-timeout-s", "9.9"], {}, r"or >= 10 .*got 9.9"),
+        (
+            ["--thing-name", "gw", "--ack-timeout-s", "-1"],
+            {},
+            "ack timeout seconds must be a finite number >= 0",
+        ),
+        (["--thing-name", "gw", "--ack-max-resends", "0"], {}, "ack max resends must be >= 1, got 0"),
+        # The cloud refuses events of such streams (lambdas/ingest/events.py): refused before any is made.
+        (["--thing-name", "gw", "--stream", "s" * 129], {}, "--stream: stream must be 1-128 characters"),
+        (["--thing-name", "gw", "--stream", "a\tb"], {}, "without control characters"),
     ],
 )
 def test_invalid_configuration_is_refused(extra: list[str], env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config([*FILE_ARGS, *extra], env=env)
+
+
+def test_ack_settings_are_read() -> None:
+    config = parse_config(
+        [*FILE_ARGS, "--thing-name", "gw", "--ack-timeout-s", "10.0", "--ack-max-resends", "3.0"]
+    )
+    assert (config.ack_timeout_s, config.ack_max_resends) == (10.0, 3)
+    assert parse_config([*FILE_ARGS, "--thing-name", "gw"], env={}).ack_max_resends == 10
 
 
 def test_file_source_needs_file_and_stream() -> None:

@@ -60,4 +60,4 @@ def test_the_heartbeat_reports_the_delivery_path(make_model: ModelFactory) -> No
     delivery = {"transport": "ipc", "nucleus_spool": MEMORY_SPOOL}
     app = make_app(model, ListSource([]), InMemoryTransport(), delivery=delivery)
     app.run()
-    assert app.health(0.0)["delivery"] == delivery
+    assert app.health(0.0)["delivery"] == {**delivery, "ack_subscription": "off"}

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
 from greengrass_components.anomaly_detector.errors import MessageError
-from greengrass_components.anomaly_detector.messages import MessageParser, Sample, SampleBlock
+from greengrass_components.anomaly_detector.messages import MessageParser, Sample, SampleBlock, encode_binary
+from lambdas.ingest import events as cloud_events
 
 PARSER = MessageParser(["temp", "vib"])
 
@@ -29,6 +33,55 @@ def test_stream_falls_back_to_topic_stream() -> None:
     samples = PARSER.parse(b'{"timestamp": 1, "values": {"temp": 1, "vib": 2}}', default_stream="from-topic")
     assert isinstance(samples, list)
     assert samples[0].stream == "from-topic"
+
+
+def test_the_stream_limits_are_the_clouds() -> None:
+    from greengrass_components.anomaly_detector.messages import CONTROL_CHARS, MAX_STREAM_CHARS
+
+    # An event of a stream the cloud refuses is never stored, so never acked (docs/contracts.md §6c).
+    assert MAX_STREAM_CHARS == cloud_events.MAX_TEXT_LENGTH
+    assert CONTROL_CHARS.pattern == cloud_events._CONTROL_CHARS.pattern
+
+
+def _json(stream: str | None) -> bytes:
+    body: dict[str, object] = {"timestamp": 1, "values": {"temp": 1, "vib": 2}}
+    if stream is not None:
+        body["stream"] = stream
+    return json.dumps(body).encode()
+
+
+def _binary(stream: str) -> bytes:
+    return encode_binary(stream, [1.0], np.array([[1.0, 2.0]]), ["temp", "vib"])
+
+
+# Each way a stream reaches the parser: in a JSON message, in a binary (EDG1) header, from the topic.
+STREAM_CARRIERS = {
+    "json": lambda stream: PARSER.parse(_json(stream)),
+    "binary": lambda stream: PARSER.parse(_binary(stream)),
+    "json_topic": lambda stream: PARSER.parse(_json(None), default_stream=stream),
+    "binary_topic": lambda stream: PARSER.parse(_binary(""), default_stream=stream),
+    "document_topic": lambda stream: PARSER.parse_document(json.loads(_json(None)), default_stream=stream),
+}
+
+
+@pytest.mark.parametrize("carrier", sorted(STREAM_CARRIERS))
+@pytest.mark.parametrize(
+    "stream",
+    ["s" * (cloud_events.MAX_TEXT_LENGTH + 1), "pump\n1", "pump\x001", "pump\x7f", "\x1b[31mred"],
+    ids=["too_long", "newline", "nul", "del", "escape"],
+)
+def test_a_stream_the_cloud_would_refuse_is_refused_here(carrier: str, stream: str) -> None:
+    assert cloud_events._CONTROL_CHARS.search(stream) or len(stream) > cloud_events.MAX_TEXT_LENGTH
+    with pytest.raises(MessageError, match="stream must be 1-128 characters without control") as info:
+        STREAM_CARRIERS[carrier](stream)
+    assert info.value.kind == "bad_stream"
+
+
+@pytest.mark.parametrize("carrier", sorted(STREAM_CARRIERS))
+def test_the_longest_stream_the_cloud_takes_is_taken(carrier: str) -> None:
+    stream = "é" * cloud_events.MAX_TEXT_LENGTH  # characters, not bytes, as the cloud counts them
+    parsed = STREAM_CARRIERS[carrier](stream)
+    assert (parsed[0].stream if isinstance(parsed, list) else parsed.stream) == stream
 
 
 @pytest.mark.parametrize(

@@ -107,6 +107,7 @@ def test_default_configuration_has_every_knob() -> None:
     # Ack mode is off by default (docs/contracts.md §6c); the topic is ready for when it is turned on.
     assert config["ackTimeoutS"] == 0
     assert config["ackTopic"] == "edge/{iot:thingName}/acks"
+    assert config["ackMaxResends"] == 10  # an event the cloud never acks is given up after that
     assert {"batchSize", "maxWaitMs", "cooldownSeconds", "healthIntervalSeconds", "logLevel"} <= set(config)
 
 
@@ -123,6 +124,9 @@ def test_run_reads_model_from_configuration_not_from_interpolation() -> None:
         assert "--model " not in run
         # '#' in sensors/# must be quoted or the shell drops the rest of the line
         assert "--sensor-topic '{configuration:/sensorTopic}'" in run
+        # The ack knobs reach the process (a missing flag would leave a deployment's value unused).
+        for flag, key in (("--ack-timeout-s", "ackTimeoutS"), ("--ack-max-resends", "ackMaxResends")):
+            assert f"{flag} '{{configuration:/{key}}}'" in run
         for pin in (
             "onnxruntime==1.31.1",
             "numpy==2.4.6",

@@ -41,24 +41,25 @@ def test_a_sent_row_is_kept_and_still_counted_until_acked(tmp_path: Path) -> Non
     assert [e.event_id for e in spool.peek()] == ["e1", "e2"]
 
 
-def test_an_overdue_row_is_due_again_in_seq_order_among_unsent_rows(tmp_path: Path) -> None:
+def test_an_overdue_row_is_due_again_after_the_unsent_rows(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool.db")
     seqs = [put(spool, n) for n in range(4)]
     spool.mark_sent(seqs[0], at=NOW)
     spool.mark_sent(seqs[2], at=NOW + 10)
 
     assert due(spool, NOW + TIMEOUT - 1) == ["e1", "e3"]
-    # e0's timeout has passed (e2's not yet): it goes back before e1, where its seq puts it.
-    assert due(spool, NOW + TIMEOUT) == ["e0", "e1", "e3"]
-    overdue = spool.peek_due(1, now=NOW + TIMEOUT, ack_timeout_s=TIMEOUT)[0]
+    # e0's timeout has passed (e2's not yet): it goes again, after the rows never sent.
+    assert due(spool, NOW + TIMEOUT) == ["e1", "e3", "e0"]
+    overdue = spool.peek_due(3, now=NOW + TIMEOUT, ack_timeout_s=TIMEOUT)[2]
     assert overdue.sent_at == NOW  # the forwarder tells a resend from a first send by this
-    assert spool.peek_due(2, now=NOW + TIMEOUT, ack_timeout_s=TIMEOUT)[1].sent_at is None
-    assert due(spool, NOW + 10 + TIMEOUT) == ["e0", "e1", "e2", "e3"]
+    assert spool.peek_due(1, now=NOW + TIMEOUT, ack_timeout_s=TIMEOUT)[0].sent_at is None
+    assert due(spool, NOW + 10 + TIMEOUT) == ["e1", "e3", "e0", "e2"]
 
-    # Sent again: stamped anew and awaiting as before (not counted twice).
+    # Sent again: stamped anew and awaiting as before (not counted twice), one resend more.
     spool.mark_sent(seqs[0], at=NOW + TIMEOUT)
     assert spool.awaiting_ack == 2
     assert due(spool, NOW + TIMEOUT + 1) == ["e1", "e3"]
+    assert spool.peek()[0].resends == 1
 
 
 def test_a_wall_clock_gone_back_makes_a_row_due_instead_of_stuck(tmp_path: Path) -> None:
@@ -103,8 +104,8 @@ def test_awaiting_rows_survive_a_restart_and_are_due_once_their_timeout_passed(t
     reopened = Spool(path)
     assert (reopened.depth, reopened.bytes_used, reopened.awaiting_ack) == (3, 30, 2)
     assert due(reopened, NOW + 1) == ["e2"]
-    assert due(reopened, NOW + TIMEOUT) == ["e0", "e2"]
-    assert due(reopened, NOW + 5 + TIMEOUT) == ["e0", "e1", "e2"]
+    assert due(reopened, NOW + TIMEOUT) == ["e2", "e0"]
+    assert due(reopened, NOW + 5 + TIMEOUT) == ["e2", "e0", "e1"]
 
 
 def test_rows_awaiting_an_ack_count_in_the_full_spool_policy(tmp_path: Path) -> None:
@@ -172,7 +173,7 @@ def test_a_spool_file_from_before_the_ack_mode_is_migrated(tmp_path: Path) -> No
     spool.close()
 
     columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(outbox)")]
-    assert columns[-1] == "sent_at"
+    assert columns[-4:] == ["sent_at", "due_at", "resends", "strikes"]
     assert Spool(path).peek()[0].event_id == "old2"  # a second open finds the column and changes nothing
 
 

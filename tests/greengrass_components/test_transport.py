@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import queue
+import time
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -10,6 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from greengrass_components.anomaly_detector.errors import TransportError
 from greengrass_components.anomaly_detector.transport import (
+    IpcIotCoreSubscription,
     IpcTransport,
     MqttSettings,
     MqttTransport,
@@ -17,6 +21,7 @@ from greengrass_components.anomaly_detector.transport import (
 )
 
 from .conftest import free_port
+from .test_spool_write_failures import captured_logs
 
 
 class FakeIpc:
@@ -96,3 +101,133 @@ def test_mqtt_publish_after_disconnect_raises(mosquitto: int) -> None:
     transport.close()
     with pytest.raises(TransportError, match="MQTT publish to 'edge/gw/anomalies'"):
         transport.publish("edge/gw/anomalies", b"{}")
+
+
+class FakeIotCoreIpc:
+    """``SubscribeToIoTCore`` of the nucleus: records each call; refuses them while ``refusing``."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.refusing = False
+        self.closed: list[int] = []  # which call's stream was closed by the component
+
+    def subscribe_to_iot_core(self, **kwargs: Any) -> tuple[object, object]:
+        self.calls.append(kwargs)
+        if self.refusing:
+            raise PermissionError("UnauthorizedError: not authorized")
+        call = len(self.calls)
+        return object(), SimpleNamespace(close=lambda: self.closed.append(call))
+
+    def nucleus_closes_the_stream(self) -> None:
+        self.calls[-1]["on_stream_closed"]()
+
+    def message(self, payload: bytes) -> None:
+        self.calls[-1]["on_stream_event"](SimpleNamespace(message=SimpleNamespace(payload=payload)))
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_an_ipc_subscription_the_nucleus_closes_is_made_again() -> None:
+    ipc, received = FakeIotCoreIpc(), list[bytes]()
+    subscription = IpcIotCoreSubscription(ipc, topic="edge/gw/acks", on_message=received.append)
+    ipc.nucleus_closes_the_stream()  # a nucleus restart, say: no ack would be heard any more
+    assert wait_until(lambda: len(ipc.calls) == 2), "not subscribed again"
+    assert ipc.calls[1]["topic_name"] == "edge/gw/acks"
+    assert wait_until(lambda: subscription.state == "ok")
+    ipc.message(b"ack")
+    assert received == [b"ack"]
+
+    subscription.close()
+    assert ipc.closed == [2]  # the live stream, not the one the nucleus closed
+    ipc.nucleus_closes_the_stream()  # the close we asked for: not subscribed again
+    time.sleep(0.05)
+    assert len(ipc.calls) == 2
+
+
+def test_a_refused_resubscription_is_retried_with_capped_backoff_and_reported() -> None:
+    ipc = FakeIotCoreIpc()
+    subscription = IpcIotCoreSubscription(
+        ipc, topic="edge/gw/acks", on_message=lambda _p: None, retry_initial_s=0.01, retry_max_s=0.03
+    )
+
+    def state() -> str:
+        return subscription.state
+
+    assert state() == "ok"
+    ipc.refusing = True  # the access control was changed under the running component, say
+    with captured_logs() as records:
+        ipc.nucleus_closes_the_stream()
+        assert wait_until(lambda: state() == "refused")
+        assert wait_until(lambda: len(ipc.calls) >= 5)
+        ipc.refusing = False
+        assert wait_until(lambda: state() == "ok")
+    refused = [r for r in records if r.getMessage().startswith("IPC IoT Core subscription refused")]
+    assert [getattr(r, "retry_in_s", None) for r in refused][:3] == [0.02, 0.03, 0.03]
+    assert len(ipc.calls) == len(refused) + 2  # the first, the refused ones, the one that held
+    subscription.close()
+
+
+class FakePaho:
+    """The part of a paho client MqttTransport uses; the test plays the broker's SUBACKs and drops."""
+
+    def __init__(self) -> None:
+        self.on_connect: Any = None
+        self.on_subscribe: Any = None
+        self.connected = False
+        self.subscribed: list[tuple[str, int]] = []  # (topic, mid)
+
+    def connect(self, *_args: object, **_kwargs: object) -> None:
+        return None
+
+    def loop_start(self) -> None:
+        self.reconnect()
+
+    def reconnect(self) -> None:
+        self.connected = True
+        self.on_connect(self, None, None, SimpleNamespace(is_failure=False), None)
+
+    def is_connected(self) -> bool:
+        return self.connected
+
+    def subscribe(self, topic: str, qos: int) -> tuple[int, int]:
+        assert qos == 1
+        self.subscribed.append((topic, len(self.subscribed) + 1))
+        return 0, len(self.subscribed)
+
+    def suback(self, *, refused: bool) -> None:
+        _topic, mid = self.subscribed[-1]
+        self.on_subscribe(self, None, mid, [SimpleNamespace(is_failure=refused)], None)
+
+    def message_callback_add(self, *_args: object) -> None:
+        return None
+
+    def disconnect(self) -> None:
+        self.connected = False
+
+    def loop_stop(self) -> None:
+        return None
+
+
+def test_the_mqtt_ack_subscription_state_follows_subacks_and_reconnects() -> None:
+    paho = FakePaho()
+    transport = MqttTransport(MqttSettings(), client=paho, require_connection=True)  # type: ignore[arg-type]
+    transport.subscribe("edge/gw/acks", lambda _p: None)
+    assert transport.subscription_state("edge/gw/acks") == "closed"  # no SUBACK yet
+    with captured_logs() as records:
+        paho.suback(refused=True)  # IoT Core refuses a topic the device policy does not allow
+    assert transport.subscription_state("edge/gw/acks") == "refused"
+    assert [r.getMessage() for r in records] == ["MQTT subscription refused by the broker"]
+
+    paho.disconnect()
+    assert transport.subscription_state("edge/gw/acks") == "closed"
+    paho.reconnect()  # subscribed again on every reconnect
+    assert [topic for topic, _mid in paho.subscribed] == ["edge/gw/acks", "edge/gw/acks"]
+    paho.suback(refused=False)
+    assert transport.subscription_state("edge/gw/acks") == "ok"
