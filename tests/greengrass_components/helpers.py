@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -72,3 +73,13 @@ class ListSource:
 
     def close(self) -> None:
         self.closed = True
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = 5.0, poll_s: float = 0.01) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout_s`` passed; its last answer."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return bool(predicate())

@@ -27,7 +27,7 @@ from greengrass_components.anomaly_detector.model import load_model
 from greengrass_components.anomaly_detector.spool import Spool
 from greengrass_components.anomaly_detector.transport import InMemoryTransport
 
-from .helpers import T0, ListSource, samples, series
+from .helpers import T0, ListSource, samples, series, wait_until
 from .test_app import make_app
 from .test_runtime import FakeGreengrassIpc
 from .test_spool_write_failures import captured_logs
@@ -140,15 +140,6 @@ def test_the_forwarder_thread_resends_on_its_own_and_stops_when_acked() -> None:
     finally:
         forwarder.close()
     assert transport.receipts == {"e0": 1, "e1": 2, "e2": 1}
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_drain_waits_for_unsent_and_overdue_rows_only() -> None:

@@ -25,7 +25,7 @@ from greengrass_components.anomaly_detector.acks import ACK_SCHEMA
 from greengrass_components.anomaly_detector.transport import MqttSettings, MqttTransport
 from standins.processes import ManagedProcess
 
-from .helpers import T0, series
+from .helpers import T0, series, wait_until
 
 ARTIFACT_PARENT = Path(greengrass_components.__file__).parent
 THING = "gw-ack"
@@ -87,15 +87,6 @@ class AckingCloud:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def component(model: Path, *, spool: Path, port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -24,7 +24,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 import greengrass_components
 from standins.processes import ManagedProcess, free_port, mosquitto_binary
 
-from .test_store_and_forward import CloudListener, wait_until, write_csv
+from .helpers import wait_until
+from .test_store_and_forward import CloudListener, write_csv
 
 ARTIFACT_PARENT = Path(greengrass_components.__file__).parent
 

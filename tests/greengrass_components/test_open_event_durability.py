@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from greengrass_components.anomaly_detector.sources import Inbound
 from greengrass_components.anomaly_detector.spool import Spool
 from greengrass_components.anomaly_detector.transport import InMemoryTransport
 
-from .helpers import T0, series
+from .helpers import T0, series, wait_until
 from .test_app import make_app
 
 ARTIFACT_PARENT = Path(greengrass_components.__file__).parent
@@ -202,15 +201,6 @@ class Listener:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
-
-
-def wait_until(predicate: object, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def component(model: Path, *, csv: Path, spool: Path, port: int, log: Path) -> subprocess.Popen[bytes]:

@@ -26,7 +26,7 @@ from greengrass_components.anomaly_detector.spool import Spool
 from greengrass_components.anomaly_detector.transport import MqttSettings, MqttTransport
 from standins.processes import ManagedProcess
 
-from .helpers import series
+from .helpers import series, wait_until
 
 ARTIFACT_PARENT = Path(greengrass_components.__file__).parent
 
@@ -69,15 +69,6 @@ class CloudListener:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
-
-
-def wait_until(predicate: object, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_broker_outage_loses_nothing_and_keeps_per_stream_order(

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +18,7 @@ from greengrass_components.anomaly_detector.transport import (
     MqttTransport,
     TlsSettings,
 )
+from tests.greengrass_components.helpers import wait_until
 
 from .conftest import free_port
 from .test_spool_write_failures import captured_logs
@@ -123,15 +123,6 @@ class FakeIotCoreIpc:
 
     def message(self, payload: bytes) -> None:
         self.calls[-1]["on_stream_event"](SimpleNamespace(message=SimpleNamespace(payload=payload)))
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_an_ipc_subscription_the_nucleus_closes_is_made_again() -> None:
