@@ -114,7 +114,10 @@ class AnomalyEvent:
         numbers = [self.score, self.peak_score, self.threshold, self.post_score, self.decision_level]
         if not all(math.isfinite(x) for x in numbers if x is not None):
             raise ValueError(f"event {self.event_id} has a non-finite score or threshold: {numbers}")
-        return orjson.dumps(body)
+        try:
+            return orjson.dumps(body)
+        except orjson.JSONEncodeError as exc:  # e.g. a string that is not UTF-8 (a lone surrogate)
+            raise ValueError(f"event {self.event_id} cannot be encoded as JSON: {exc}") from exc
 
     def encode(self, max_bytes: int) -> bytes:
         """:meth:`to_json_bytes`, refused (``ValueError``) when longer than ``max_bytes``: only possible
@@ -138,8 +141,11 @@ def fit_event(event: AnomalyEvent, max_bytes: int) -> AnomalyEvent:
     rows = min(MAX_EVENT_ROWS, MAX_EVENT_CELLS // max(len(event.channels), 1))
     if len(event.values) > rows:
         event = replace(event, values=event.values[len(event.values) - rows :], values_truncated=True)
-    if len(orjson.dumps(event.to_dict())) <= max_bytes:
-        return event
+    try:
+        if len(orjson.dumps(event.to_dict())) <= max_bytes:
+            return event
+    except orjson.JSONEncodeError:
+        return event  # cannot be encoded at all: refused (ValueError) when the app encodes it, and counted
     bare = replace(event, values=[], values_truncated=True)
     room = max_bytes - len(orjson.dumps(bare.to_dict()))
     # In ``[r1,r2,...]`` each row costs its JSON plus a comma, the first no comma: start at -1.

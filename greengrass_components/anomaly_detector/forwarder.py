@@ -210,7 +210,11 @@ class Forwarder:
     def _acked_others_since(self, event: SpooledEvent) -> bool:
         """Whether an ack came while this row waited for its own: the cloud answers, not for this row."""
         last_ack = self._last_ack_at()
-        return last_ack is not None and event.sent_at is not None and last_ack > event.sent_at
+        if last_ack is None or event.sent_at is None:
+            return False
+        # Both wall clock: an ack stamped while the clock ran ahead (later corrected) is in the future and
+        # must not count for every row from then on, or an offline device would give its events up.
+        return event.sent_at < last_ack <= self._wall_clock()
 
     def _give_up(self, event: SpooledEvent) -> None:
         if not self._spool.give_up(event.seq):

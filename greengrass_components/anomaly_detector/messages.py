@@ -141,13 +141,23 @@ def check_stream(stream: object) -> str:
     """The stream name if the cloud would accept it, else :class:`MessageError` ``bad_stream``."""
     if not isinstance(stream, str) or not stream:
         raise MessageError(BAD_STREAM, "message needs a non-empty string 'stream' (in it or in its topic)")
-    if len(stream) > MAX_STREAM_CHARS or CONTROL_CHARS.search(stream):
+    if len(stream) > MAX_STREAM_CHARS or CONTROL_CHARS.search(stream) or not _utf8(stream):
         raise MessageError(
             BAD_STREAM,
-            f"stream must be 1-{MAX_STREAM_CHARS} characters without control characters, "
+            f"stream must be 1-{MAX_STREAM_CHARS} characters of UTF-8 without control characters, "
             f"got {len(stream)} characters: {stream[:80]!r}",
         )
     return stream
+
+
+def _utf8(text: str) -> bool:
+    # json.loads (the IPC SDK's, and our fallback parser) accepts a lone surrogate such as "\ud800"; no event
+    # naming it could be encoded (orjson refuses it), so it must never become a stream.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_row_order(stream: str, samples: Sequence[Sample]) -> None:

@@ -90,7 +90,7 @@ _ACK_COLUMNS = (
 )
 # A sent row is due again at due_at; a row from a component that did not store due_at (or a caller that
 # gave none), ack_timeout_s after sent_at; a sent_at more than the timeout in the future means the wall
-# clock went back. Parameters: now, ack_timeout_s, now + ack_timeout_s.
+# clock went back. Parameters: :now (wall clock) and :timeout (ack_timeout_s).
 _OVERDUE = (
     "sent_at IS NOT NULL AND (COALESCE(due_at, sent_at + :timeout) <= :now OR sent_at > :now + :timeout)"
 )

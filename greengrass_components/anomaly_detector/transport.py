@@ -10,6 +10,7 @@ on a device that runs the other.
 
 from __future__ import annotations
 
+import functools
 import ssl
 import threading
 import uuid
@@ -115,21 +116,31 @@ class IpcIotCoreSubscription:
         self._stop = threading.Event()
         self._closes = 0  # streams closed so far: tells a close during a re-subscribe from none
         self._resubscriber: threading.Thread | None = None
+        # Each subscribe attempt gets a number; only the close of the live one counts. The SDK also closes
+        # the stream of a *refused* subscribe, late: that close must neither mark a working subscription
+        # `closed` nor start a re-subscriber for a component that is exiting on the refusal.
+        self._attempts = 0
+        self._live_attempt: int | None = None
         self._operation = self._subscribe()
         self.state: SubscriptionState = "ok"
 
     def _subscribe(self) -> Any:
+        with self._lock:
+            self._attempts += 1
+            attempt = self._attempts
         try:
             _response, operation = self._ipc.subscribe_to_iot_core(
                 topic_name=self.topic,
                 qos=QOS_AT_LEAST_ONCE,
                 on_stream_event=self._on_event,
                 on_stream_error=self._on_error,
-                on_stream_closed=self._on_closed,
+                on_stream_closed=functools.partial(self._on_closed, attempt),
             )
         # The SDK raises its own error family (UnauthorizedError, ...) plus awscrt errors.
         except Exception as exc:
             raise TransportError(f"SubscribeToIoTCore on {self.topic!r} failed: {exc}") from exc
+        with self._lock:
+            self._live_attempt = attempt
         return operation
 
     def _on_event(self, event: Any) -> None:
@@ -145,10 +156,11 @@ class IpcIotCoreSubscription:
         log.error("IPC IoT Core subscription error", extra={"topic": self.topic, "error": str(error)})
         return False  # keep the subscription open
 
-    def _on_closed(self) -> None:
+    def _on_closed(self, attempt: int) -> None:
         with self._lock:
-            if self._stop.is_set():
-                return  # our own close
+            if self._stop.is_set() or attempt != self._live_attempt:
+                return  # our own close, or the late close of a refused or replaced attempt
+            self._live_attempt = None
             self.state = "closed"
             self._closes += 1
             if self._resubscriber is not None:
@@ -179,6 +191,16 @@ class IpcIotCoreSubscription:
                 )
                 continue
             with self._lock:
+                if self._stop.is_set():
+                    # close() ran while this subscribe was under way: do not leave a live subscription.
+                    self._resubscriber = None
+                    leaked = operation
+                else:
+                    leaked = None
+            if leaked is not None:
+                _close_quietly(leaked)
+                return
+            with self._lock:
                 self._operation = operation
                 if self._closes == closes:
                     self.state = "ok"
@@ -201,6 +223,16 @@ class IpcIotCoreSubscription:
         close = getattr(operation, "close", None)
         if close is not None:
             close()
+
+
+def _close_quietly(operation: Any) -> None:
+    close = getattr(operation, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception as exc:  # noqa: BLE001 - the SDK's errors share no base; closing is best effort
+        log.debug("closing an IPC stream failed", extra={"error": str(exc)})
 
 
 NUCLEUS_COMPONENT = "aws.greengrass.Nucleus"
