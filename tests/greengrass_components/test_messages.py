@@ -72,7 +72,7 @@ STREAM_CARRIERS = {
 )
 def test_a_stream_the_cloud_would_refuse_is_refused_here(carrier: str, stream: str) -> None:
     assert cloud_events._CONTROL_CHARS.search(stream) or len(stream) > cloud_events.MAX_TEXT_LENGTH
-    with pytest.raises(MessageError, match="stream must be 1-128 characters of UTF-8 without control") as info:
+    with pytest.raises(MessageError, match="stream must be 1-128 characters of UTF-8") as info:
         STREAM_CARRIERS[carrier](stream)
     assert info.value.kind == "bad_stream"
 
