@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
+
+import paho.mqtt.client as mqtt
 
 from greengrass_components.anomaly_detector.errors import MessageError
 from greengrass_components.anomaly_detector.messages import MessageParser, Sample, SampleBlock
@@ -83,3 +86,16 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 5.0, poll_s: 
             return True
         time.sleep(poll_s)
     return bool(predicate())
+
+
+def start_subscribed(
+    client: mqtt.Client, port: int, topics: list[tuple[str, int]], on_message: Callable[..., None]
+) -> None:
+    """Connect ``client`` to the local broker, subscribe ``topics`` on each (re)connect, await a SUBACK."""
+    subscribed = threading.Event()
+    client.on_connect = lambda c, *_a: c.subscribe(topics)
+    client.on_subscribe = lambda *_a: subscribed.set()
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    assert subscribed.wait(5), "no SUBACK"

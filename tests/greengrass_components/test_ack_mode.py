@@ -27,7 +27,7 @@ from greengrass_components.anomaly_detector.model import load_model
 from greengrass_components.anomaly_detector.spool import Spool
 from greengrass_components.anomaly_detector.transport import InMemoryTransport
 
-from .helpers import T0, ListSource, samples, series, wait_until
+from .helpers import ListSource, samples, series, wait_until
 from .test_app import make_app
 from .test_runtime import FakeGreengrassIpc
 from .test_spool_write_failures import captured_logs
@@ -317,14 +317,7 @@ def test_over_ipc_acks_come_through_subscribe_to_iot_core(tmp_path: Path, model_
         worker = threading.Thread(target=lambda: runtime.app.run(stop))
         worker.start()
         try:
-            context = SimpleNamespace(topic="sensors/pump-1")
-            for i, value in enumerate(series()):
-                message = {"timestamp": T0 + i, "values": {"value": value}}
-                ipc.topic_kwargs["on_stream_event"](
-                    SimpleNamespace(
-                        json_message=SimpleNamespace(message=message, context=context), binary_message=None
-                    )
-                )
+            ipc.sensor_sends(series())
             assert ipc.got_anomaly.wait(5)
             assert wait_until(lambda: runtime.app.health(0.0)["spool"]["awaiting_ack"] == 1)
             # "Accepted by the nucleus" no longer deletes the row: only the cloud's ack does.

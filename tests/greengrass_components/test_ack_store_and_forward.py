@@ -25,7 +25,7 @@ from greengrass_components.anomaly_detector.acks import ACK_SCHEMA
 from greengrass_components.anomaly_detector.transport import MqttSettings, MqttTransport
 from standins.processes import ManagedProcess
 
-from .helpers import T0, series, wait_until
+from .helpers import T0, series, start_subscribed, wait_until
 
 ARTIFACT_PARENT = Path(greengrass_components.__file__).parent
 THING = "gw-ack"
@@ -43,18 +43,14 @@ class AckingCloud:
         self.heartbeats: list[dict[str, object]] = []
         # Reentrant: a policy may look at what was seen (``seen``) while a receipt is being counted.
         self._lock = threading.RLock()
-        subscribed = threading.Event()
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=f"cloud-{port}",
             protocol=mqtt.MQTTv311,
         )
-        self._client.on_connect = lambda c, *_a: c.subscribe([("edge/+/anomalies", 1), ("edge/+/health", 1)])
-        self._client.on_subscribe = lambda *_a: subscribed.set()
-        self._client.on_message = self._on_message
-        self._client.connect("127.0.0.1", port)
-        self._client.loop_start()
-        assert subscribed.wait(5), "no SUBACK"
+        start_subscribed(
+            self._client, port, [("edge/+/anomalies", 1), ("edge/+/health", 1)], self._on_message
+        )
 
     def _on_message(self, client: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         body = json.loads(message.payload)

@@ -30,7 +30,7 @@ from greengrass_components.anomaly_detector.sources import Inbound
 from greengrass_components.anomaly_detector.spool import Spool
 from greengrass_components.anomaly_detector.transport import InMemoryTransport
 
-from .helpers import T0, series, wait_until
+from .helpers import T0, series, start_subscribed, wait_until
 from .test_app import make_app
 
 ARTIFACT_PARENT = Path(greengrass_components.__file__).parent
@@ -174,16 +174,10 @@ class Listener:
         self.anomalies: list[dict[str, object]] = []
         self.heartbeats: list[dict[str, object]] = []
         self._lock = threading.Lock()
-        subscribed = threading.Event()
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"cloud-open-{port}"
         )
-        self._client.on_connect = lambda c, *_a: c.subscribe("edge/#", qos=1)
-        self._client.on_subscribe = lambda *_a: subscribed.set()
-        self._client.on_message = self._on_message
-        self._client.connect("127.0.0.1", port)
-        self._client.loop_start()
-        assert subscribed.wait(5), "no SUBACK"
+        start_subscribed(self._client, port, [("edge/#", 1)], self._on_message)
 
     def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
         body = json.loads(message.payload)

@@ -42,6 +42,17 @@ class FakeGreengrassIpc:
         self.topic_kwargs = kwargs
         return object(), SimpleNamespace(close=lambda: None)
 
+    def sensor_sends(self, values: list[float], topic: str = "sensors/pump-1") -> None:
+        """Each value as one local pub/sub JSON message on ``topic``, as the nucleus delivers them."""
+        context = SimpleNamespace(topic=topic)
+        for i, value in enumerate(values):
+            message = {"timestamp": T0 + i, "values": {"value": value}}
+            self.topic_kwargs["on_stream_event"](
+                SimpleNamespace(
+                    json_message=SimpleNamespace(message=message, context=context), binary_message=None
+                )
+            )
+
     def publish_to_iot_core(self, **kwargs: Any) -> None:
         self.published.append(kwargs)
         if kwargs["topic_name"].endswith("/anomalies"):
@@ -74,14 +85,7 @@ def test_device_mode_reads_model_from_configuration_and_publishes_over_ipc(
         worker = threading.Thread(target=lambda: runtime.app.run(stop))
         worker.start()
         try:
-            context = SimpleNamespace(topic="sensors/pump-1")
-            for i, value in enumerate(series()):
-                message = {"timestamp": T0 + i, "values": {"value": value}}
-                ipc.topic_kwargs["on_stream_event"](
-                    SimpleNamespace(
-                        json_message=SimpleNamespace(message=message, context=context), binary_message=None
-                    )
-                )
+            ipc.sensor_sends(series())
             assert ipc.got_anomaly.wait(5)
             # the anomaly is the 20th sample: let the loop drain the rest before stopping it
             deadline = time.monotonic() + 5

@@ -26,7 +26,7 @@ from greengrass_components.anomaly_detector.spool import Spool
 from greengrass_components.anomaly_detector.transport import MqttSettings, MqttTransport
 from standins.processes import ManagedProcess
 
-from .helpers import series, wait_until
+from .helpers import series, start_subscribed, wait_until
 
 ARTIFACT_PARENT = Path(greengrass_components.__file__).parent
 
@@ -35,7 +35,6 @@ class CloudListener:
     def __init__(self, port: int) -> None:
         self.messages: list[dict[str, object]] = []
         self._lock = threading.Lock()
-        subscribed = threading.Event()
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=f"cloud-{port}",
@@ -43,12 +42,7 @@ class CloudListener:
             protocol=mqtt.MQTTv311,
         )
         self._client.reconnect_delay_set(1, 1)
-        self._client.on_connect = lambda c, *_a: c.subscribe("edge/+/anomalies", qos=1)
-        self._client.on_subscribe = lambda *_a: subscribed.set()
-        self._client.on_message = self._on_message
-        self._client.connect("127.0.0.1", port)
-        self._client.loop_start()
-        assert subscribed.wait(5), "no SUBACK"
+        start_subscribed(self._client, port, [("edge/+/anomalies", 1)], self._on_message)
 
     def _on_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
         with self._lock:
