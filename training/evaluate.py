@@ -113,6 +113,10 @@ SKAB_HYPERPARAMETERS: Final[Mapping[str, str]] = {
     "edge_postprocess": json.dumps(SKAB_POSTPROCESS),
 }
 
+# The two fixed decisions reported beside the swept scores: the deployed model's own raw threshold, and
+# the post-processed score's fixed decision level (summary key, FileOutcome attribute).
+FIXED_DECISIONS: Final = (("raw_threshold", "raw_decisions"), ("postprocessed", "decisions"))
+
 _log = logging.getLogger("training.evaluate")
 
 
@@ -226,13 +230,8 @@ def nab_summary(
             {n: results[n] for n in names}, {n: windows[n] for n in names}, profiles, report
         )
     fixed: dict[str, object] = {}
-    # The deployed model's own raw threshold, and the post-processed score's fixed decision level.
-    for label, attribute in (("raw_threshold", "raw_decisions"), ("postprocessed", "decisions")):
-        fixed_report = fixed_threshold_report(
-            {name: DetectionSeries(o.timestamps, getattr(o, attribute)) for name, o in outcomes.items()},
-            windows,
-            profiles,
-        )
+    for label, attribute in FIXED_DECISIONS:
+        fixed_report = fixed_threshold_report(_decision_series(outcomes, attribute), windows, profiles)
         fixed[label] = {
             "nab": {p: r.normalized_score for p, r in fixed_report.profiles.items()},
             **_summary_dict(fixed_report.summary),
@@ -258,14 +257,9 @@ def _summary_without_windows(
     """A corpus with no labelled window in its scored rows (e.g. only normal series): the NAB scores are
     undefined (null), and what is left to report is the false alarms of the fixed decisions."""
     fixed: dict[str, object] = {}
-    for label, attribute in (("raw_threshold", "raw_decisions"), ("postprocessed", "decisions")):
-        decisions = {
-            name: DetectionSeries(o.timestamps, getattr(o, attribute)) for name, o in outcomes.items()
-        }
-        fixed[label] = {
-            "nab": dict.fromkeys(profiles),
-            **_summary_dict(fixed_threshold_summary(decisions, windows, profiles)),
-        }
+    for label, attribute in FIXED_DECISIONS:
+        summary = fixed_threshold_summary(_decision_series(outcomes, attribute), windows, profiles)
+        fixed[label] = {"nab": dict.fromkeys(profiles), **_summary_dict(summary)}
     return {
         "scores": dict.fromkeys(profiles),
         "thresholds": dict.fromkeys(profiles),
@@ -283,6 +277,10 @@ def _totals(outcomes: Mapping[str, FileOutcome]) -> dict[str, object]:
         "max_model_bytes": max(o.model_bytes for o in outcomes.values()),
         "seconds": round(sum(o.seconds for o in outcomes.values()), 1),
     }
+
+
+def _decision_series(outcomes: Mapping[str, FileOutcome], attribute: str) -> dict[str, DetectionSeries]:
+    return {name: DetectionSeries(o.timestamps, getattr(o, attribute)) for name, o in outcomes.items()}
 
 
 def untrained_files(outcomes: Mapping[str, FileOutcome]) -> dict[str, str]:
