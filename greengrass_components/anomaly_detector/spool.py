@@ -152,6 +152,12 @@ class _Tx:
     awaiting: int
     warnings: list[tuple[str, dict[str, object]]] = field(default_factory=list)
 
+    def removed(self, size: int, sent: object) -> None:
+        """One row of ``size`` payload bytes left the outbox (``sent``: it was awaiting an ack)."""
+        self.depth -= 1
+        self.bytes -= int(size)
+        self.awaiting -= int(bool(sent))
+
 
 class Spool:
     """Thread-safe (one connection behind a lock): the app thread writes, the forwarder reads/deletes."""
@@ -368,9 +374,7 @@ class Spool:
         for seq, stream, size, sent in victims:
             self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
             self._bump(f"dropped:{stream}", 1)
-            tx.depth -= 1
-            tx.bytes -= size
-            tx.awaiting -= int(sent)
+            tx.removed(size, sent)
         return len(victims)
 
     def peek(self, limit: int = 100) -> list[SpooledEvent]:
@@ -448,9 +452,7 @@ class Spool:
                 )
                 row = cursor.fetchone()
                 if row is not None:
-                    tx.depth -= 1
-                    tx.bytes -= int(row[0])
-                    tx.awaiting -= int(row[1])
+                    tx.removed(row[0], row[1])
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot remove a sent event from the spool {self.path}: {exc}") from exc
 
@@ -489,9 +491,7 @@ class Spool:
                 if row is None:
                     return False
                 self._bump(f"dropped:{row[0]}", 1)
-                tx.depth -= 1
-                tx.bytes -= int(row[1])
-                tx.awaiting -= int(row[2])
+                tx.removed(row[1], row[2])
         except sqlite3.Error as exc:
             raise SpoolError(
                 f"cannot give up an unacknowledged event in the spool {self.path}: {exc}"
@@ -513,9 +513,7 @@ class Spool:
                     wanted,
                 ).fetchall()
                 for _event_id, size, sent in rows:
-                    tx.depth -= 1
-                    tx.bytes -= int(size)
-                    tx.awaiting -= int(sent)
+                    tx.removed(size, sent)
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot delete acknowledged events from the spool {self.path}: {exc}") from exc
         found = {str(r[0]) for r in rows}
