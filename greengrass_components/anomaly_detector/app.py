@@ -428,6 +428,10 @@ class DetectorApp:
             "samples_in": self.stats.samples_in,
             "samples_per_s": round((self.stats.samples_in - period.samples) / elapsed, 3),
             "windows_scored": self.stats.windows_scored,
+            # Cumulative, like windows_scored: the cloud diffs consecutive heartbeats (canary health).
+            "anomalous_windows": self.stats.anomalous_windows,
+            # The period's own count, so a rate over an idle period (0 windows) can be told from a 0 rate.
+            "period_windows": windows,
             "anomaly_rate": round(anomalous / windows, 6) if windows else 0.0,
             "events": {
                 "spooled": self.stats.anomalies_spooled,

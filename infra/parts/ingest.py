@@ -78,9 +78,10 @@ ACK_TOPIC_RESOURCE = "topic/edge/*/acks"
 # lambdas/ingest/core.py: archive keys are anomalies/<yyyy>/<mm>/<dd>/<thing>/<event_id>.json.
 ARCHIVE_PREFIX = "anomalies/"
 IOT_SQL_VERSION = "2016-03-23"
-# The heartbeat counters (greengrass_components/anomaly_detector/stats.py) the drift metric is built from.
-WINDOWS_SCORED_FIELD = "windows_scored"
-ANOMALOUS_WINDOWS_FIELD = "anomalous_windows"
+# The heartbeat fields (docs/contracts.md §6b) the drift metric is built from: the device's own rate over
+# the last period, only for periods that scored a window.
+ANOMALY_RATE_FIELD = "anomaly_rate"
+PERIOD_WINDOWS_FIELD = "period_windows"
 ANOMALY_RATE_METRIC = "HeartbeatAnomalyRate"
 
 # A few DynamoDB, S3 and SNS calls per event; 30 s leaves room for SDK retries on throttling.
@@ -121,10 +122,12 @@ def mismatch_sql(topic_filter: str) -> str:
 
 
 def anomaly_rate_sql() -> str:
-    # Decimal so the division can never be an integer one; heartbeats before the first window carry no rate.
+    # The period's rate, not the cumulative one: a rise must show within minutes even after months of
+    # uptime. An idle period (no window scored) carries no rate and must not pull the fleet average to 0;
+    # a heartbeat without the field (a component before it existed) is Undefined and matches nothing.
     return (
-        f"SELECT cast({ANOMALOUS_WINDOWS_FIELD} AS Decimal) / {WINDOWS_SCORED_FIELD} AS anomaly_rate "  # noqa: S608
-        f"FROM '{HEALTH_TOPIC_FILTER}' WHERE topic(2) = thing_name AND {WINDOWS_SCORED_FIELD} > 0"
+        f"SELECT {ANOMALY_RATE_FIELD} FROM '{HEALTH_TOPIC_FILTER}' "  # noqa: S608
+        f"WHERE topic(2) = thing_name AND {PERIOD_WINDOWS_FIELD} > 0"
     )
 
 

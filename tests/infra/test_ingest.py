@@ -424,8 +424,8 @@ def test_anomaly_rate_rule_publishes_the_drift_metric(template: Template, ids: d
             "RuleName": "edgeml_dev_anomaly_rate",
             "TopicRulePayload": {
                 "Sql": (
-                    "SELECT cast(anomalous_windows AS Decimal) / windows_scored AS anomaly_rate "
-                    "FROM 'edge/+/health' WHERE topic(2) = thing_name AND windows_scored > 0"
+                    "SELECT anomaly_rate "
+                    "FROM 'edge/+/health' WHERE topic(2) = thing_name AND period_windows > 0"
                 ),
                 "AwsIotSqlVersion": "2016-03-23",
                 "Actions": [
