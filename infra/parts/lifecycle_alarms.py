@@ -1,8 +1,11 @@
-"""Alarms on the scheduled model-lifecycle check: it failing is a rollout nobody is watching.
+"""Alarms on the scheduled model-lifecycle check: it failing, or stuck, is a rollout nobody is watching.
 
 A refused promotion (canary not healthy yet) is a normal return, not an error: an error is an AWS failure
 (botocore has already retried throttling) or a bad configuration, and both need a person. Failed runs also
 land in the dead-letter queue, as do ticks EventBridge could not deliver, which raise no function error.
+A run that succeeds can still report a state no later run resolves (a failed canary without automatic
+rollback, a failed rollback, overlapping thing groups): each run writes ``LifecycleNeedsAttention`` (1 or
+0, an EMF line in its log, so no IAM permission is involved), and that is alarmed on too.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from lambdas.lifecycle.adapters import NEEDS_ATTENTION_METRIC
+
 PERIOD = Duration.minutes(5)
 
 
 class LifecycleAlarms(Construct):
-    """Attributes: ``errors_alarm``, ``dead_letter_alarm``."""
+    """Attributes: ``errors_alarm``, ``dead_letter_alarm``, ``needs_attention_alarm``."""
 
     def __init__(
         self,
@@ -30,6 +35,7 @@ class LifecycleAlarms(Construct):
         dead_letter_queue: sqs.IQueue,
         schedule_interval: Duration,
         notify: sns.ITopic,
+        metric_namespace: str,
     ) -> None:
         super().__init__(scope, id_)
         self.errors_alarm = cloudwatch.Alarm(
@@ -58,7 +64,30 @@ class LifecycleAlarms(Construct):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
+        self.needs_attention_alarm = cloudwatch.Alarm(
+            self,
+            "LifecycleNeedsAttention",
+            alarm_description=(
+                "The scheduled model-lifecycle check reports a state it cannot resolve by itself (a failed"
+                " canary without automatic rollback, a failed rollback, canary devices also in the fleet"
+                " group, a canary model that can never be promoted): it repeats every run until a person"
+                " acts. The reason is the 'attention' field of the function's 'lifecycle check needs"
+                " attention' log line; what to do is in docs/runbook.md"
+            ),
+            # Every run writes 1 or 0: one period per run alarms at once and clears on the next good run.
+            metric=cloudwatch.Metric(
+                namespace=metric_namespace,
+                metric_name=NEEDS_ATTENTION_METRIC,
+                period=schedule_interval,
+                statistic="Maximum",
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            # No data is no run, or no namespace configured: the errors and dead-letter alarms cover those.
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
         action = cw_actions.SnsAction(notify)
-        for alarm in (self.errors_alarm, self.dead_letter_alarm):
+        for alarm in (self.errors_alarm, self.dead_letter_alarm, self.needs_attention_alarm):
             alarm.add_alarm_action(action)
             alarm.add_ok_action(action)

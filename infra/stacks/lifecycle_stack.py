@@ -24,6 +24,7 @@ from constructs import Construct
 from infra import nag
 from infra.config import INFERENCE_COMPONENT_NAME, MODEL_COMPONENT_NAME, DeployTarget, PlatformConfig
 from infra.parts.fleet import Fleet, iot_arn
+from infra.parts.ingest import drift_metric_namespace
 from infra.parts.lifecycle import ModelLifecycle
 from infra.parts.lineage import LineageRegistry
 from infra.parts.model_store import ModelStore
@@ -37,6 +38,7 @@ from lambdas.lifecycle.config import (
     ENV_GATE_POLICY,
     ENV_HEALTH_POLICY,
     ENV_LINEAGE_TABLE,
+    ENV_METRICS_NAMESPACE,
 )
 from lambdas.publisher.config import (
     ENV_INFERENCE_COMPONENT_NAME,
@@ -88,6 +90,9 @@ class LifecycleStack(Stack):
             ENV_FLEET_THING_GROUP_ARN: fleet.fleet_group.attr_arn,
             # Set, so the health check also judges the canary's anomaly rate from its heartbeats.
             ENV_EVENTS_TABLE: events_table.table_name,
+            # The ingest function's namespace: LifecycleNeedsAttention (EMF on stdout, so no
+            # cloudwatch:PutMetricData grant) sits beside the drift metrics and is alarmed in Monitoring.
+            ENV_METRICS_NAMESPACE: drift_metric_namespace(config.name_prefix),
             **policy_environment(config),
         }
 

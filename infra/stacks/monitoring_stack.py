@@ -62,6 +62,8 @@ class MonitoringStack(Stack):
             dead_letter_queue=lifecycle.dead_letter_queue,
             schedule_interval=Duration.minutes(config.lifecycle_schedule_minutes),
             notify=self.monitoring.topic,
+            # The lifecycle function writes LifecycleNeedsAttention there (infra/stacks/lifecycle_stack.py).
+            metric_namespace=ingest.metric_namespace,
         )
         self.drift = DriftAlarm(
             self,

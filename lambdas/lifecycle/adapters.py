@@ -1,5 +1,5 @@
 """The AWS side of the lifecycle's ports: the DynamoDB lineage registry, Greengrass and IoT for what
-devices run, and the ingest table for heartbeats.
+devices run, the ingest table for heartbeats, and CloudWatch (EMF log lines) for the scheduled check.
 
 Each adapter takes its boto3 client(s) in the constructor or creates them on first use, so nothing talks
 to AWS at import time. Throttling surfaces as ``RetryableError`` (botocore has already backed off).
@@ -7,11 +7,14 @@ to AWS at import time. Throttling surfaces as ``RetryableError`` (botocore has a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import json
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import boto3
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
@@ -58,6 +61,8 @@ from lambdas.lifecycle.registry import (
 )
 from lambdas.publisher.config import ThingGroupArn
 from lambdas.publisher.errors import GreengrassError
+
+NEEDS_ATTENTION_METRIC: Final = "LifecycleNeedsAttention"
 
 
 @contextmanager
@@ -421,5 +426,30 @@ def _heartbeat(item: Mapping[str, Any]) -> HeartbeatSample:
         timestamp=str(item["timestamp"]["S"]),
         model_version=str(model["S"]) if isinstance(model, Mapping) else None,
         windows_scored=counter(WINDOWS_COUNTER),
-        anomalous_windows=counter(ANOMALIES_COUNTER),
+        anomalous_windows=counter(ANOMALIES_COUNTER) if ANOMALIES_COUNTER in counters else None,
     )
+
+
+class EmfAttentionMetrics:
+    """Whether a scheduled check needs a person, as one CloudWatch Embedded Metric Format line on stdout
+    (the function's log), written the way the ingest function writes its metrics.
+
+    Every run writes 1 or 0, so the alarm returns to OK on the first run after someone acted. No
+    dimensions: there is one check per environment, and the namespace already names the environment.
+    The action and the reason ride along as properties, searchable in Logs Insights.
+    """
+
+    def __init__(self, namespace: str, write: Callable[[str], object] = print) -> None:
+        self._namespace = namespace
+        self._write = write
+
+    def emit(self, *, action: str, attention: str | None) -> None:
+        # A fresh provider per line: powertools' Metrics class shares its metric set process-wide.
+        provider = AmazonCloudWatchEMFProvider(namespace=self._namespace)
+        provider.add_metric(
+            name=NEEDS_ATTENTION_METRIC, unit=MetricUnit.Count, value=1 if attention is not None else 0
+        )
+        provider.add_metadata(key="action", value=action)
+        if attention is not None:
+            provider.add_metadata(key="attention", value=attention)
+        self._write(json.dumps(provider.serialize_metric_set(), separators=(",", ":")))

@@ -30,6 +30,10 @@ ENV_GATE_POLICY = "GATE_POLICY"
 ENV_HEALTH_POLICY = "HEALTH_POLICY"
 ENV_EVENTS_TABLE = "EVENTS_TABLE"
 ENV_AUTO_ROLLBACK = "AUTO_ROLLBACK"
+# Optional: the CloudWatch namespace of the scheduled check's LifecycleNeedsAttention metric (EMF log
+# lines); unset, none is emitted. The same variable name and CDK value as the ingest function's drift
+# metrics, so the platform's own metrics share one namespace per environment.
+ENV_METRICS_NAMESPACE = "METRICS_NAMESPACE"
 
 # A canary is small: one failed device is a signal, so the job stops at the first failure, and the
 # devices are few enough to notify at once.
@@ -66,6 +70,7 @@ class LifecycleConfig:
     health: HealthPolicy
     events_table: str | None
     auto_rollback: bool
+    metrics_namespace: str | None = None
     canary_rollout: RolloutPolicy = CANARY_ROLLOUT
     fleet_rollout: RolloutPolicy = FLEET_ROLLOUT
     rollback_rollout: RolloutPolicy = ROLLBACK_ROLLOUT
@@ -114,6 +119,7 @@ def load_config(environ: Mapping[str, str]) -> LifecycleConfig:
         health=HealthPolicy.parse(health_text) if health_text else HealthPolicy(),
         events_table=environ.get(ENV_EVENTS_TABLE, "").strip() or None,
         auto_rollback=auto_rollback == "true",
+        metrics_namespace=environ.get(ENV_METRICS_NAMESPACE, "").strip() or None,
     )
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Protocol
 
 from lambdas.lifecycle.config import LifecycleConfig
@@ -29,7 +30,9 @@ from lambdas.lifecycle.errors import (
     GroupOverlapError,
     LockHeldError,
     NotFoundError,
+    NotPromotableError,
     PromotionRefusedError,
+    RefusedError,
     RegistryError,
     RetryableError,
     RollbackRefusedError,
@@ -115,6 +118,12 @@ class Fleet(Protocol):
 class Heartbeats(Protocol):
     def recent(self, thing_name: str) -> list[HeartbeatSample]:
         """The device's most recent heartbeats, oldest first."""
+        ...
+
+
+class AttentionMetrics(Protocol):
+    def emit(self, *, action: str, attention: str | None) -> None:
+        """Record one scheduled check: whether it needs a person (``attention`` is why), and its action."""
         ...
 
 
@@ -581,7 +590,7 @@ def _promote(
             health=None,
         )
     if model.status in _NOT_PROMOTABLE:
-        raise PromotionRefusedError(f"model {model.model_version} is {model.status}; it is not promoted")
+        raise NotPromotableError(f"model {model.model_version} is {model.status}; it is not promoted")
     health = assess_canary(
         lifecycle=lifecycle, registry=registry, fleet=fleet, heartbeats=heartbeats, deployment=canary
     )
@@ -597,7 +606,7 @@ def _promote(
     canary_deployment = deployments.get(canary.deployment_id)
     inference = canary_deployment.components.get(lifecycle.inference_component_name)
     if inference is None:
-        raise PromotionRefusedError(
+        raise NotPromotableError(
             f"canary deployment {canary.deployment_id} has no {lifecycle.inference_component_name}"
         )
     deployment_id = _deploy_model(
@@ -906,6 +915,38 @@ def overview(registry: Registry, lifecycle: LifecycleConfig) -> dict[str, object
 # --- scheduled check ---------------------------------------------------------------------------------
 
 
+class Attention(StrEnum):
+    """Why a scheduled check needs a person: a state that no number of further runs resolves."""
+
+    # Failed, and AUTO_ROLLBACK is off: reported `waiting` on every run until someone acts.
+    CANARY_FAILED = "canary-failed"
+    # The canary's deployment is a rollback and failed too; it is never rolled back again automatically.
+    ROLLBACK_FAILED = "rollback-failed"
+    # Canary devices also in the fleet group: every run is refused until they leave it.
+    GROUP_OVERLAP = "group-overlap"
+    # The canary's model can never be promoted (rolled back, superseded), or its deployment lacks the
+    # inference component: waiting changes neither, only a new publish or a person does.
+    NOT_PROMOTABLE = "not-promotable"
+    # The canary failed and its automatic rollback found nothing to restore (e.g. the first model).
+    ROLLBACK_REFUSED = "rollback-refused"
+    # Any other refusal, e.g. the registry lacks the canary's model: a registry or configuration fault.
+    REFUSED = "refused"
+
+
+def _checked(result: Mapping[str, object], attention: Attention | None = None) -> dict[str, object]:
+    """The result classified: ``needs_attention``, plus ``attention`` (why) when it does."""
+    if attention is None:
+        return {**result, "needs_attention": False}
+    return {**result, "needs_attention": True, "attention": str(attention)}
+
+
+def _rollback_attention(health: CanaryHealth) -> Attention | None:
+    # A rollback still installing is the normal way back, even while devices still report the component
+    # the failed model broke; one that failed on the devices that run it stays failed, and the check never
+    # rolls a rollback back (see ``check_canary``).
+    return Attention.ROLLBACK_FAILED if health.failed_when_deployed else None
+
+
 def check_canary(
     *,
     lifecycle: LifecycleConfig,
@@ -922,7 +963,11 @@ def check_canary(
     Never rolls back automatically a canary whose deployment is itself a rollback: if the restored model
     fails too, the cause is likely not the model (a device, a sensor, another component), and rolling
     back again would walk the canary back one model per run. Busy (another command holds the lifecycle
-    lock) and overlapping groups are reported, not failures; the next run looks again.
+    lock), overlapping groups and other refusals are reported, not raised; the next run looks again.
+
+    Every result carries ``needs_attention``: true, with ``attention`` (an ``Attention`` value), when
+    the state is one the schedule cannot resolve by itself, so without a person the same result returns
+    on every run. A pending canary (installing, baking) and ``busy`` are normal and resolve on their own.
     """
     try:
         with lifecycle_lock(
@@ -937,9 +982,20 @@ def check_canary(
                 clock=clock,
             )
     except LockHeldError as busy:
-        return {"action": "busy", "reason": str(busy)}
-    except GroupOverlapError as overlap:
-        return {"action": "refused", "reason": str(overlap), "reasons": list(overlap.reasons)}
+        # The holder's command ends, or its lock expires, within LOCK_TTL_SECONDS.
+        return _checked({"action": "busy", "reason": str(busy)})
+    except RefusedError as refused:
+        # Overlapping groups, a failed canary with nothing to roll back to, a model the registry lacks:
+        # each is refused the same way on every run until someone changes it.
+        if isinstance(refused, GroupOverlapError):
+            attention = Attention.GROUP_OVERLAP
+        elif isinstance(refused, RollbackRefusedError):
+            attention = Attention.ROLLBACK_REFUSED
+        else:
+            attention = Attention.REFUSED
+        return _checked(
+            {"action": "refused", "reason": str(refused), "reasons": list(refused.reasons)}, attention
+        )
 
 
 def _check_canary(
@@ -950,7 +1006,7 @@ def _check_canary(
     fleet: Fleet,
     heartbeats: Heartbeats | None,
     clock: Clock,
-) -> Mapping[str, object]:
+) -> dict[str, object]:
     try:
         result = _promote(
             lifecycle=lifecycle,
@@ -966,30 +1022,73 @@ def _check_canary(
     except GroupOverlapError:
         raise
     except PromotionRefusedError as refused:
-        current = current_deployment(registry, lifecycle.canary.arn)
-        if current is None:
-            return {"action": "nothing", "reason": str(refused)}
-        if current.stage is Stage.ROLLBACK:
-            note = (
-                f"the canary's deployment {current.deployment_id} is itself a rollback; it is not rolled "
-                "back again automatically"
-            )
-            return {"action": "waiting", "reason": str(refused), "reasons": [*refused.reasons, note]}
-        health = assess_canary(
-            lifecycle=lifecycle, registry=registry, fleet=fleet, heartbeats=heartbeats, deployment=current
+        return _after_refusal(
+            refused,
+            lifecycle=lifecycle,
+            registry=registry,
+            deployments=deployments,
+            fleet=fleet,
+            heartbeats=heartbeats,
+            clock=clock,
         )
-        if health.state is HealthState.FAILED and lifecycle.auto_rollback:
-            rolled = _rollback(
-                lifecycle=lifecycle,
-                target=lifecycle.canary,
-                registry=registry,
-                deployments=deployments,
-                clock=clock,
-                to_component_version=None,
-                from_model_version=current.model_version,
-                reason="canary failed: " + "; ".join(health.reasons),
-                actor="scheduled-rollback",
+    outcome = {"action": result.outcome, **result.to_dict()}
+    if result.outcome == "already-promoted":
+        # The usual end of an automatic rollback: the canary back on the fleet's model, which counts as
+        # promoted without a health check. If that rollback fails too, nothing would ever say so.
+        current = current_deployment(registry, lifecycle.canary.arn)
+        if current is not None and current.stage is Stage.ROLLBACK:
+            health = assess_canary(
+                lifecycle=lifecycle, registry=registry, fleet=fleet, heartbeats=heartbeats, deployment=current
             )
-            return {"action": "rolled-back", "reasons": list(health.reasons), **rolled.to_dict()}
-        return {"action": "waiting", "reason": str(refused), "reasons": list(refused.reasons)}
-    return {"action": result.outcome, **result.to_dict()}
+            return _checked(outcome, _rollback_attention(health))
+    return _checked(outcome)
+
+
+def _after_refusal(
+    refused: PromotionRefusedError,
+    *,
+    lifecycle: LifecycleConfig,
+    registry: Registry,
+    deployments: Deployments,
+    fleet: Fleet,
+    heartbeats: Heartbeats | None,
+    clock: Clock,
+) -> dict[str, object]:
+    """A canary that was not promoted: wait, roll it back, or say that a person must act."""
+    current = current_deployment(registry, lifecycle.canary.arn)
+    if current is None:
+        return _checked({"action": "nothing", "reason": str(refused)})
+    health = assess_canary(
+        lifecycle=lifecycle, registry=registry, fleet=fleet, heartbeats=heartbeats, deployment=current
+    )
+    if current.stage is Stage.ROLLBACK:
+        note = (
+            f"the canary's deployment {current.deployment_id} is itself a rollback; it is not rolled "
+            "back again automatically"
+        )
+        # A rollback's restored model is often not promotable (an older, superseded one): the canary
+        # rests there until the next publish, which is no fault. Only its failure is.
+        return _checked(
+            {"action": "waiting", "reason": str(refused), "reasons": [*refused.reasons, note]},
+            _rollback_attention(health),
+        )
+    if health.state is HealthState.FAILED and lifecycle.auto_rollback:
+        rolled = _rollback(
+            lifecycle=lifecycle,
+            target=lifecycle.canary,
+            registry=registry,
+            deployments=deployments,
+            clock=clock,
+            to_component_version=None,
+            from_model_version=current.model_version,
+            reason="canary failed: " + "; ".join(health.reasons),
+            actor="scheduled-rollback",
+        )
+        return _checked({"action": "rolled-back", "reasons": list(health.reasons), **rolled.to_dict()})
+    waiting = {"action": "waiting", "reason": str(refused), "reasons": list(refused.reasons)}
+    if health.failed_when_deployed:
+        # Not a failure still left from the deployment before, which the devices are replacing.
+        return _checked(waiting, Attention.CANARY_FAILED)
+    if isinstance(refused, NotPromotableError):
+        return _checked(waiting, Attention.NOT_PROMOTABLE)
+    return _checked(waiting)

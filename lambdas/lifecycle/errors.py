@@ -25,6 +25,12 @@ class PromotionRefusedError(RefusedError):
     """The canary is not (yet) healthy, or there is nothing to promote."""
 
 
+class NotPromotableError(PromotionRefusedError):
+    """The canary's model or deployment can never be promoted as it stands, however long the canary runs:
+    the model's status (rolled back, superseded, rejected) or a canary deployment without the inference
+    component. Only a new publish or a person changes it."""
+
+
 class GroupOverlapError(PromotionRefusedError):
     """Devices are in both the canary and the fleet group: their two deployments pin different model
     versions, which Greengrass cannot resolve, so the canary's health says nothing about the model."""

@@ -71,7 +71,8 @@ class HeartbeatSample:
     timestamp: str
     model_version: str | None
     windows_scored: float
-    anomalous_windows: float
+    # None: the heartbeat has no such counter (an inference component from before it was sent).
+    anomalous_windows: float | None
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,9 @@ class DeviceHealth:
     reasons: tuple[str, ...]
     anomaly_rate: float | None = None
     baseline_rate: float | None = None
+    # The device has finished the deployment judged (succeeded or failed). Until then, what it reports
+    # (a broken component, say) is left from the deployment before, or in flux.
+    deployed: bool = False
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -145,6 +149,12 @@ class CanaryHealth:
         if any(d.state is HealthState.FAILED for d in self.devices):
             state = HealthState.FAILED
         return state
+
+    @property
+    def failed_when_deployed(self) -> bool:
+        """Failed by a device that has finished this deployment: the deployment's own failure, not one
+        left from the deployment it replaces (a component still broken while the device updates)."""
+        return any(d.state is HealthState.FAILED and d.deployed for d in self.devices)
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -181,6 +191,12 @@ def assess_device(
         return DeviceHealth(name, HealthState.PENDING, ("is not a registered Greengrass core device yet",))
     failed: list[str] = []
     pending: list[str] = []
+    effective = report.effective_for(expected.target_arn)
+    deployed = (
+        effective is not None
+        and effective.deployment_id == expected.deployment_id
+        and effective.status in SUCCEEDED | FAILED
+    )
     _check_execution(report, expected, failed, pending)
     _check_components(report, expected, failed, pending)
     rate: float | None = None
@@ -188,10 +204,10 @@ def assess_device(
     if heartbeats is not None and not failed and not pending:
         rate, baseline = _check_anomaly_rate(heartbeats, expected, policy, failed, pending)
     if failed:
-        return DeviceHealth(name, HealthState.FAILED, tuple(failed + pending), rate, baseline)
+        return DeviceHealth(name, HealthState.FAILED, tuple(failed + pending), rate, baseline, deployed)
     if pending:
-        return DeviceHealth(name, HealthState.PENDING, tuple(pending), rate, baseline)
-    return DeviceHealth(name, HealthState.HEALTHY, (), rate, baseline)
+        return DeviceHealth(name, HealthState.PENDING, tuple(pending), rate, baseline, deployed)
+    return DeviceHealth(name, HealthState.HEALTHY, (), rate, baseline, deployed)
 
 
 def _check_execution(
@@ -244,6 +260,13 @@ def _check_anomaly_rate(
     failed: list[str],
     pending: list[str],
 ) -> tuple[float | None, float | None]:
+    if not _counts_anomalies(heartbeats, expected.model_version):
+        # Counting them as 0 would pass any model: the rate stays unjudged, and promotion waits.
+        pending.append(
+            f"heartbeats under model {expected.model_version} carry no {ANOMALIES_COUNTER!r} counter "
+            "(an inference component too old to send it); its anomaly rate cannot be judged"
+        )
+        return None, None
     anomalies, windows = model_counts(heartbeats, expected.model_version)
     if windows < policy.min_windows:
         pending.append(
@@ -253,7 +276,9 @@ def _check_anomaly_rate(
         return None, None
     rate = anomalies / windows
     baseline: float | None = None
-    if expected.baseline_model_version is not None:
+    if expected.baseline_model_version is not None and _counts_anomalies(
+        heartbeats, expected.baseline_model_version
+    ):
         old_anomalies, old_windows = model_counts(heartbeats, expected.baseline_model_version)
         if old_windows >= policy.min_windows:
             baseline = old_anomalies / old_windows
@@ -266,6 +291,10 @@ def _check_anomaly_rate(
     if rate > bound:
         failed.append(f"anomaly rate {rate:.4g} exceeds {bound:.4g} ({against})")
     return rate, baseline
+
+
+def _counts_anomalies(heartbeats: Sequence[HeartbeatSample], model_version: str) -> bool:
+    return all(h.anomalous_windows is not None for h in heartbeats if h.model_version == model_version)
 
 
 def model_counts(heartbeats: Sequence[HeartbeatSample], model_version: str) -> tuple[float, float]:
@@ -285,10 +314,10 @@ def model_counts(heartbeats: Sequence[HeartbeatSample], model_version: str) -> t
                 # The oldest heartbeat read may be mid-run: its totals include unknown history.
                 d_windows = d_anomalies = 0.0
             elif beat.windows_scored < previous.windows_scored:
-                d_windows, d_anomalies = beat.windows_scored, beat.anomalous_windows
+                d_windows, d_anomalies = beat.windows_scored, beat.anomalous_windows or 0.0
             else:
                 d_windows = beat.windows_scored - previous.windows_scored
-                d_anomalies = max(0.0, beat.anomalous_windows - previous.anomalous_windows)
+                d_anomalies = max(0.0, (beat.anomalous_windows or 0.0) - (previous.anomalous_windows or 0.0))
             windows += d_windows
             anomalies += d_anomalies
         previous = beat

@@ -11,9 +11,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from lambdas.lifecycle.adapters import DynamoRegistry, EventsTableHeartbeats, GreengrassFleet
+from lambdas.lifecycle.adapters import (
+    DynamoRegistry,
+    EmfAttentionMetrics,
+    EventsTableHeartbeats,
+    GreengrassFleet,
+)
 from lambdas.lifecycle.config import LifecycleConfig, load_config
-from lambdas.lifecycle.core import Deployments, Fleet, Heartbeats
+from lambdas.lifecycle.core import AttentionMetrics, Deployments, Fleet, Heartbeats
 from lambdas.lifecycle.registry import Registry
 from lambdas.publisher.adapters import GreengrassDeployments
 
@@ -32,6 +37,9 @@ class Services:
     clock: Callable[[], datetime] = field(default=utc_now)
     # Waiting for the lifecycle lock (injected in tests, where the clock is not the wall clock).
     sleep: Callable[[float], None] = field(default=time.sleep)
+    # The scheduled check's LifecycleNeedsAttention metric (only the handler writes it); None when no
+    # namespace is configured.
+    attention_metrics: AttentionMetrics | None = None
 
 
 def build_services(environ: Mapping[str, str]) -> Services:
@@ -42,4 +50,7 @@ def build_services(environ: Mapping[str, str]) -> Services:
         deployments=GreengrassDeployments(),
         fleet=GreengrassFleet(),
         heartbeats=EventsTableHeartbeats(config.events_table) if config.events_table else None,
+        attention_metrics=(
+            EmfAttentionMetrics(config.metrics_namespace) if config.metrics_namespace else None
+        ),
     )

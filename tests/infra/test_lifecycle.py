@@ -91,6 +91,7 @@ def test_environment(function: dict[str, Any]) -> None:
         "FLEET_THING_GROUP_ARN",
         "EVENTS_TABLE",
         "AUTO_ROLLBACK",
+        "METRICS_NAMESPACE",
     }
     assert flatten(variables["MODEL_BUCKET"]) == BUCKET_NAME
     assert variables["INFERENCE_COMPONENT_VERSION"] == "1.0.0"
@@ -106,6 +107,23 @@ def test_environment(function: dict[str, Any]) -> None:
     events = flatten(variables["EVENTS_TABLE"])
     assert events.startswith("{import:EdgemlDevIngest:")
     assert "EventsTable" in events
+    # Without POWERTOOLS_SERVICE_NAME: powertools would add a "service" dimension to the EMF line, and the
+    # LifecycleNeedsAttention alarm (no dimensions) would never see the metric.
+    assert "POWERTOOLS_SERVICE_NAME" not in variables
+
+
+def test_needs_attention_metric_goes_to_the_ingest_function_s_namespace(
+    dev: Synthesized, function: dict[str, Any]
+) -> None:
+    """The namespace the LifecycleNeedsAttention alarm watches (tests/infra/test_monitoring.py)."""
+    namespace = function["Environment"]["Variables"]["METRICS_NAMESPACE"]
+    (ingest,) = (
+        dev.template("ingest")
+        .find_resources("AWS::Lambda::Function", {"Properties": {"PackageType": "Image"}})
+        .values()
+    )
+    assert namespace == ingest["Properties"]["Environment"]["Variables"]["METRICS_NAMESPACE"]
+    assert namespace == "EdgeML/edgeml-dev"
 
 
 def test_environment_is_one_the_lifecycle_accepts(function: dict[str, Any]) -> None:

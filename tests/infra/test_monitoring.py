@@ -139,3 +139,26 @@ def test_ack_failures_alarm_watches_the_ingest_metric_for_15_minutes(template: T
         },
     )
     assert topic.as_string() in template.find_resources("AWS::SNS::Topic")
+
+
+def test_lifecycle_needs_attention_alarm_watches_the_scheduled_check_s_metric(template: Template) -> None:
+    """A state the scheduled check cannot resolve pages someone after one run, and clears after one."""
+    topic = Capture()
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "EdgeML/edgeml-dev",
+            "MetricName": "LifecycleNeedsAttention",
+            "Dimensions": Match.absent(),
+            "Statistic": "Maximum",
+            "Period": 300,  # the dev schedule's interval: one run per period
+            "EvaluationPeriods": 1,
+            "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmDescription": Match.string_like_regexp("cannot resolve by itself"),
+            "AlarmActions": [{"Ref": topic}],
+            "OKActions": [{"Ref": topic}],
+        },
+    )
+    assert topic.as_string() in template.find_resources("AWS::SNS::Topic")

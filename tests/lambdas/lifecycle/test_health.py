@@ -134,6 +134,29 @@ def test_canary_state_combines_devices():
     )
 
 
+def test_a_failure_counts_as_the_deployment_s_own_once_the_device_has_finished_it():
+    """While a device installs (QUEUED, IN_PROGRESS), a broken component is the deployment's before."""
+    installing = assess_device(
+        report("IN_PROGRESS", inference="BROKEN"), EXPECTED, heartbeats=None, policy=POLICY
+    )
+    other = DeviceReport(
+        "gw-1",
+        True,
+        (EffectiveDeployment("d-1", TARGET, "SUCCEEDED"),),
+        (InstalledComponent("com.edgeml.AnomalyDetector", "1.2.0", "BROKEN"),),
+    )
+    left_over = assess_device(other, EXPECTED, heartbeats=None, policy=POLICY)
+    broken = assess_device(report(inference="BROKEN"), EXPECTED, heartbeats=None, policy=POLICY)
+    failed = assess_device(report("FAILED"), EXPECTED, heartbeats=None, policy=POLICY)
+
+    assert [h.state for h in (installing, left_over, broken, failed)] == [HealthState.FAILED] * 4
+    assert [h.deployed for h in (installing, left_over, broken, failed)] == [False, False, True, True]
+    assert not CanaryHealth(TARGET, "d-2", "new", (installing, left_over)).failed_when_deployed
+    assert CanaryHealth(TARGET, "d-2", "new", (installing, broken)).failed_when_deployed
+    assert CanaryHealth(TARGET, "d-2", "new", (failed,)).failed_when_deployed
+    assert broken.to_dict()["deployed"] is True
+
+
 def test_health_policy_parsing():
     assert HealthPolicy.parse('{"min_windows": 500, "max_rate_ratio": 1.5}') == HealthPolicy(
         max_rate_ratio=1.5, min_windows=500
@@ -159,3 +182,28 @@ def test_only_the_model_and_inference_components_are_judged():
         "com.edgeml.AnomalyModel 1.0.1 is BROKEN",
         "com.edgeml.AnomalyDetector is not installed",
     )
+
+
+def test_heartbeats_without_the_anomaly_counter_leave_the_rate_unjudged_not_zero():
+    # A component that does not send anomalous_windows: read as 0 anomalies, any model would pass.
+    silent = [
+        HeartbeatSample("2026-11-24T20:00:00.000000Z", "new", 0, None),
+        HeartbeatSample("2026-11-24T20:01:00.000000Z", "new", 5000, None),
+    ]
+    health = assess_device(report(), EXPECTED, heartbeats=silent, policy=POLICY)
+    assert health.state is HealthState.PENDING
+    assert health.anomaly_rate is None
+    assert health.reasons == (
+        "heartbeats under model new carry no 'anomalous_windows' counter (an inference component too old "
+        "to send it); its anomaly rate cannot be judged",
+    )
+
+
+def test_a_baseline_without_the_anomaly_counter_falls_back_to_the_cap():
+    beats = [
+        HeartbeatSample("2026-11-24T20:00:00.000000Z", "old", 0, None),
+        HeartbeatSample("2026-11-24T20:01:00.000000Z", "old", 1000, None),
+        beat(2, "new", 2000, 30),  # 3 % under the 5 % cap
+    ]
+    health = assess_device(report(), EXPECTED, heartbeats=beats, policy=POLICY)
+    assert (health.state, health.anomaly_rate, health.baseline_rate) == (HealthState.HEALTHY, 0.03, None)
