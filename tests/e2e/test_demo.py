@@ -71,6 +71,9 @@ def test_demo_replays_every_sample_and_forwards_only_anomalies(demo_run: DemoRun
     # What the device said it sent is exactly what the cloud side of the broker received.
     assert summary["anomalies_received_by_cloud"] == summary["anomalies_forwarded"]
     assert summary["bytes_forwarded"] < 0.2 * summary["raw_bytes"]
+    assert summary["heartbeat_bytes"] > 0
+    sent = summary["bytes_forwarded"] + summary["heartbeat_bytes"]
+    assert summary["sent_ratio"] == round(sent / summary["raw_bytes"], 5)
 
 
 def test_demo_closes_the_delivery_loop_with_acks(demo_run: DemoRun) -> None:
