@@ -792,7 +792,7 @@ level term): 12.5 us per batch of 512 (0.024 us per window, 24x less), 4.1 us pe
 graph's numpy twin (float32, same folded weights; max difference to ONNX Runtime 0 on the NAB test slice,
 1e-6 on the multichannel tests); against the float64 formula (`reference_scores`) the folded float32
 scores differ by at most 4e-6 (NAB slice) / 2e-5 (3 synthetic channels, scores up to ~8). `make eval`
-gives the same numbers as before to every printed digit (NAB standard 69.65, SKAB F1 0.802). In the
+gave the same numbers as before to every printed digit (NAB standard 69.65 then, SKAB F1 0.802). In the
 component, `ScoringEngine.add_block` builds its `[k, w, c]` windows view with the ndarray constructor
 instead of `sliding_window_view` (~1 us instead of ~7 us per message) and checks timestamp order with
 plain slices.

@@ -243,11 +243,13 @@ def _train_sagemaker(ctx: Context, argv: list[str]) -> None:
     assert jobs
 
 
-def _receive_retrain_request(ctx: Context, argv: list[str]) -> None:
-    sqs = ctx.client("sqs")
-    assert argv[argv.index("--queue-url") + 1] == ctx.values["<RetrainQueueUrl>"]
-    message = sqs.receive_message(QueueUrl=ctx.values["<RetrainQueueUrl>"], WaitTimeSeconds=0)["Messages"]
-    assert json.loads(message[0]["Body"])["detail-type"] == "CloudWatch Alarm State Change"
+def _train_sagemaker_with_prefix(ctx: Context, argv: list[str]) -> None:
+    """The runbook's hand-started job: named with the environment's prefix, as the retrain Lambda expects."""
+    prefix = argv[argv.index("--job-name-prefix") + 1]
+    _train_sagemaker(ctx, argv)
+    jobs = ctx.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
+    names = [job["TrainingJobName"] for job in jobs]
+    assert any(name.startswith(f"{prefix}-") for name in names), names
 
 
 def _create_certificate(ctx: Context, argv: list[str]) -> None:
@@ -380,10 +382,10 @@ REGISTRY: dict[str, Run | RunBy | RealAws] = {
         "iot.remove_thing_from_thing_group through boto3 against moto", _remove_from_group
     ),
     "edgeml fleet --thing gw-07": Run(),
-    "aws sqs receive-message --queue-url <RetrainQueueUrl>": RealAws(
-        "sqs.receive_message against moto, on a queue holding the alarm's state-change event",
-        _receive_retrain_request,
-    ),
+    (
+        "edgeml train sagemaker --bucket <ModelBucketName> --dataset pump --role-arn <TrainingRoleArn> "
+        "--job-name-prefix edgeml-dev -p model_name=pump"
+    ): RealAws("the same command against moto, with --skip-role-validation", _train_sagemaker_with_prefix),
     (
         "aws iot create-keys-and-certificate --set-as-active --certificate-pem-outfile gw-01.cert.pem "
         "--private-key-outfile gw-01.key.pem"
@@ -524,11 +526,6 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Context]:
         context = Context(plane=plane, workdir=tmp_path)
         iam = context.client("iam")
         role = iam.create_role(RoleName=TRAINING_ROLE, AssumeRolePolicyDocument=json.dumps({"Statement": []}))
-        sqs = context.client("sqs")
-        queue = sqs.create_queue(QueueName="edgeml-dev-retrain")["QueueUrl"]
-        sqs.send_message(
-            QueueUrl=queue, MessageBody=json.dumps({"detail-type": "CloudWatch Alarm State Change"})
-        )
         old = context.client("iot").create_keys_and_certificate(setAsActive=True)
         # A model already on the canary, for the commands that name one (docs/operations.md).
         plane.plane.train_and_publish("job-0", EARLIER_MODEL)
@@ -536,7 +533,6 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Context]:
             {
                 "<ModelBucketName>": BUCKET,
                 "<TrainingRoleArn>": role["Role"]["Arn"],
-                "<RetrainQueueUrl>": queue,
                 "<oldCertificateId>": old["certificateId"],
                 "<v>": EARLIER_MODEL,
                 "<thing>": "canary-01",
