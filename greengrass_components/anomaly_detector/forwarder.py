@@ -143,13 +143,15 @@ class Forwarder:
 
     def send_pending(self) -> bool:
         """Try to send everything due in the spool once, in order; False at the first failure."""
+        # The last resend handled in this pass: the spool keeps the pass's place in the resend order by it.
+        after: SpooledEvent | None = None
         while not self._stop.is_set():
-            batch = self._next_batch()
+            # At most RESEND_BATCH resends a batch: then a look for new events, which go first.
+            batch = self._next_batch(after)
             if not batch:
                 self._send_health()
                 self._emptied.set()
                 return True
-            resends = 0
             for event in batch:
                 if self._stop.is_set():
                     return False
@@ -157,9 +159,7 @@ class Forwarder:
                     self._send_health()
                 resend = self.ack_timeout_s > 0 and event.sent_at is not None
                 if resend:
-                    if resends == RESEND_BATCH:
-                        break  # look for new events, which go first
-                    resends += 1
+                    after = event
                     # The batch is a snapshot: an ack may have deleted the row since.
                     if not self._spool.contains(event.seq):
                         continue
@@ -231,9 +231,15 @@ class Forwarder:
         if self.on_gave_up is not None:
             self.on_gave_up(event)
 
-    def _next_batch(self) -> list[SpooledEvent]:
+    def _next_batch(self, after: SpooledEvent | None) -> list[SpooledEvent]:
         if self.ack_timeout_s > 0:
-            return self._spool.peek_due(100, now=self._wall_clock(), ack_timeout_s=self.ack_timeout_s)
+            return self._spool.peek_due(
+                100,
+                now=self._wall_clock(),
+                ack_timeout_s=self.ack_timeout_s,
+                resend_limit=RESEND_BATCH,
+                after=after,
+            )
         return self._spool.peek(100)
 
     def unsent(self) -> int:
