@@ -92,6 +92,7 @@ def build(*, context: Mapping[str, Any] | None = None, outdir: str | None = None
         ingest=ingest.ingest,
         lifecycle=lifecycle.lifecycle,
         training_role=training.training.role,
+        model_store_key_arn=model_store.model_store.key.key_arn,
         code_directory=str(LAMBDAS_DIRECTORY),
     )
 

@@ -32,6 +32,8 @@ LABEL_COLUMNS: Final = frozenset({"anomaly", "changepoint", "label"})
 TIMESTAMP_COLUMNS: Final = ("timestamp", "datetime", "time", "date", "ts")
 _MISSING_CELLS: Final = frozenset({"", "nan", "na", "null", "none"})
 _DELIMITERS: Final = (",", ";", "\t")
+# Epoch seconds of 9999-12-31, datetime's last day: a larger number is no epoch-seconds timestamp.
+_EPOCH_SECONDS_LIMIT: Final = 253_402_300_800
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,10 @@ def parse_csv(raw: bytes, *, source: str, channels: Sequence[str] | None = None)
     timestamp nor a label column (``anomaly``, ``changepoint``, ``label``). Empty / ``nan`` cells are missing
     and filled from the previous row (the first rows from the next value).
     """
-    text = raw.decode("utf-8-sig")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MalformedCsvError(_decode_error(raw, exc, source)) from None
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise EmptyDataError(f"{source}: the file is empty")
@@ -126,16 +131,20 @@ def load_training_data(path: Path, channels: Sequence[str] | None = None) -> lis
     return series
 
 
+def manifest(series: Sequence[Series]) -> str:
+    """The training files as a ``sha256sum`` listing: ``<sha256>  <name>`` lines sorted by name."""
+    return "".join(f"{s.sha256}  {s.source}\n" for s in sorted(series, key=lambda s: s.source))
+
+
 def fingerprint(series: Sequence[Series]) -> str:
     """sha256 identifying the training files.
 
-    One file: the file's own sha256. Several: the sha256 of their ``sha256sum``-style manifest
-    (``<sha256>  <name>`` lines sorted by name), which changes when any file is added, removed or edited.
+    One file: the file's own sha256. Several: the sha256 of their :func:`manifest`, which changes when
+    any file is added, removed or edited.
     """
     if len(series) == 1:
         return series[0].sha256
-    manifest = "".join(f"{s.sha256}  {s.source}\n" for s in sorted(series, key=lambda s: s.source))
-    return hashlib.sha256(manifest.encode()).hexdigest()
+    return hashlib.sha256(manifest(series).encode()).hexdigest()
 
 
 def leading_rows(series: Series, *, train_rows: int | None, train_fraction: float | None) -> Series:
@@ -185,9 +194,19 @@ def _parse_timestamps(cells: list[str], column: str, source: str) -> np.ndarray:
         if value is None:
             raise InvalidTimestampError(
                 f"{source} line {line_no}: {cell!r} in column {column!r} is not a timestamp"
+                + _epoch_hint(cell)
             )
         parsed.append(value)
     return np.array(parsed, dtype="datetime64[us]")
+
+
+def _decode_error(raw: bytes, exc: UnicodeDecodeError, source: str) -> str:
+    """Where the first byte that is not UTF-8 sits, as a line number a person can open the file at."""
+    line_no = raw.count(b"\n", 0, exc.start) + 1
+    return (
+        f"{source} line {line_no}: byte 0x{raw[exc.start]:02x} at offset {exc.start} is not UTF-8; "
+        "save the file as UTF-8 (a spreadsheet's 'CSV UTF-8'), e.g. iconv -f cp1252 -t utf-8"
+    )
 
 
 def _parse_datetime(cell: str) -> datetime | None:
@@ -195,7 +214,12 @@ def _parse_datetime(cell: str) -> datetime | None:
     number = _parse_float(text)
     if number is not None and math.isfinite(number):
         # Epoch seconds, as the sensor message contract allows.
-        return datetime.fromtimestamp(number, tz=UTC).replace(tzinfo=None)
+        try:
+            return datetime.fromtimestamp(number, tz=UTC).replace(tzinfo=None)
+        except (ValueError, OverflowError, OSError):
+            # Beyond datetime's years 1-9999 (epoch milliseconds, for one, land near year 55000):
+            # not a timestamp; the caller names the file, line and cell.
+            return None
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
@@ -203,6 +227,13 @@ def _parse_datetime(cell: str) -> datetime | None:
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value
+
+
+def _epoch_hint(cell: str) -> str:
+    number = _parse_float(cell.strip())
+    if number is None or not _EPOCH_SECONDS_LIMIT <= abs(number) < 1000 * _EPOCH_SECONDS_LIMIT:
+        return ""
+    return " (too large for epoch seconds; epoch milliseconds? give seconds or ISO 8601)"
 
 
 def _choose_channels(

@@ -3,8 +3,10 @@
 Run as ``python -m training.train --window_length 32 ...`` (SageMaker passes each hyperparameter as
 ``--name value``). Paths default to the SageMaker environment (``SM_MODEL_DIR``, ``SM_CHANNEL_TRAIN``,
 ``SM_OUTPUT_DATA_DIR``, ``SM_OUTPUT_DIR``), so the same command runs locally with flags or env vars.
-Exit codes: 0 trained, 2 bad input or hyperparameters (the reason is logged and, under SageMaker,
-written to ``$SM_OUTPUT_DIR/failure`` so that DescribeTrainingJob shows it).
+Exit codes: 0 trained, 2 bad input or hyperparameters, 1 anything unexpected (a bug, a full disk). In
+both failure cases the reason is logged and, under SageMaker, written to ``$SM_OUTPUT_DIR/failure`` so
+that DescribeTrainingJob's FailureReason shows it: the SDK's driver writes its own, traceback-only
+failure file only when that file does not exist yet.
 """
 
 import argparse
@@ -29,7 +31,14 @@ from training.calibrate import (
     calibrate_threshold,
     score_summary,
 )
-from training.data import Series, fingerprint, leading_rows, load_training_data, sliding_windows
+from training.data import (
+    Series,
+    fingerprint,
+    leading_rows,
+    load_training_data,
+    manifest,
+    sliding_windows,
+)
 from training.detector import DetectorConfig, ForecastResidualModel, fit, score_windows
 from training.errors import ConfigError, TrainingError
 from training.export import ModelMetadata, build_onnx_model, format_utc, save_model
@@ -49,8 +58,18 @@ DEFAULT_MODEL_DIR: Final = "/opt/ml/model"
 DEFAULT_CHANNEL_TRAIN: Final = "/opt/ml/input/data/train"
 MODEL_FILE: Final = "model.onnx"
 METRICS_FILE: Final = "metrics.json"
+# Every training file's sha256 and name, sha256sum style: the full list the metrics only sample.
+MANIFEST_FILE: Final = "training-files.sha256"
+FAILURE_FILE: Final = "failure"
 EXIT_OK: Final = 0
+EXIT_UNEXPECTED: Final = 1
 EXIT_BAD_INPUT: Final = 2
+# training_metrics travels in the model's metadata and, whole, into one lineage registry item (DynamoDB:
+# 400 KB). Its only part that grows with the data is the per-file list, so only the first files are
+# listed; with names of at most 255 bytes that part stays under 10 KiB (tests: 3,000 files < 64 KiB).
+MAX_LISTED_FILES: Final = 20
+# SageMaker's FailureReason holds 1,024 characters; the rest of a longer reason is in the log.
+MAX_FAILURE_CHARS: Final = 1000
 # model_name and model_version become S3 key segments (models/<name>/<version>/model.onnx).
 _KEY_SEGMENT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Hyperparameters the SageMaker SDK adds for its own use; they are not ours to interpret.
@@ -311,10 +330,15 @@ def training_metrics(
     seasonal: SeasonalResolution | None = None,
 ) -> dict[str, object]:
     """The ``training_metrics`` JSON object: data used, detector settings, score distribution, calibration
-    (and, when ``edge_postprocess`` gave a period in seconds, how it was resolved to rows)."""
+    (and, when ``edge_postprocess`` gave a period in seconds, how it was resolved to rows).
+
+    Bounded in the number of files: totals over all files, details of the first ``MAX_LISTED_FILES``
+    and ``files_truncated`` for the rest (all of them are in ``MANIFEST_FILE`` and behind
+    ``training_data_sha256``)."""
     extra: dict[str, object] = {}
     if seasonal is not None and seasonal.status != "row-based":
         extra["edge_postprocess_seasonal"] = seasonal.as_dict()
+    listed = list(zip(series, train_series, strict=True))[:MAX_LISTED_FILES]
     return {
         **extra,
         "n_files": len(series),
@@ -326,8 +350,11 @@ def training_metrics(
                 "train_rows": used.n_rows,
                 "missing_filled": full.n_missing_filled,
             }
-            for full, used in zip(series, train_series, strict=True)
+            for full, used in listed
         ],
+        "files_truncated": len(series) - len(listed),
+        "n_rows": sum(s.n_rows for s in series),
+        "n_missing_filled": sum(s.n_missing_filled for s in series),
         "n_train_rows": sum(s.n_rows for s in train_series),
         "n_windows": int(scores.size),
         "train_rows_limit": config.train_rows,
@@ -359,7 +386,9 @@ def run(config: TrainConfig, *, now: datetime) -> TrainedModel:
     _log.info(
         "training data loaded",
         extra={
-            "files": [s.source for s in series],
+            # A log event holds 256 KB; thousands of names would not fit, and the manifest has them all.
+            "n_files": len(series),
+            "files": [s.source for s in series[:MAX_LISTED_FILES]],
             "rows": sum(s.n_rows for s in series),
             "channels": list(series[0].channels),
         },
@@ -377,9 +406,11 @@ def run(config: TrainConfig, *, now: datetime) -> TrainedModel:
         "training_metrics": trained.metadata.training_metrics,
     }
     text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+    files = manifest(series)
     for directory in filter(None, (config.model_dir, config.output_data_dir)):
         directory.mkdir(parents=True, exist_ok=True)
         (directory / METRICS_FILE).write_text(text)
+        (directory / MANIFEST_FILE).write_text(files, encoding="utf-8")
     _log.info(
         "model written",
         extra={
@@ -403,11 +434,37 @@ def main(argv: list[str] | None = None) -> int:
         run(config, now=datetime.now(UTC))
     except TrainingError as exc:
         _log.error("training failed", extra={"error": type(exc).__name__, "reason": str(exc)})
-        if failure_dir is not None:
-            failure_dir.mkdir(parents=True, exist_ok=True)
-            (failure_dir / "failure").write_text(f"{type(exc).__name__}: {exc}\n")
+        write_failure(failure_dir, exc)
         return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 - the entry point's last resort; the reason must reach SageMaker
+        # Not a failure we explain: a bug, or the machine (memory, disk). The traceback goes to the log;
+        # the failure file still names the error, so FailureReason is never only the driver's traceback.
+        _log.exception(
+            "training failed unexpectedly", extra={"error": type(exc).__name__, "reason": str(exc)}
+        )
+        write_failure(failure_dir, exc, prefix="unexpected error: ")
+        return EXIT_UNEXPECTED
     return EXIT_OK
+
+
+def write_failure(directory: Path | None, exc: BaseException, *, prefix: str = "") -> None:
+    """``<prefix><ErrorType>: <reason>`` into SageMaker's failure file, if there is one to write.
+
+    Never raises: the reason is logged already, and a failure to write it (a full disk) must not hide
+    the exit code.
+    """
+    if directory is None:
+        return
+    reason = f"{prefix}{type(exc).__name__}: {exc}"
+    if len(reason) > MAX_FAILURE_CHARS:
+        reason = reason[: MAX_FAILURE_CHARS - 3] + "..."
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / FAILURE_FILE).write_text(reason + "\n", encoding="utf-8")
+    except OSError as write_error:
+        _log.error(
+            "could not write the failure file", extra={"path": str(directory), "error": str(write_error)}
+        )
 
 
 def _failure_dir(environ: Mapping[str, str]) -> Path | None:

@@ -13,8 +13,12 @@ concurrency equals it, so the poller is never throttled. Two requests can then r
 name (one per alarm episode) and the cooldown check keep that to one job in all but one case, two
 different alarms handled in the same few seconds, which can start two jobs (see docs/operations.md).
 
-Least privilege: create and describe training jobs named ``<prefix>-*`` only, list training jobs (an
-action without resource-level permissions), and pass the training role, and only to SageMaker.
+Least privilege: create only jobs named like this function's (``<prefix>-drift-<date>-<time>``, so
+never a job of an environment whose prefix merely starts with this one's), describe ``<prefix>-*`` jobs,
+list training jobs (an action without resource-level permissions), and pass the training role, and
+only to SageMaker. With ``model_store_key_arn`` the jobs' output is encrypted with the model store's key:
+SageMaker uses it as the training role, which may (infra/parts/training_role.py); this function only
+names it and gets no KMS permission.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from lambdas.retrain.config import (
     ENV_JOB_NAME_PREFIX,
     ENV_MODEL_NAME,
     ENV_MODEL_STORE_BUCKET,
+    ENV_MODEL_STORE_KEY_ARN,
     ENV_TRAINING_ROLE_ARN,
 )
+from lambdas.retrain.core import JOB_NAME_INFIX
 
 RETRAIN_DOCKERFILE = "retrain/Dockerfile"
 # A few SageMaker calls; the queue's visibility timeout is six times this.
@@ -67,6 +73,7 @@ class RetrainTrigger(Construct):
         cooldown_hours: int,
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
+        model_store_key_arn: str | None = None,
     ) -> None:
         super().__init__(scope, id_)
         identity = function_identity(
@@ -76,15 +83,21 @@ class RetrainTrigger(Construct):
             removal_policy=removal_policy,
         )
         self.log_group, self.role = identity.log_group, identity.role
-        jobs = f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:training-job/{name_prefix}-*"
+        job_arn = f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:training-job"
+        jobs = f"{job_arn}/{name_prefix}-*"
+        # lambdas.retrain.core.job_name's exact shape, YYYYmmdd-HHMMSS as IAM's one-character wildcards
+        # (which cdk-nag's wildcard rule, looking for '*', does not report).
+        own_jobs = f"{job_arn}/{name_prefix}-{JOB_NAME_INFIX}-????????-??????"
         policy = iam.Policy(
             self,
             "Policy",
             statements=[
                 iam.PolicyStatement(
-                    sid="TrainingJobs",
-                    actions=["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob"],
-                    resources=[jobs],
+                    sid="CreateTrainingJobs", actions=["sagemaker:CreateTrainingJob"], resources=[own_jobs]
+                ),
+                # The episode's own job (is it there already?) and the template jobs, launcher runs.
+                iam.PolicyStatement(
+                    sid="DescribeTrainingJobs", actions=["sagemaker:DescribeTrainingJob"], resources=[jobs]
                 ),
                 iam.PolicyStatement(
                     sid="ListTrainingJobs", actions=["sagemaker:ListTrainingJobs"], resources=["*"]
@@ -101,27 +114,30 @@ class RetrainTrigger(Construct):
         nag.acknowledge(
             policy,
             nag.wildcard_resource(self, jobs),
-            "Training job names are minted per alarm episode; the environment's name prefix bounds them.",
+            "Describe only: the launcher's jobs (templates) and this function's; the prefix bounds them.",
         )
         nag.acknowledge(
             policy,
             nag.wildcard_resource(self, "*"),
             "sagemaker:ListTrainingJobs has no resource-level permissions; the code filters by prefix.",
         )
+        environment = {
+            ENV_JOB_NAME_PREFIX: name_prefix,
+            ENV_TRAINING_ROLE_ARN: training_role.role_arn,
+            ENV_MODEL_STORE_BUCKET: model_store_bucket_name,
+            ENV_DATASET: dataset,
+            ENV_MODEL_NAME: model_name,
+            ENV_INSTANCE_TYPE: instance_type,
+            ENV_COOLDOWN_HOURS: str(cooldown_hours),
+        }
+        if model_store_key_arn is not None:
+            environment[ENV_MODEL_STORE_KEY_ARN] = model_store_key_arn
         self.function = container_function(
             self,
             identity=identity,
             code_directory=code_directory,
             dockerfile=RETRAIN_DOCKERFILE,
-            environment={
-                ENV_JOB_NAME_PREFIX: name_prefix,
-                ENV_TRAINING_ROLE_ARN: training_role.role_arn,
-                ENV_MODEL_STORE_BUCKET: model_store_bucket_name,
-                ENV_DATASET: dataset,
-                ENV_MODEL_NAME: model_name,
-                ENV_INSTANCE_TYPE: instance_type,
-                ENV_COOLDOWN_HOURS: str(cooldown_hours),
-            },
+            environment=environment,
             memory_size=RETRAIN_MEMORY_MB,
             timeout=RETRAIN_TIMEOUT,
             reserved_concurrency=RESERVED_CONCURRENCY,

@@ -1,4 +1,10 @@
-"""The SageMaker training execution role: reads datasets, writes models, logs, nothing else."""
+"""The SageMaker training execution role: reads datasets and its code, writes job output, logs.
+
+Not ``models/*``: a job writes only ``SM_MODEL_DIR``, which SageMaker uploads under ``training-output/``,
+and the publisher takes the model from there (the training job's state-change event). A write under
+``models/<name>/<version>/model.onnx`` would itself start a canary deployment (the publisher's S3 rule),
+so code running in a job (its PyPI dependencies included) must not be able to make one.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra import nag
-from infra.parts.model_store import DATASETS_PREFIX, MODELS_PREFIX, ModelStore
+from infra.parts.model_store import DATASETS_PREFIX, ModelStore
 
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 # Where training/launch.py puts the source package (the SDK's code and sm_drivers channels) and where a
@@ -26,10 +32,9 @@ class TrainingRole(Construct):
             self,
             "Role",
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description=f"{name_prefix}: SageMaker training jobs (datasets/* in, models/* out)",
+            description=f"{name_prefix}: SageMaker training jobs (datasets/* in, training-output/* out)",
         )
         datasets = model_store.object_arn(f"{DATASETS_PREFIX}*")
-        models = model_store.object_arn(f"{MODELS_PREFIX}*")
         code = model_store.object_arn(f"{CODE_PREFIX}*")
         output = model_store.object_arn(f"{TRAINING_OUTPUT_PREFIX}*")
         log_group = f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:{TRAINING_LOG_GROUP}"
@@ -43,7 +48,6 @@ class TrainingRole(Construct):
                 resources=[model_store.bucket_arn],
                 conditions={"StringLike": {"s3:prefix": [f"{DATASETS_PREFIX}*"]}},
             ),
-            iam.PolicyStatement(sid="WriteModels", actions=["s3:PutObject"], resources=[models]),
             iam.PolicyStatement(sid="ReadTrainingCode", actions=["s3:GetObject"], resources=[code]),
             iam.PolicyStatement(
                 sid="ListTrainingCode",
@@ -53,9 +57,13 @@ class TrainingRole(Construct):
             ),
             iam.PolicyStatement(sid="WriteTrainingOutput", actions=["s3:PutObject"], resources=[output]),
             # SSE-KMS: reading needs Decrypt, writing needs GenerateDataKey (and Decrypt for multipart parts).
+            # A job whose OutputDataConfig.KmsKeyId names this key (the retrain function's, and the
+            # launcher's when given the key) also needs Encrypt, per CreateTrainingJob's documentation;
+            # DescribeKey reveals only the key's metadata and spares a job that checks its key a refusal.
+            # This key only.
             iam.PolicyStatement(
                 sid="UseModelStoreKey",
-                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                actions=["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"],
                 resources=[model_store.key.key_arn],
             ),
             iam.PolicyStatement(
@@ -76,11 +84,6 @@ class TrainingRole(Construct):
             policy,
             nag.wildcard_resource(self, datasets),
             "Training reads any dataset under datasets/; the prefix is the boundary (contracts §2).",
-        )
-        nag.acknowledge(
-            policy,
-            nag.wildcard_resource(self, models),
-            "Training writes models/<name>/<version>/, versions are minted per job; prefix is the boundary.",
         )
         nag.acknowledge(
             policy,

@@ -33,6 +33,7 @@ class MonitoringStack(Stack):
         ingest: AnomalyIngest,
         lifecycle: ModelLifecycle,
         training_role: iam.IRole,
+        model_store_key_arn: str,
         code_directory: str,
         **kwargs: Any,
     ) -> None:
@@ -89,6 +90,8 @@ class MonitoringStack(Stack):
             cooldown_hours=config.retrain_cooldown_hours,
             log_retention=log_retention(config),
             removal_policy=removal_policy(config),
+            # The jobs' output under the model store's key, not the account's aws/s3 key.
+            model_store_key_arn=model_store_key_arn,
         )
         acknowledge_lambda_defaults(self.retrain.role)
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)

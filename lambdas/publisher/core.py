@@ -30,6 +30,7 @@ from lambdas.publisher.events import (
     ArtifactKind,
     PublishRequest,
     component_artifact_key,
+    is_plain_segment,
     model_key,
 )
 from lambdas.publisher.recipe import (
@@ -215,6 +216,7 @@ def publish_model(
     a deployment that already runs it is not revised again. So retries of the same event are safe.
     """
     data, model = load_and_validate(request, store=store, max_bytes=config.max_model_bytes)
+    request = named_request(request, model)
     key = model_key(request.model_name, model.model_version)
     if request.bucket != config.model_bucket or request.key != key:
         put_write_once(
@@ -297,7 +299,37 @@ def load_and_validate(
             f"model at {request.uri} declares model_version {model.model_version!r}, "
             f"but its key says {request.expected_model_version!r}"
         )
+    named_request(request, model)  # refuses a name disagreement before anything is written
     return data, model
+
+
+def named_request(request: PublishRequest, model: ModelInfo) -> PublishRequest:
+    """``request`` with the model name its model gives, for a training job's artifact (``named_by_model``).
+
+    The model's ``model_name`` metadata is what training was told to call it, so the version-addressed
+    copy, the lineage record and the model agree even when the launch gave no ``model_name``
+    hyperparameter (the publisher used to fall back to the job's name: every launch its own model). A
+    hyperparameter that disagrees with the metadata (e.g. "1e3" against "1000.0", rewritten on the way
+    into the container) is refused: which name was meant is for a person to say. A model without the
+    key (the contract does not require it) keeps the event's name. Other requests are returned as given.
+    """
+    if not request.named_by_model:
+        return request
+    name = model.model_name
+    if name is None:
+        return replace(request, named_by_model=False)
+    if not is_plain_segment(name):
+        raise ModelValidationError(
+            f"model at {request.uri} declares model_name {name!r}, which cannot be an S3 key segment "
+            "(1-128 letters, digits, '.', '_' or '-')"
+        )
+    if request.declared_model_name is not None and request.declared_model_name != name:
+        raise ModelValidationError(
+            f"model at {request.uri} declares model_name {name!r}, but its training job "
+            f"{request.training_job} has the model_name hyperparameter {request.declared_model_name!r}; "
+            "nothing was published"
+        )
+    return replace(request, model_name=name, named_by_model=False)
 
 
 def s3_uri(bucket: str, key: str) -> str:

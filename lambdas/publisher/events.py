@@ -7,6 +7,11 @@ Three shapes reach the publisher:
   keys are not encoded;
 * an EventBridge ``SageMaker Training Job State Change`` event; only ``Completed`` jobs are published, from
   ``detail.ModelArtifacts.S3ModelArtifacts`` (SageMaker's ``model.tar.gz``, or a ``model.onnx``).
+
+A model key (``models/<name>/<version>/model.onnx``) names its model. A training job's artifact does not:
+the model's own ``model_name`` metadata does (``named_by_model``, resolved once the model is read, see
+``core.named_request``), and a ``model_name`` hyperparameter must agree with it. Only for a model without
+that metadata is the name the hyperparameter's, or else the job's.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ ORIGIN_EVENTBRIDGE_S3 = "eventbridge-s3"
 ORIGIN_SAGEMAKER = "sagemaker"
 # The origins that announce an object written to the model store (by anyone, the publisher included).
 S3_EVENT_ORIGINS = frozenset({ORIGIN_S3_NOTIFICATION, ORIGIN_EVENTBRIDGE_S3})
-# SageMaker has no notion of our model names; the training launcher passes one as a hyperparameter.
+# SageMaker has no notion of our model names; a launch may pass one as a hyperparameter, which the
+# model's own model_name metadata must then agree with (module docstring).
 MODEL_NAME_HYPERPARAMETER = "model_name"
 
 
@@ -60,6 +66,10 @@ class PublishRequest:
     origin: str
     # The SageMaker training job that produced the model, when the event says so (lineage, idempotency).
     training_job: str | None = None
+    # True until the model is read: its ``model_name`` metadata, when present, replaces ``model_name``.
+    named_by_model: bool = False
+    # The training job's ``model_name`` hyperparameter; the model's metadata must not say otherwise.
+    declared_model_name: str | None = None
 
     @property
     def uri(self) -> str:
@@ -180,9 +190,11 @@ def _parse_training_job(detail: dict[str, object], *, model_bucket: str) -> Publ
             "is neither a model.tar.gz nor a model.onnx"
         )
     hyperparameters = detail.get("HyperParameters")
-    model_name = job_name
+    declared = None
     if isinstance(hyperparameters, dict) and isinstance(hyperparameters.get(MODEL_NAME_HYPERPARAMETER), str):
-        model_name = hyperparameters[MODEL_NAME_HYPERPARAMETER]
+        declared = hyperparameters[MODEL_NAME_HYPERPARAMETER]
+    # Provisional: the model's own model_name replaces it (module docstring).
+    model_name = declared if declared is not None else job_name
     if not is_plain_segment(model_name):
         raise BadEventError(
             f"model name {model_name!r} of training job {job_name!r} must match {_SEGMENT.pattern}"
@@ -195,6 +207,8 @@ def _parse_training_job(detail: dict[str, object], *, model_bucket: str) -> Publ
         expected_model_version=None,
         origin=ORIGIN_SAGEMAKER,
         training_job=job_name,
+        named_by_model=True,
+        declared_model_name=declared,
     )
 
 

@@ -40,6 +40,8 @@ from lambdas.publisher.core import (
     DeploymentService,
     ModelStore,
     PublishResult,
+    load_and_validate,
+    named_request,
     publish_model,
     publisher_copy_source,
 )
@@ -94,6 +96,12 @@ def _dependencies() -> Dependencies:
 def publish_request(request: PublishRequest, deps: Dependencies) -> PublishOutcome | PublishResult:
     """One request as the function publishes it: gated to the canary with the lifecycle, else plain."""
     if deps.lifecycle is not None and deps.registry is not None:
+        if request.named_by_model:
+            # The lineage record takes its name from the request, so the model's own name is read first
+            # (one more read and validation of the model, once per training job; plain publishes
+            # resolve it inside publish_model instead).
+            _data, model = load_and_validate(request, store=deps.store, max_bytes=deps.config.max_model_bytes)
+            request = named_request(request, model)
         return publish_gated(
             request,
             publisher=deps.config,

@@ -67,6 +67,9 @@ class ModelInfo:
     created_at: str
     # What training measured (docs/contracts.md §1); the lifecycle gate reads its floors from here.
     training_metrics: Mapping[str, object] = field(default_factory=dict)
+    # The optional ``model_name`` key (training writes it); unchecked here, as the contract does not
+    # require it: ``core.named_request`` checks it where it names the model.
+    model_name: str | None = None
 
 
 def sha256_hex(data: bytes) -> str:
@@ -177,6 +180,7 @@ def _check_metadata(metadata: dict[str, str], *, sha256: str, size_bytes: int) -
         training_data_sha256=metadata["training_data_sha256"],
         created_at=metadata["created_at"],
         training_metrics=metrics,
+        model_name=metadata.get("model_name") or None,
     )
 
 

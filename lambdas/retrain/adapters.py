@@ -2,6 +2,7 @@
 
 Throttling becomes ``RetrainRetryableError`` (the message is received again later); other client errors
 pass through and fail the message, which after the queue's max receives lands in its dead-letter queue.
+Which jobs belong to the environment is the core's rule (``is_environment_job``), not a name prefix.
 """
 
 from __future__ import annotations
@@ -15,11 +16,25 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from lambdas.common.aws import ServiceAdapter, error_code, error_message, is_throttling
-from lambdas.retrain.core import JobSummary, TemplateJob, template_from_description
+from lambdas.retrain.core import JobSummary, TemplateJob, is_environment_job, template_from_description
 from lambdas.retrain.errors import RetrainRetryableError
 
 # How many of the newest completed jobs to look through for one with the SDK's code channels.
 TEMPLATE_CANDIDATES: Final = 10
+# DescribeTrainingJob's answers for a job that does not exist. The botocore model lists ResourceNotFound
+# as its only error; SageMaker has also answered ValidationException "Requested resource not found.",
+# and moto answers ValidationException "Could not find training job '...'". Anything else (access denied,
+# a malformed name) must fail the message, not read as "absent" and start a job.
+_NOT_FOUND_CODE: Final = "ResourceNotFound"
+_NOT_FOUND_PHRASES: Final = ("not found", "could not find")
+
+
+def is_not_found(exc: ClientError) -> bool:
+    """Whether a DescribeTrainingJob error says that the job does not exist."""
+    if error_code(exc) == _NOT_FOUND_CODE:
+        return True
+    message = error_message(exc).lower()
+    return error_code(exc) == "ValidationException" and any(p in message for p in _NOT_FOUND_PHRASES)
 
 
 @contextmanager
@@ -45,8 +60,7 @@ class SageMakerTrainingJobs(ServiceAdapter):
             with _retryable("describing the training job"):
                 self.client.describe_training_job(TrainingJobName=name)
         except ClientError as exc:
-            # SageMaker answers an unknown job with a ValidationException "Could not find training job".
-            if error_code(exc) == "ValidationException" and "Could not find" in error_message(exc):
+            if is_not_found(exc):
                 return False
             raise
         return True
@@ -55,7 +69,7 @@ class SageMakerTrainingJobs(ServiceAdapter):
         jobs = [
             JobSummary(name=s["TrainingJobName"], created_at=s["CreationTime"], status=s["TrainingJobStatus"])
             for s in self._summaries(NameContains=prefix, CreationTimeAfter=since)
-            if s["TrainingJobName"].startswith(f"{prefix}-") and s["CreationTime"] >= since
+            if is_environment_job(prefix, s["TrainingJobName"]) and s["CreationTime"] >= since
         ]
         return sorted(jobs, key=lambda job: job.created_at, reverse=True)
 
@@ -63,7 +77,7 @@ class SageMakerTrainingJobs(ServiceAdapter):
         summaries = [
             s
             for s in self._summaries(NameContains=prefix, StatusEquals="Completed")
-            if s["TrainingJobName"].startswith(f"{prefix}-")
+            if is_environment_job(prefix, s["TrainingJobName"])
         ]
         summaries.sort(key=lambda s: s["CreationTime"], reverse=True)
         for summary in summaries[:TEMPLATE_CANDIDATES]:

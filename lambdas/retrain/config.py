@@ -12,6 +12,8 @@ from lambdas.retrain.errors import ConfigError
 ENV_JOB_NAME_PREFIX = "JOB_NAME_PREFIX"
 ENV_TRAINING_ROLE_ARN = "TRAINING_ROLE_ARN"
 ENV_MODEL_STORE_BUCKET = "MODEL_STORE_BUCKET"
+# Optional: the model store's KMS key, which SageMaker then uses for the job's output (OutputDataConfig).
+ENV_MODEL_STORE_KEY_ARN = "MODEL_STORE_KEY_ARN"
 ENV_DATASET = "RETRAIN_DATASET"
 ENV_MODEL_NAME = "RETRAIN_MODEL_NAME"
 ENV_INSTANCE_TYPE = "RETRAIN_INSTANCE_TYPE"
@@ -28,6 +30,8 @@ _PREFIX: Final = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,39}$")
 _ROLE_ARN: Final = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _BUCKET: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _DATASET: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# A key ARN, not an alias: the training role's KMS grant names the key, and an ARN says which account.
+_KEY_ARN: Final = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]{1,128}$")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class RetrainConfig:
     instance_type: str = DEFAULT_INSTANCE_TYPE
     max_runtime_s: int = DEFAULT_MAX_RUNTIME_S
     cooldown_hours: int = DEFAULT_COOLDOWN_HOURS
+    kms_key_arn: str | None = None  # None: SageMaker encrypts the output with the account's aws/s3 key
 
 
 def load_config(environ: Mapping[str, str]) -> RetrainConfig:
@@ -59,6 +64,7 @@ def load_config(environ: Mapping[str, str]) -> RetrainConfig:
         instance_type=instance_type,
         max_runtime_s=max_runtime,
         cooldown_hours=_positive_int(environ, ENV_COOLDOWN_HOURS, DEFAULT_COOLDOWN_HOURS),
+        kms_key_arn=_optional_matching(environ, ENV_MODEL_STORE_KEY_ARN, _KEY_ARN),
     )
 
 
@@ -69,6 +75,10 @@ def _matching(environ: Mapping[str, str], name: str, pattern: re.Pattern[str]) -
     if not pattern.match(value):
         raise ConfigError(f"{name}={value!r} does not match {pattern.pattern}")
     return value
+
+
+def _optional_matching(environ: Mapping[str, str], name: str, pattern: re.Pattern[str]) -> str | None:
+    return _matching(environ, name, pattern) if environ.get(name) else None
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:

@@ -10,6 +10,13 @@ reused one): the code that last trained successfully. Its hyperparameters are re
 ``model_version`` (a retraining must get a new version) and ``model_name`` (from the configuration).
 ``tests/lambdas/retrain/test_launcher_parity.py`` compares the request with the launcher's, field by field.
 
+The environment's jobs are exactly ``<prefix>-train-<SDK timestamp>`` (the launcher, run with
+``--job-name-prefix <prefix>-train``) and ``<prefix>-drift-<date>-<time>`` (this function): not every
+name that merely starts with ``<prefix>-``, because environment name prefixes may nest (``edgeml`` and
+``edgeml-staging``) and another environment's job must never count for the cooldown or serve as the
+template. A template whose code is not under this environment's own ``s3://<bucket>/code/`` is refused
+(the training role could not read it anyway, and it would be another environment's code).
+
 Idempotency: the job name derives from the alarm's state-change time, so a redelivered message, or the
 two drift alarms entering ALARM in the same second, name the same job, and SageMaker refuses a second
 job of that name. Cooldown: no job if any job of this environment was created in the last N hours.
@@ -21,6 +28,7 @@ Pure: the SageMaker calls sit behind ``TrainingJobs``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,16 +36,23 @@ from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from lambdas.retrain.config import RetrainConfig
-from lambdas.retrain.errors import BadRequestError, NoTemplateJobError
+from lambdas.retrain.errors import BadRequestError, ForeignTemplateError, NoTemplateJobError
 
 ALARM_DETAIL_TYPE: Final = "CloudWatch Alarm State Change"
 ALARM_STATE: Final = "ALARM"
 JOB_NAME_INFIX: Final = "drift"
+# The launcher's jobs: --job-name-prefix <prefix>-train, to which the SDK appends -%Y%m%d%H%M%S. One more
+# alphanumeric segment is allowed after it (a uniqueness suffix), never more: a second segment could be
+# the rest of another environment's job name.
+LAUNCHER_INFIX: Final = "train"
+_LAUNCHER_SUFFIX: Final = rf"{LAUNCHER_INFIX}-\d{{14}}(?:-[A-Za-z0-9]+)?"
+_RETRAIN_SUFFIX: Final = rf"{JOB_NAME_INFIX}-\d{{8}}-\d{{6}}"
 # What training/launch.py sends (TRAIN_CHANNEL, launch_config's prefixes, the SDK's code layout).
 TRAIN_CHANNEL: Final = "train"
 CODE_CHANNEL: Final = "code"
 DRIVERS_CHANNEL: Final = "sm_drivers"
 DATASETS_PREFIX: Final = "datasets"
+CODE_PREFIX: Final = "code"
 TRAINING_OUTPUT_PREFIX: Final = "training-output"
 CODE_CONTAINER_PATH: Final = "/opt/ml/input/data/code"
 INSTANCE_COUNT: Final = 1
@@ -80,11 +95,11 @@ class TrainingJobs(Protocol):
     def exists(self, name: str) -> bool: ...
 
     def created_since(self, prefix: str, since: datetime) -> list[JobSummary]:
-        """This environment's jobs (names ``<prefix>-*``) created at or after ``since``, newest first."""
+        """This environment's jobs (``is_environment_job``) created at or after ``since``, newest first."""
         ...
 
     def newest_completed(self, prefix: str) -> TemplateJob | None:
-        """The newest completed ``<prefix>-*`` job that has code and sm_drivers channels."""
+        """The newest completed job of this environment that has code and sm_drivers channels."""
         ...
 
     def create(self, request: Mapping[str, Any]) -> bool:
@@ -149,6 +164,17 @@ def _alarm_time(value: object) -> datetime:
     return moment.astimezone(UTC)
 
 
+def is_environment_job(prefix: str, name: str) -> bool:
+    """Whether ``name`` is a job of the environment whose name prefix is ``prefix`` (module docstring).
+
+    Exact, not ``startswith(prefix + "-")``: with environments ``edgeml`` and ``edgeml-staging``,
+    ``edgeml-staging-train-20261125120000`` is the second's job only, since ``staging-train-...`` is
+    neither ``train-<timestamp>`` nor ``drift-<date>-<time>``.
+    """
+    pattern = rf"{re.escape(prefix)}-(?:{_LAUNCHER_SUFFIX}|{_RETRAIN_SUFFIX})"
+    return re.fullmatch(pattern, name) is not None
+
+
 def job_name(prefix: str, alarm: AlarmEvent) -> str:
     """``<prefix>-drift-YYYYmmdd-HHMMSS`` of the state change: at most 24 + 22 characters (limit 63)."""
     return f"{prefix}-{JOB_NAME_INFIX}-{alarm.state_changed_at:%Y%m%d-%H%M%S}"
@@ -173,6 +199,14 @@ def training_job_request(config: RetrainConfig, template: TemplateJob, name: str
         }
 
     bucket = config.model_store_bucket
+    output: dict[str, Any] = {
+        "S3OutputPath": f"s3://{bucket}/{TRAINING_OUTPUT_PREFIX}/",
+        "CompressionType": "GZIP",
+    }
+    if config.kms_key_arn is not None:
+        # The model store's key, not SageMaker's default (the account's aws/s3 key): model artifacts
+        # stay under the key that guards the rest of the store. The training role may Encrypt with it.
+        output["KmsKeyId"] = config.kms_key_arn
     return {
         "TrainingJobName": name,
         "HyperParameters": hyperparameters,
@@ -188,10 +222,7 @@ def training_job_request(config: RetrainConfig, template: TemplateJob, name: str
             channel(CODE_CHANNEL, template.code_uri),
             channel(DRIVERS_CHANNEL, template.drivers_uri),
         ],
-        "OutputDataConfig": {
-            "S3OutputPath": f"s3://{bucket}/{TRAINING_OUTPUT_PREFIX}/",
-            "CompressionType": "GZIP",
-        },
+        "OutputDataConfig": output,
         "ResourceConfig": {
             "InstanceType": config.instance_type,
             "InstanceCount": INSTANCE_COUNT,
@@ -228,6 +259,22 @@ def template_from_description(description: Mapping[str, Any]) -> TemplateJob | N
     )
 
 
+def check_template(config: RetrainConfig, template: TemplateJob) -> None:
+    """``ForeignTemplateError`` unless the template's code and drivers are in this environment's code prefix.
+
+    Cloning a request whose code lives in another bucket would run another environment's code, or fail
+    in the job when the training role (which reads only ``<bucket>/code/*``) cannot download it.
+    """
+    own = f"s3://{config.model_store_bucket}/{CODE_PREFIX}/"
+    for channel_name, uri in ((CODE_CHANNEL, template.code_uri), (DRIVERS_CHANNEL, template.drivers_uri)):
+        if not uri.startswith(own):
+            raise ForeignTemplateError(
+                f"template job {template.name} has its {channel_name} channel at {uri}, outside this "
+                f"environment's {own}; refusing to clone it. Launch a job of this environment with "
+                f"python -m training.launch cloud --bucket {config.model_store_bucket} ..."
+            )
+
+
 def retrain(alarm: AlarmEvent, *, config: RetrainConfig, jobs: TrainingJobs, now: datetime) -> RetrainResult:
     name = job_name(config.job_name_prefix, alarm)
     # Before the cooldown check: a redelivery of this episode must say "duplicate", not "cooldown".
@@ -239,10 +286,12 @@ def retrain(alarm: AlarmEvent, *, config: RetrainConfig, jobs: TrainingJobs, now
     template = jobs.newest_completed(config.job_name_prefix)
     if template is None:
         raise NoTemplateJobError(
-            f"no completed training job named {config.job_name_prefix}-* to take the training code and "
-            f"image from; launch one first: python -m training.launch cloud --job-name-prefix "
-            f"{config.job_name_prefix}-train ..."
+            f"no completed training job named {config.job_name_prefix}-{LAUNCHER_INFIX}-<timestamp> or "
+            f"{config.job_name_prefix}-{JOB_NAME_INFIX}-* to take the training code and image from; launch "
+            f"one first: python -m training.launch cloud --job-name-prefix "
+            f"{config.job_name_prefix}-{LAUNCHER_INFIX} ..."
         )
+    check_template(config, template)
     if not jobs.create(training_job_request(config, template, name)):
         return RetrainResult(Outcome.DUPLICATE, name, template_job=template.name)
     return RetrainResult(Outcome.STARTED, name, template_job=template.name)

@@ -19,5 +19,9 @@ class NoTemplateJobError(RetrainError):
     """No completed training job to take the training code and image from."""
 
 
+class ForeignTemplateError(RetrainError):
+    """The newest completed job's code is outside this environment's model store; cloning it is refused."""
+
+
 class RetrainRetryableError(RetrainError):
     """Throttling or a transient SageMaker failure: the same message succeeds on a later receive."""

@@ -9,7 +9,10 @@ from aws_cdk.assertions import Capture, Match, Template
 
 from tests.infra.conftest import Synthesized, as_list, flatten, policy_statements
 
-SAGEMAKER_JOBS = "arn:{AWS::Partition}:sagemaker:{AWS::Region}:{AWS::AccountId}:training-job/edgeml-dev-*"
+TRAINING_JOB = "arn:{AWS::Partition}:sagemaker:{AWS::Region}:{AWS::AccountId}:training-job"
+SAGEMAKER_JOBS = f"{TRAINING_JOB}/edgeml-dev-*"
+# lambdas.retrain.core.job_name's shape: never a job of an environment named edgeml-dev-<something>.
+OWN_JOBS = f"{TRAINING_JOB}/edgeml-dev-drift-????????-??????"
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +67,8 @@ def test_function_is_a_single_traced_image_with_its_settings(template: Template)
     variables = {name: flatten(value) for name, value in function["Environment"]["Variables"].items()}
     role_arn = variables.pop("TRAINING_ROLE_ARN")
     assert role_arn.startswith("{import:EdgemlDevTraining:ExportsOutputFnGetAttTrainingRole")
+    key_arn = variables.pop("MODEL_STORE_KEY_ARN")
+    assert key_arn.startswith("{import:EdgemlDevModelStore:ExportsOutputFnGetAttModelStoreKey")
     assert variables == {
         "JOB_NAME_PREFIX": "edgeml-dev",
         "MODEL_STORE_BUCKET": "edgeml-dev-models-{AWS::AccountId}-{AWS::Region}",
@@ -90,11 +95,8 @@ def test_role_may_start_only_this_environments_jobs_and_pass_only_the_training_r
     }
     pass_role = got.pop("PassTrainingRole")
     assert got == {
-        "TrainingJobs": (
-            ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob"],
-            [SAGEMAKER_JOBS],
-            None,
-        ),
+        "CreateTrainingJobs": (["sagemaker:CreateTrainingJob"], [OWN_JOBS], None),
+        "DescribeTrainingJobs": (["sagemaker:DescribeTrainingJob"], [SAGEMAKER_JOBS], None),
         # No resource-level permissions exist for listing.
         "ListTrainingJobs": (["sagemaker:ListTrainingJobs"], ["*"], None),
     }
@@ -150,3 +152,48 @@ def test_prod_cooldown_comes_from_its_context(prod: Synthesized) -> None:
     _, function = _function(prod.template("monitoring"))
     assert function["Environment"]["Variables"]["RETRAIN_COOLDOWN_HOURS"] == "72"
     assert function["Environment"]["Variables"]["JOB_NAME_PREFIX"] == "edgeml-prod"
+
+
+def test_create_pattern_matches_exactly_the_names_the_function_makes() -> None:
+    """IAM's ? is one character: the pattern is job_name's shape and no other environment's job."""
+    from fnmatch import fnmatchcase
+
+    from lambdas.retrain.core import AlarmEvent, job_name
+    from tests.lambdas.retrain.helpers import utc
+
+    pattern = OWN_JOBS.rsplit("/", 1)[1]
+    alarm = AlarmEvent("a", "ALARM", utc("2026-11-24T20:40:05+00:00"), "")
+    assert fnmatchcase(job_name("edgeml-dev", alarm), pattern)
+    for other in ("edgeml-dev-drift-drift-20261124-204005", "edgeml-dev-train-20261124204005"):
+        assert not fnmatchcase(other, pattern), other
+
+
+def test_the_model_store_key_reaches_the_function_when_given() -> None:
+    from aws_cdk import App, RemovalPolicy, Stack
+    from aws_cdk import aws_iam as iam
+    from aws_cdk import aws_logs as logs
+    from aws_cdk import aws_sqs as sqs
+
+    from app import LAMBDAS_DIRECTORY
+    from infra.parts.retrain import RetrainTrigger
+
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    stack = Stack(App(), "Retrain")
+    RetrainTrigger(
+        stack,
+        "Retrain",
+        name_prefix="edgeml-dev",
+        code_directory=str(LAMBDAS_DIRECTORY),
+        queue=sqs.Queue(stack, "Queue"),
+        training_role=iam.Role.from_role_arn(stack, "Training", "arn:aws:iam::123456789012:role/training"),
+        model_store_bucket_name="edgeml-dev-models",
+        dataset="nab",
+        model_name="anomaly-detector",
+        instance_type="ml.m5.large",
+        cooldown_hours=24,
+        log_retention=logs.RetentionDays.ONE_WEEK,
+        removal_policy=RemovalPolicy.DESTROY,
+        model_store_key_arn=key,
+    )
+    _, function = _function(Template.from_stack(stack))
+    assert function["Environment"]["Variables"]["MODEL_STORE_KEY_ARN"] == key

@@ -1,4 +1,4 @@
-"""The SageMaker execution role: exactly datasets/* in, models/* out, its key and its log group."""
+"""The SageMaker execution role: exactly datasets/* and code/* in, training-output/* out, key and logs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Template
 
-from tests.infra.conftest import Synthesized, flatten, statements_with_sid
+from tests.infra.conftest import Synthesized, as_list, flatten, statements_with_sid
 
 BUCKET = "arn:{AWS::Partition}:s3:::edgeml-dev-models-{AWS::AccountId}-{AWS::Region}"
 LOGS = "arn:{AWS::Partition}:logs:{AWS::Region}:{AWS::AccountId}:log-group:/aws/sagemaker/TrainingJobs"
@@ -50,7 +50,6 @@ def test_exact_statements(template: Template) -> None:
     assert sids == [
         "ReadDatasets",
         "ListDatasets",
-        "WriteModels",
         "ReadTrainingCode",
         "ListTrainingCode",
         "WriteTrainingOutput",
@@ -60,7 +59,7 @@ def test_exact_statements(template: Template) -> None:
     ]
 
 
-def test_reads_datasets_and_writes_models_only(template: Template) -> None:
+def test_reads_datasets(template: Template) -> None:
     read = _only(template, "ReadDatasets")
     assert read["Action"] == "s3:GetObject"
     assert flatten(read["Resource"]) == f"{BUCKET}/datasets/*"
@@ -70,9 +69,16 @@ def test_reads_datasets_and_writes_models_only(template: Template) -> None:
     assert flatten(listing["Resource"]) == BUCKET
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["datasets/*"]}}
 
-    write = _only(template, "WriteModels")
-    assert write["Action"] == "s3:PutObject"
-    assert flatten(write["Resource"]) == f"{BUCKET}/models/*"
+
+def test_cannot_write_models_whose_upload_would_start_a_canary_deployment(template: Template) -> None:
+    """The publisher deploys any models/*/model.onnx written (its S3 rule); a job writes training-output/."""
+    policy = next(iter(template.find_resources("AWS::IAM::Policy").values()))
+    writes = [
+        flatten(s["Resource"])
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if any(action.startswith("s3:Put") for action in as_list(s["Action"]))
+    ]
+    assert writes == [f"{BUCKET}/training-output/*"]
 
 
 def test_reads_the_launchers_code_and_writes_job_output_only(template: Template) -> None:
@@ -97,7 +103,8 @@ def test_prefixes_match_the_launcher() -> None:
 
 def test_key_use_is_the_model_store_key(template: Template) -> None:
     key = _only(template, "UseModelStoreKey")
-    assert key["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
+    # Encrypt: a job whose OutputDataConfig.KmsKeyId is this key (CreateTrainingJob's documentation).
+    assert key["Action"] == ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"]
     assert flatten(key["Resource"]).startswith("{import:EdgemlDevModelStore:")
     assert "ModelStoreKey" in flatten(key["Resource"])
 

@@ -134,6 +134,30 @@ def test_missing_cells_are_filled_forward_then_backward():
             MissingChannelError,
             "x.csv: no numeric sensor column",
         ),
+        # Epoch milliseconds: datetime.fromtimestamp raises ValueError "year 55840 is out of range".
+        (
+            b"timestamp,value\n1700000000000,1\n1700000060000,2\n",
+            InvalidTimestampError,
+            "x.csv line 2: '1700000000000' in column 'timestamp' is not a timestamp "
+            "(too large for epoch seconds; epoch milliseconds? give seconds or ISO 8601)",
+        ),
+        # Beyond any datetime: OverflowError or OSError, depending on the platform.
+        (
+            b"timestamp,value\n1,1\n1e300,2\n",
+            InvalidTimestampError,
+            "x.csv line 3: '1e300' in column 'timestamp' is not a timestamp",
+        ),
+        (
+            b"timestamp,value\n-1e12,1\n",
+            InvalidTimestampError,
+            "x.csv line 2: '-1e12' in column 'timestamp' is not a timestamp",
+        ),
+        # cp1252 (a spreadsheet's "CSV"): the degree sign is byte 0xb0, not UTF-8.
+        (
+            "timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:05:00,2 \u00b0C\n".encode("cp1252"),
+            MalformedCsvError,
+            "x.csv line 3: byte 0xb0 at offset 60 is not UTF-8; save the file as UTF-8",
+        ),
     ],
 )
 def test_bad_csv_raises_a_specific_error(raw, error, message):

@@ -187,6 +187,112 @@ def test_bad_input_exits_2_with_a_clear_reason(sagemaker_env, capsys, files, arg
     assert not (sagemaker_env["model"] / "model.onnx").exists()
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            b"timestamp,value\n"
+            + b"".join(b"%d,%d\n" % (1_700_000_000_000 + 60_000 * i, i) for i in range(40)),
+            (
+                "InvalidTimestampError",
+                "ms.csv line 2: '1700000000000' in column 'timestamp' is not a timestamp",
+            ),
+        ),
+        (
+            "timestamp,unit\n2024-01-01 00:00:00,\u00b0C\n".encode("cp1252"),
+            ("MalformedCsvError", "ms.csv line 2: byte 0xb0 at offset 35 is not UTF-8"),
+        ),
+    ],
+)
+def test_unreadable_data_exits_2_naming_the_file_and_line(sagemaker_env, capsys, raw, expected):
+    error, reason = expected
+    (sagemaker_env["train"] / "ms.csv").write_bytes(raw)
+
+    code = main([])
+
+    assert code == 2
+    entry = json_logs(capsys.readouterr().err)[-1]
+    assert (entry["error"], entry["level"]) == (error, "ERROR")
+    assert reason in str(entry["reason"])
+    assert (sagemaker_env["output"] / "failure").read_text().startswith(f"{error}: {reason}")
+
+
+def test_an_unexpected_error_exits_1_and_still_writes_its_reason(sagemaker_env, capsys):
+    shutil.copy(NAB_SLICE, sagemaker_env["train"] / NAB_SLICE.name)
+    # The model directory is taken by a file: an OSError, no TrainingError.
+    sagemaker_env["model"].write_text("not a directory")
+
+    code = main(["--window_length", "16", "--train_rows", "300"])
+
+    assert code == 1
+    failure = (sagemaker_env["output"] / "failure").read_text()
+    assert re.match(r"unexpected error: (FileExistsError|NotADirectoryError): ", failure), failure
+    assert str(sagemaker_env["model"]) in failure
+    entry = json_logs(capsys.readouterr().err)[-1]
+    assert entry["message"] == "training failed unexpectedly"
+    assert entry["level"] == "ERROR"
+    assert "Traceback" in str(entry["exception"])
+
+
+def test_a_failure_file_that_cannot_be_written_keeps_the_exit_code_and_the_logged_reason(
+    sagemaker_env, capsys
+):
+    # SM_OUTPUT_DIR is taken by a file: the reason survives in the log, the exit code is unchanged.
+    sagemaker_env["output"].write_text("")
+
+    code = main([])
+
+    assert code == 2
+    entries = json_logs(capsys.readouterr().err)
+    assert [e["message"] for e in entries[-2:]] == ["training failed", "could not write the failure file"]
+    assert entries[-2]["error"] == "EmptyDataError"
+
+
+def test_a_long_reason_is_cut_to_what_failure_reason_holds(sagemaker_env):
+    shutil.copy(NAB_SLICE, sagemaker_env["train"] / NAB_SLICE.name)
+
+    code = main(["--channels", "x" * 1500])
+
+    assert code == 2
+    failure = (sagemaker_env["output"] / "failure").read_text()
+    assert failure.startswith(f"MissingChannelError: {NAB_SLICE.name}: channels ['xxx")
+    assert len(failure) == 1000 + len("\n")
+    assert failure.endswith("...\n")
+
+
+def test_metrics_stay_bounded_for_thousands_of_files(sagemaker_env):
+    """100 devices x 30 daily files: the metrics must fit the lineage registry's DynamoDB item (400 KB)."""
+    n_files = 3000
+    rows = 12
+    start = np.datetime64("2026-01-01T00:00:00")
+    for index in range(n_files):
+        lines = ["timestamp,value"] + [
+            f"{start + np.timedelta64(60 * (index * rows + i), 's')},{(index * 7 + i) % 11}"
+            for i in range(rows)
+        ]
+        (sagemaker_env["train"] / f"device-{index // 30:03d}-day-{index % 30:02d}.csv").write_text(
+            "\n".join(lines) + "\n"
+        )
+
+    code = main(["--window_length", "4", "--model_version", "v1"])
+
+    assert code == 0
+    proto = onnx.load(str(sagemaker_env["model"] / "model.onnx"))
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert len(props["training_metrics"].encode()) < 64 * 1024
+    training = json.loads(props["training_metrics"])
+    assert training["n_files"] == n_files
+    assert len(training["files"]) == 20
+    assert training["files"][0]["name"] == "device-000-day-00.csv"
+    assert training["files_truncated"] == n_files - 20
+    assert training["n_rows"] == training["n_train_rows"] == n_files * rows
+    # Every file is still accounted for: the manifest lists all and hashes to training_data_sha256.
+    manifest = (sagemaker_env["output_data"] / "training-files.sha256").read_bytes()
+    assert len(manifest.splitlines()) == n_files
+    assert hashlib.sha256(manifest).hexdigest() == props["training_data_sha256"]
+    assert (sagemaker_env["model"] / "training-files.sha256").read_bytes() == manifest
+
+
 def test_parse_args_takes_paths_from_the_environment(monkeypatch):
     monkeypatch.delenv("SM_OUTPUT_DIR", raising=False)
     env = {"SM_MODEL_DIR": "/m", "SM_CHANNEL_TRAIN": "/t", "SM_OUTPUT_DATA_DIR": "/o"}

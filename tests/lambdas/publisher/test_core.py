@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -15,6 +16,7 @@ from lambdas.publisher.core import (
     ComponentStatus,
     Deployment,
     WaitPolicy,
+    named_request,
     publish_model,
     publisher_copy_source,
     same_components,
@@ -432,3 +434,53 @@ def test_same_components_compares_merges_as_json():
     assert not same_components(a, {"x": ComponentDeployment("1.0.1", configuration_merge='{"a": 1, "b": 2}')})
     assert not same_components(a, {"x": ComponentDeployment("1.0.0", configuration_merge='{"a": 2, "b": 2}')})
     assert not same_components(a, {**a, "y": ComponentDeployment("1.0.0")})
+
+
+def _job_request(*, declared: str | None) -> PublishRequest:
+    return PublishRequest(
+        bucket=BUCKET,
+        key="training-output/job-1/output/model.onnx",
+        kind=ArtifactKind.ONNX,
+        model_name=declared or "job-1",
+        expected_model_version=None,
+        origin=ORIGIN_SAGEMAKER,
+        training_job="job-1",
+        named_by_model=True,
+        declared_model_name=declared,
+    )
+
+
+@pytest.mark.parametrize(
+    ("declared", "metadata", "name"),
+    [
+        (None, "anomaly-detector", "anomaly-detector"),  # launched without -p model_name
+        ("pump", "pump", "pump"),  # agreeing
+        ("pump", None, "pump"),  # a model without the optional key: the hyperparameter's
+        (None, None, "job-1"),  # neither: the job's, as before
+    ],
+)
+def test_a_training_jobs_model_is_named_by_its_metadata(
+    declared: str | None, metadata: str | None, name: str
+) -> None:
+    model = validate_model(
+        build_model(metadata={"model_name": metadata} if metadata else None), max_bytes=1 << 20
+    )
+    named = named_request(_job_request(declared=declared), model)
+    assert (named.model_name, named.named_by_model) == (name, False)
+
+
+def test_a_metadata_model_name_that_is_no_key_segment_is_refused() -> None:
+    model = validate_model(build_model(metadata={"model_name": "pump/../x"}), max_bytes=1 << 20)
+    with pytest.raises(
+        ModelValidationError, match=re.escape("declares model_name 'pump/../x', which cannot")
+    ):
+        named_request(_job_request(declared=None), model)
+
+
+def test_a_model_key_keeps_naming_its_model() -> None:
+    # models/<name>/<version>/model.onnx was written under that name on purpose (edgeml publish --model-name).
+    model = validate_model(build_model(metadata={"model_name": "anomaly-detector"}), max_bytes=1 << 20)
+    assert named_request(request(), model) == request()
+    world = World()
+    world.store.objects[(BUCKET, KEY)] = build_model(metadata={"model_name": "anomaly-detector"})
+    assert world.publish().model_uri == f"s3://{BUCKET}/{KEY}"

@@ -105,9 +105,11 @@ def test_eventbridge_keys_are_taken_literally():
         parse_event(eventbridge_s3("models/pump/v%2D1/model.onnx"), model_bucket=BUCKET)
 
 
-def test_training_job_tarball_uses_the_model_name_hyperparameter():
+def test_training_job_tarball_is_named_by_its_model_and_declares_the_hyperparameter():
     uri = f"s3://{BUCKET}/training/edgeml-pump-20261124/output/model.tar.gz"
     (request,) = parse_event(training_event(uri, hyperparameters={"model_name": "pump"}), model_bucket=BUCKET)
+    # The model's own model_name metadata decides once it is read (core.named_request); the
+    # hyperparameter is what it must agree with, and the name for a model without that metadata.
     assert request == PublishRequest(
         bucket=BUCKET,
         key="training/edgeml-pump-20261124/output/model.tar.gz",
@@ -116,18 +118,24 @@ def test_training_job_tarball_uses_the_model_name_hyperparameter():
         expected_model_version=None,
         origin="sagemaker",
         training_job="edgeml-pump-20261124",
+        named_by_model=True,
+        declared_model_name="pump",
     )
 
 
 def test_training_job_without_model_name_falls_back_to_the_job_name():
+    # Only for a model whose metadata has no model_name either (the contract does not require one).
     (request,) = parse_event(training_event(f"s3://{BUCKET}/out/job/model.onnx"), model_bucket=BUCKET)
     assert (request.kind, request.model_name) == (ArtifactKind.ONNX, "edgeml-pump-20261124")
+    assert (request.named_by_model, request.declared_model_name) == (True, None)
 
 
 def test_training_job_pointing_at_a_version_addressed_model():
     (request,) = parse_event(training_event(f"s3://{BUCKET}/{KEY}"), model_bucket=BUCKET)
     assert (request.model_name, request.expected_model_version) == ("pump", "20261124T201500Z-3f2a9c1d")
     assert request.training_job == "edgeml-pump-20261124"
+    # The key names the model, as for an S3 event.
+    assert (request.named_by_model, request.declared_model_name) == (False, None)
 
 
 def test_s3_requests_name_no_training_job():

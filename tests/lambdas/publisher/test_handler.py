@@ -123,3 +123,51 @@ def test_handler_skips_the_s3_event_of_the_copy_it_wrote_itself(
     line = json.loads(handler_module.logger.registered_formatter.format(record))
     assert line["copied_from"] == f"s3://{BUCKET}/{source}"
     assert len(environment.gg.list_deployments(targetArn=TARGET)["deployments"]) == 1
+
+
+def test_a_training_job_without_model_name_is_published_under_the_models_own_name(environment: Environment):
+    # What a launch without -p model_name=... produces: train.py writes its default name into the model.
+    source = "training-output/edgeml-train-20261125120000/output/model.tar.gz"
+    model = build_model(metadata={"model_name": "anomaly-detector"})
+    environment.s3.put_object(Bucket=BUCKET, Key=source, Body=tarball({"model.onnx": model}))
+    event = training_event(f"s3://{BUCKET}/{source}")
+    event["detail"]["TrainingJobName"] = "edgeml-train-20261125120000"
+
+    response = handler_module.handler(event, FakeLambdaContext())
+
+    published_list = response["published"]
+    assert isinstance(published_list, list)
+    (published,) = published_list
+    assert published["model_uri"] == f"s3://{BUCKET}/{model_key('anomaly-detector', MODEL_VERSION)}"
+    keys = [o["Key"] for o in environment.s3.list_objects_v2(Bucket=BUCKET, Prefix="models/")["Contents"]]
+    assert keys == [model_key("anomaly-detector", MODEL_VERSION)]
+
+
+@pytest.mark.parametrize(
+    ("hyperparameter", "metadata"),
+    [
+        ("pump", "anomaly-detector"),
+        # A name the hyperparameter round trip rewrote on its way into the container.
+        ("1e3", "1000.0"),
+    ],
+)
+def test_a_model_name_hyperparameter_the_model_contradicts_publishes_nothing(
+    environment: Environment, hyperparameter: str, metadata: str
+):
+    source = "training-output/job-1/output/model.tar.gz"
+    model = build_model(metadata={"model_name": metadata})
+    environment.s3.put_object(Bucket=BUCKET, Key=source, Body=tarball({"model.onnx": model}))
+    event = training_event(f"s3://{BUCKET}/{source}", hyperparameters={"model_name": hyperparameter})
+
+    with pytest.raises(ModelValidationError) as caught:
+        handler_module.handler(event, FakeLambdaContext())
+
+    assert str(caught.value) == (
+        f"model at s3://{BUCKET}/{source} declares model_name {metadata!r}, but its training job "
+        f"edgeml-pump-20261124 has the model_name hyperparameter {hyperparameter!r}; nothing was published"
+    )
+    assert "Contents" not in environment.s3.list_objects_v2(Bucket=BUCKET, Prefix="models/")
+    assert "Contents" not in environment.s3.list_objects_v2(Bucket=BUCKET, Prefix="components/")
+    names = [c["componentName"] for c in environment.gg.list_components()["components"]]
+    assert names == [INFERENCE_COMPONENT]
+    assert environment.gg.list_deployments(targetArn=TARGET)["deployments"] == []

@@ -14,6 +14,7 @@ from lambdas.lifecycle.adapters import DynamoRegistry
 from lambdas.lifecycle.registry import LINEAGE_TABLE_SCHEMA, ModelStatus
 from lambdas.publisher import handler as handler_module
 from lambdas.publisher.core import COPIED_FROM_METADATA
+from lambdas.publisher.errors import ModelValidationError
 from lambdas.publisher.events import model_key
 from standins.greengrass_fake import GreengrassV2Fake, serve
 from tests.lambdas.publisher.onnx_models import MODEL_VERSION, build_model
@@ -119,4 +120,50 @@ def test_the_s3_event_of_the_publishers_copy_changes_nothing_even_before_the_pub
 
     assert response == {"published": [], "outcomes": []}
     assert DynamoRegistry(TABLE, ddb).get_model(MODEL_VERSION) is None
+    assert gg.list_deployments(targetArn=TARGET)["deployments"] == []
+
+
+def test_the_lineage_record_takes_the_models_own_name(
+    aws: tuple[Any, Any, Any], monkeypatch: pytest.MonkeyPatch
+):
+    s3, ddb, _gg = aws
+    monkeypatch.setenv("GATE_POLICY", '{"floors": {"n_windows": {"min": 50}}}')
+    handler_module._dependencies.cache_clear()
+    s3.put_object(
+        Bucket=BUCKET,
+        Key="out/job-1/model.onnx",
+        Body=build_model(metadata={"model_name": "anomaly-detector"}),
+    )
+    event = training_event("edgeml-train-20261125120000", "out/job-1/model.onnx")
+    del event["detail"]["HyperParameters"]  # launched without -p model_name=...
+
+    response = handler_module.handler(event, FakeLambdaContext())
+
+    published_list = response["published"]
+    assert isinstance(published_list, list)
+    (published,) = published_list
+    assert published["model_uri"] == f"s3://{BUCKET}/{model_key('anomaly-detector', MODEL_VERSION)}"
+    record = DynamoRegistry(TABLE, ddb).get_model(MODEL_VERSION)
+    assert record is not None
+    assert record.model_name == "anomaly-detector"
+
+
+def test_a_contradicted_model_name_hyperparameter_is_refused_before_anything_is_recorded(
+    aws: tuple[Any, Any, Any],
+):
+    s3, ddb, gg = aws
+    s3.put_object(
+        Bucket=BUCKET,
+        Key="out/job-1/model.onnx",
+        Body=build_model(metadata={"model_name": "anomaly-detector"}),
+    )
+
+    with pytest.raises(
+        ModelValidationError, match="declares model_name 'anomaly-detector', but its training"
+    ):
+        handler_module.handler(training_event("job-1", "out/job-1/model.onnx"), FakeLambdaContext())
+
+    registry = DynamoRegistry(TABLE, ddb)
+    assert registry.get_model(MODEL_VERSION) is None
+    assert registry.model_for_job("job-1") is None
     assert gg.list_deployments(targetArn=TARGET)["deployments"] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,12 +13,14 @@ from lambdas.retrain.config import RetrainConfig, load_config
 from lambdas.retrain.core import (
     AlarmEvent,
     TemplateJob,
+    check_template,
+    is_environment_job,
     job_name,
     parse_alarm_event,
     template_from_description,
     training_job_request,
 )
-from lambdas.retrain.errors import BadRequestError, ConfigError
+from lambdas.retrain.errors import BadRequestError, ConfigError, ForeignTemplateError
 from tests.lambdas.retrain.helpers import (
     BUCKET,
     CONFIG,
@@ -124,6 +127,20 @@ def test_config_is_read_from_the_environment() -> None:
         }
     )
     assert config == RetrainConfig(PREFIX, ROLE_ARN, BUCKET, "nab", "pump", "ml.c5.xlarge", 1800, 6)
+    assert config.kms_key_arn is None
+
+
+def test_the_model_store_key_is_read_from_the_environment() -> None:
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    environ = {
+        "JOB_NAME_PREFIX": PREFIX,
+        "TRAINING_ROLE_ARN": ROLE_ARN,
+        "MODEL_STORE_BUCKET": BUCKET,
+        "RETRAIN_DATASET": "nab",
+        "RETRAIN_MODEL_NAME": "pump",
+        "MODEL_STORE_KEY_ARN": key,
+    }
+    assert load_config(environ).kms_key_arn == key
 
 
 @pytest.mark.parametrize(
@@ -135,6 +152,7 @@ def test_config_is_read_from_the_environment() -> None:
         ({"RETRAIN_COOLDOWN_HOURS": "soon"}, "RETRAIN_COOLDOWN_HOURS='soon' is not an integer"),
         ({"RETRAIN_INSTANCE_TYPE": "m5.large"}, "is not a SageMaker type"),
         ({"RETRAIN_MAX_RUNTIME_S": "9999999"}, "exceeds SageMaker's 2419200"),
+        ({"MODEL_STORE_KEY_ARN": "alias/models"}, "MODEL_STORE_KEY_ARN='alias/models' does not match"),
     ],
 )
 def test_bad_config_is_refused(overrides: dict[str, str], message: str) -> None:
@@ -149,3 +167,70 @@ def test_bad_config_is_refused(overrides: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(environ)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "name", "ours"),
+    [
+        ("edgeml", "edgeml-train-20261125120000", True),  # the launcher's (SDK) name
+        ("edgeml", "edgeml-train-20261125120000-a1b2c3d4", True),  # with a uniqueness suffix
+        ("edgeml", "edgeml-drift-20261125-120000", True),  # this function's
+        # Environment "edgeml-staging": its jobs start with "edgeml-" too.
+        ("edgeml", "edgeml-staging-train-20261125120000", False),
+        ("edgeml", "edgeml-staging-drift-20261125-120000", False),
+        ("edgeml-staging", "edgeml-staging-train-20261125120000", True),
+        ("edgeml-staging", "edgeml-train-20261125120000", False),
+        # Environments named like our job kinds: "edgeml-train", "edgeml-drift".
+        ("edgeml", "edgeml-train-train-20261125120000", False),
+        ("edgeml", "edgeml-train-drift-20261125-120000", False),
+        ("edgeml", "edgeml-drift-drift-20261125-120000", False),
+        ("edgeml-train", "edgeml-train-20261125120000", False),
+        # An environment named like one of our job names: its jobs have a second segment after ours.
+        ("ab", "ab-train-20261125120000-train-20261126120000", False),
+        ("edgeml", "edgeml-20261125120000", False),
+        ("edgeml", "edgeml-experiment-20261125120000", False),
+        ("edgeml", "edgeml-drift-20261125-120000x", False),
+    ],
+)
+def test_a_job_belongs_to_an_environment_by_its_exact_name_shape(prefix: str, name: str, ours: bool) -> None:
+    assert is_environment_job(prefix, name) is ours
+
+
+def test_job_names_this_function_makes_are_its_environments() -> None:
+    alarm = parse_alarm_event(json.dumps(alarm_event()))
+    assert is_environment_job(PREFIX, job_name(PREFIX, alarm))
+
+
+def test_request_encrypts_the_output_with_the_configured_key() -> None:
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    config = replace(CONFIG, kms_key_arn=key)
+    request = training_job_request(config, _template(), "edgeml-test-drift-20261124-204005")
+    assert request["OutputDataConfig"] == {
+        "S3OutputPath": f"s3://{BUCKET}/training-output/",
+        "CompressionType": "GZIP",
+        "KmsKeyId": key,
+    }
+    unkeyed = training_job_request(CONFIG, _template(), "edgeml-test-drift-20261124-204005")
+    assert "KmsKeyId" not in unkeyed["OutputDataConfig"]
+
+
+@pytest.mark.parametrize(
+    ("channel", "uri"),
+    [
+        ("code", "s3://edgeml-test-staging-models/code/x/input/code"),
+        ("sm_drivers", "s3://edgeml-test-staging-models/code/x/input/sm_drivers"),
+        # Our bucket, but where the training role cannot read (the SDK's fallback under the output path).
+        ("code", f"s3://{BUCKET}/training-output/code/x/input/code"),
+        # A bucket whose name merely starts with ours.
+        ("code", f"s3://{BUCKET}-copy/code/x/input/code"),
+    ],
+)
+def test_a_template_outside_this_environments_code_prefix_is_refused(channel: str, uri: str) -> None:
+    template = _template()
+    foreign = replace(template, code_uri=uri) if channel == "code" else replace(template, drivers_uri=uri)
+    with pytest.raises(ForeignTemplateError) as caught:
+        check_template(CONFIG, foreign)
+    assert f"has its {channel} channel at {uri}, outside this environment's s3://{BUCKET}/code/" in str(
+        caught.value
+    )
+    check_template(CONFIG, template)  # the launcher's own layout passes

@@ -15,7 +15,7 @@ from moto import mock_aws
 from lambdas.retrain.adapters import SageMakerTrainingJobs
 from lambdas.retrain.core import TemplateJob
 from lambdas.retrain.handler import Dependencies, handle
-from tests.lambdas.retrain.helpers import CONFIG, PREFIX, alarm_event, launcher_request, sqs_event
+from tests.lambdas.retrain.helpers import BUCKET, CONFIG, PREFIX, alarm_event, launcher_request, sqs_event
 
 TEMPLATE = f"{PREFIX}-train-20261101000000"
 EPISODE = f"{PREFIX}-drift-20261124-204005"
@@ -125,20 +125,140 @@ def test_without_a_completed_job_the_request_fails_with_the_fix(caplog: pytest.L
         assert job_names(client) == []
     [failure] = failures(caplog)
     assert failure["error_type"] == "NoTemplateJobError"
-    assert "no completed training job named edgeml-test-* " in failure["error"]
+    named = "no completed training job named edgeml-test-train-<timestamp> or edgeml-test-drift-*"
+    assert named in failure["error"]
     assert "--job-name-prefix edgeml-test-train" in failure["error"]
 
 
 def test_jobs_of_other_environments_are_ignored() -> None:
+    # A name as the SDK makes it (<prefix>-train-%Y%m%d%H%M%S): the environment's jobs have that shape.
     with mock_aws():
         client = boto3.client("sagemaker", region_name="us-east-1")
-        client.create_training_job(**launcher_request("edgeml-test2-train-1"))
+        client.create_training_job(**launcher_request("edgeml-test2-train-20261101000000"))
         jobs = SageMakerTrainingJobs(client)
         assert jobs.newest_completed(PREFIX) is None
         assert jobs.created_since(PREFIX, datetime.now(UTC) - timedelta(hours=1)) == []
         found = jobs.newest_completed("edgeml-test2")
         assert isinstance(found, TemplateJob)
-        assert found.name == "edgeml-test2-train-1"
+        assert found.name == "edgeml-test2-train-20261101000000"
+
+
+def test_jobs_of_an_environment_whose_prefix_extends_ours_are_ignored(sagemaker: Any) -> None:
+    """Environments edgeml-test and edgeml-test-staging: the second's jobs start with 'edgeml-test-'.
+
+    They count neither for the cooldown nor as the template, whose code is in the other bucket.
+    """
+    other = launcher_request("edgeml-test-staging-train-20261124204000")
+    for channel in other["InputDataConfig"]:
+        source = channel["DataSource"]["S3DataSource"]
+        source["S3Uri"] = source["S3Uri"].replace(BUCKET, "edgeml-test-staging-models")
+    sagemaker.create_training_job(**other)  # ten minutes ago: within our cooldown if it were ours
+    sagemaker.create_training_job(**launcher_request("edgeml-test-staging-drift-20261124-204000"))
+    jobs = SageMakerTrainingJobs(sagemaker)
+
+    assert [job.name for job in jobs.created_since(PREFIX, NOW - timedelta(hours=1))] == []
+    template = jobs.newest_completed(PREFIX)
+    assert template is not None
+    assert template.name == TEMPLATE
+    assert handle(sqs_event(alarm_event()), deps(sagemaker)) == {"batchItemFailures": []}
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+        for c in sagemaker.describe_training_job(TrainingJobName=EPISODE)["InputDataConfig"]
+    }
+    assert all(uri.startswith(f"s3://{BUCKET}/") for uri in channels.values()), channels
+
+
+def test_a_template_with_code_in_another_bucket_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    with mock_aws():
+        client = boto3.client("sagemaker", region_name="us-east-1")
+        foreign = launcher_request(TEMPLATE)
+        code = foreign["InputDataConfig"][1]["DataSource"]["S3DataSource"]
+        code["S3Uri"] = code["S3Uri"].replace(BUCKET, "someone-elses-bucket")
+        client.create_training_job(**foreign)
+
+        result = handle(sqs_event(alarm_event()), deps(client, now=datetime.now(UTC) + timedelta(days=2)))
+
+        assert result == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}
+        assert job_names(client) == [TEMPLATE]
+    [failure] = failures(caplog)
+    assert failure["error_type"] == "ForeignTemplateError"
+    assert f"template job {TEMPLATE} has its code channel at s3://someone-elses-bucket/" in failure["error"]
+    assert f"outside this environment's s3://{BUCKET}/code/" in failure["error"]
+
+
+def _description(name: str) -> dict[str, Any]:
+    """DescribeTrainingJob's answer for a completed launcher job (what the Stubber hands back)."""
+    request = launcher_request(name)
+    return {
+        **{k: request[k] for k in ("TrainingJobName", "HyperParameters", "AlgorithmSpecification")},
+        **{k: request[k] for k in ("RoleArn", "InputDataConfig", "OutputDataConfig", "ResourceConfig")},
+        "StoppingCondition": request["StoppingCondition"],
+        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{name}",
+        "ModelArtifacts": {"S3ModelArtifacts": f"s3://{BUCKET}/training-output/{name}/output/model.tar.gz"},
+        "TrainingJobStatus": "Completed",
+        "SecondaryStatus": "Completed",
+        "CreationTime": NOW - timedelta(days=2),
+    }
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        # The botocore model's only DescribeTrainingJob error, with SageMaker's usual text.
+        ("ResourceNotFound", "Requested resource not found."),
+        ("ValidationException", "Requested resource not found."),
+        # moto's wording (moto/sagemaker/models.py).
+        ("ValidationException", f"Could not find training job '{EPISODE}'."),
+    ],
+)
+def test_every_not_found_wording_lets_the_episode_start_its_job(code: str, message: str) -> None:
+    client = boto3.client("sagemaker", region_name="us-east-1")
+    summary = {
+        "TrainingJobName": TEMPLATE,
+        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{TEMPLATE}",
+        "CreationTime": NOW - timedelta(days=2),
+        "TrainingJobStatus": "Completed",
+    }
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "describe_training_job",
+            service_error_code=code,
+            service_message=message,
+            http_status_code=400,
+            expected_params={"TrainingJobName": EPISODE},
+        )
+        stub.add_response("list_training_jobs", {"TrainingJobSummaries": []})  # nothing in the cooldown
+        stub.add_response("list_training_jobs", {"TrainingJobSummaries": [summary]})
+        stub.add_response(
+            "describe_training_job", _description(TEMPLATE), expected_params={"TrainingJobName": TEMPLATE}
+        )
+        stub.add_response(
+            "create_training_job", {"TrainingJobArn": f"arn:aws:sagemaker:us-east-1:1:training-job/{EPISODE}"}
+        )
+
+        assert handle(sqs_event(alarm_event()), deps(client)) == {"batchItemFailures": []}
+
+        stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("AccessDeniedException", "User is not authorized to perform: sagemaker:DescribeTrainingJob"),
+        ("ValidationException", "1 validation error detected: Value at 'trainingJobName' failed"),
+    ],
+)
+def test_other_describe_errors_fail_the_message_and_start_nothing(code: str, message: str) -> None:
+    client = boto3.client("sagemaker", region_name="us-east-1")
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "describe_training_job", service_error_code=code, service_message=message, http_status_code=400
+        )
+        # Nothing else is stubbed: a ListTrainingJobs or CreateTrainingJob would raise StubResponseError.
+        assert handle(sqs_event(alarm_event()), deps(client)) == {
+            "batchItemFailures": [{"itemIdentifier": "msg-0"}]
+        }
+        stub.assert_no_pending_responses()
 
 
 def test_a_name_sagemaker_already_holds_is_a_duplicate() -> None:
