@@ -15,8 +15,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final, TextIO
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 import demo.run
 import device.cli
 from edgeml import jobs
@@ -41,14 +39,15 @@ from lambdas.publisher.errors import (
 from lambdas.publisher.errors import ConfigError as PublisherConfigError
 from lambdas.publisher.handler import dependencies_from_environ
 from training.errors import TrainingError
-from training.launch import default_region, parse_key_value, run_parsed, scoped_environ
-from training.launch_config import (
-    DEFAULT_INSTANCE_TYPE,
-    DEFAULT_JOB_NAME_PREFIX,
-    DEFAULT_MAX_RUNTIME_SECONDS,
-    LaunchConfigError,
-    LaunchError,
+from training.launch import (
+    AWS_ERRORS,
+    add_cloud_options,
+    add_hyperparameter_option,
+    default_region,
+    run_parsed,
+    scoped_environ,
 )
+from training.launch_config import JobStateUnknownError, LaunchConfigError, LaunchError
 from training.logs import JsonFormatter, configure_logging
 
 EXIT_OK: Final = 0
@@ -65,7 +64,8 @@ exit codes:
   1  refused or failed: the gate rejected a model, the canary is not healthy, nothing to roll back
      to, a model or component conflicts with what is stored, training or a device run failed
   2  usage or configuration: bad arguments, a missing environment variable, an unreadable file
-  3  AWS error: a service call failed (credentials, permissions, throttling: run it again)
+  3  AWS error: a service call failed (credentials, permissions, throttling: run it again; after
+     `train sagemaker` with status unknown, first check whether training_job_name exists)
 
 output: results go to stdout (--json: one JSON document), logs and progress bars to stderr.
 
@@ -95,7 +95,8 @@ _REFUSALS: Final = (
     ModelError,
     LifecycleRefusedError,
 )
-_AWS_ERRORS: Final = (ClientError, BotoCoreError, PublisherError, LifecycleError)
+# AWS_ERRORS includes boto3's S3 transfer errors (a refused code upload raises S3UploadFailedError).
+_AWS_ERRORS: Final = (*AWS_ERRORS, PublisherError, LifecycleError)
 
 _log = logging.getLogger("edgeml.cli")
 
@@ -134,7 +135,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="INFO logs on stderr (default: warnings)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_train(commands, region)
+    _add_train(commands, environ)
     _add_evaluate(commands)
     _add_publish(commands)
     _add_lifecycle(commands)
@@ -158,14 +159,7 @@ def _add(
     )
 
 
-def _hyperparameters(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-p", "--hyperparameter", dest="hyperparameters", action="append", type=parse_key_value, default=[],
-        metavar="NAME=VALUE", help="passed to training/train.py as --NAME VALUE (repeatable)",
-    )  # fmt: skip
-
-
-def _add_train(commands: _Commands[argparse.ArgumentParser], region: str) -> None:
+def _add_train(commands: _Commands[argparse.ArgumentParser], environ: Mapping[str, str]) -> None:
     train = _add(commands, "train", "train a model locally or as a SageMaker job", "Train a model.")
     train_modes = train.add_subparsers(dest="mode", required=True, metavar="MODE")
     local = _add(
@@ -175,28 +169,17 @@ def _add_train(commands: _Commands[argparse.ArgumentParser], region: str) -> Non
     local.add_argument("--data-dir", type=Path, required=True, help="CSV file or folder (the train channel)")
     local.add_argument("--model-dir", type=Path, required=True, help="where model.onnx is written")
     local.add_argument("--output-dir", type=Path, help="default: MODEL_DIR/../output")
-    _hyperparameters(local)
+    add_hyperparameter_option(local)
     cloud = _add(
         train_modes, "sagemaker", "create a SageMaker training job (returns at once)",
         "Create a SageMaker training job on s3://BUCKET/datasets/DATASET/ that writes its model under "
-        "s3://BUCKET/training-output/; the publisher Lambda picks the model up when the job completes.",
+        "s3://BUCKET/training-output/; the publisher Lambda picks the model up when the job completes. "
+        "Output status: ok; created (the job exists, something after its creation failed: see warning); "
+        "unknown (exit 3: CreateTrainingJob got no answer, the job may exist: check training_job_name "
+        "before launching again).",
     )  # fmt: skip
-    cloud.add_argument("--bucket", required=True, help="the model store bucket (ModelBucketName output)")
-    cloud.add_argument("--dataset", required=True, help="data set name under datasets/ in the bucket")
-    cloud.add_argument("--role-arn", required=True, help="execution role (TrainingRoleArn output)")
-    cloud.add_argument("--region", default=region, help="default: $AWS_REGION")
-    cloud.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
-    cloud.add_argument("--instance-count", type=int, default=1)
-    cloud.add_argument("--image", help="training image URI (default: the SDK's scikit-learn image)")
-    cloud.add_argument("--max-runtime-seconds", type=int, default=DEFAULT_MAX_RUNTIME_SECONDS)
-    cloud.add_argument("--job-name-prefix", default=DEFAULT_JOB_NAME_PREFIX)
-    cloud.add_argument(
-        "--tag", dest="tags", action="append", type=parse_key_value, default=[], metavar="KEY=VALUE"
-    )
-    cloud.add_argument(
-        "--skip-role-validation", action="store_true", help="skip iam:SimulatePrincipalPolicy (moto lacks it)"
-    )
-    _hyperparameters(cloud)
+    # training.launch's own options: run_parsed runs them exactly as its CLI does.
+    add_cloud_options(cloud, environ)
 
 
 def _add_evaluate(commands: _Commands[argparse.ArgumentParser]) -> None:
@@ -335,6 +318,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             return _dispatch(args, stdout, level)
         except _USAGE_ERRORS as exc:
             return _fail(EXIT_USAGE, "usage or configuration error", exc)
+        except JobStateUnknownError as exc:
+            # Not a plain failure: the job may exist, so its name goes to stdout like a result.
+            _emit(stdout, args.json, {"status": "unknown", "training_job_name": exc.training_job_name})
+            return _fail(EXIT_AWS, "AWS error", exc)
         except _REFUSALS as exc:
             return _fail(EXIT_FAILED, "refused", exc)
         except _AWS_ERRORS as exc:
@@ -404,7 +391,7 @@ def _dispatch(args: argparse.Namespace, stdout: TextIO, level: int) -> int:
         return EXIT_OK if demo.run.main(extra) == 0 else EXIT_FAILED
     text: str | None = None
     if command == "train":
-        # The train options carry training.launch's names: it runs them exactly as its own CLI does.
+        # The train options are training.launch's: it runs them exactly as its own CLI does.
         document = run_parsed(args)
     elif command == "evaluate":
         document, text = jobs.evaluate(

@@ -1,14 +1,23 @@
 """What a training launch needs, validated once: :class:`LaunchConfig` and the launcher's errors.
 
-Pure and SDK-free (no boto3, no SageMaker SDK), so the configuration can be built and checked in tests,
-the CLI and other parts without paying for the SDK import. :mod:`training.launch` turns it into a
-SageMaker training job (``launch_cloud``) or an in-process run of the same entry point (``run_local``).
+Free of boto3 and the SageMaker SDK, so the configuration can be built and checked in tests, the CLI and
+other parts without paying for the SDK import. SageMaker's request limits (job name, hyperparameter and
+tag lengths, counts and character sets, KMS key ids) come from botocore's SageMaker service model
+(:func:`service_limits`), the same data botocore validates requests with: botocore checks only minimum
+lengths client-side, so without these checks an over-long value is refused by SageMaker after the source
+upload. :mod:`training.launch` turns the config into a SageMaker training job (``launch_cloud``) or an
+in-process run of the same entry point (``run_local``).
 """
 
+import functools
+import json
 import math
 import re
-from collections.abc import Mapping
+import secrets
+import unicodedata
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,16 +34,30 @@ MAX_RUNTIME_LIMIT_SECONDS: Final = 28 * 24 * 3600
 # The entry point's third-party imports, pinned to the versions of the project's requirements.txt
 # (a test keeps the two in step). The container installs them before running the entry script.
 DEFAULT_REQUIREMENTS: Final = ("numpy==2.4.6", "onnx==1.23.2", "onnxruntime==1.31.1")
+# The publisher names a job's model after this hyperparameter (and after the job when it is missing),
+# so every cloud launch sends it.
+MODEL_NAME_HYPERPARAMETER: Final = "model_name"
 
 # Model store layout (docs/contracts.md section 2) plus the launcher's own prefixes.
 DATASETS_PREFIX: Final = "datasets"
 TRAINING_OUTPUT_PREFIX: Final = "training-output"
 CODE_PREFIX: Final = "code"
+# What the code channel and the SDK's sm_drivers channel hold (the role check names one file of each).
+REQUIREMENTS_FILE: Final = "requirements.txt"
+SOURCE_CODE_JSON: Final = "sourcecode.json"
+CODE_CHANNEL: Final = "code"
+DRIVERS_CHANNEL: Final = "sm_drivers"
 
-# The SDK appends "-YYYYmmddHHMMSS" (15 characters) and truncates job names to SageMaker's 63.
-_JOB_PREFIX_MAX: Final = 63 - 15
-_JOB_PREFIX: Final = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9])*")
-_ROLE_ARN: Final = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+# Job names are "<prefix>-<UTC YYYYmmddHHMMSS>-<token>". The SDK's own names stop at the second, so two
+# launches in one second shared a name and a code prefix; the random token keeps them apart.
+JOB_TIMESTAMP_FORMAT: Final = "%Y%m%d%H%M%S"
+JOB_TOKEN_ALPHABET: Final = "abcdefghijklmnopqrstuvwxyz0123456789"  # noqa: S105 (not a secret)
+JOB_TOKEN_LENGTH: Final = 6
+JOB_NAME_SUFFIX_LENGTH: Final = 1 + len("YYYYmmddHHMMSS") + 1 + JOB_TOKEN_LENGTH
+
+_ROLE_ARN: Final = re.compile(
+    r"arn:(?P<partition>aws[a-z-]*):iam::(?P<account>\d{12}):role/[\w+=,.@/-]{1,512}"
+)
 _BUCKET: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _HYPERPARAMETER_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,255}")
 _REGION: Final = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
@@ -44,6 +67,8 @@ _DATASET_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _PATH_ARGUMENTS: Final = frozenset({"train", "model_dir", "output_data_dir"})
 # The SageMaker SDK and containers use sagemaker_* hyperparameters for themselves.
 _RESERVED_PREFIX: Final = "sagemaker_"
+# AWS reserves tag keys starting with aws: in any letter case.
+_RESERVED_TAG_PREFIX: Final = "aws:"
 
 
 class LaunchError(Exception):
@@ -62,6 +87,257 @@ class LocalTrainingError(LaunchError):
         self.reason = reason
         detail = f": {reason}" if reason else " (see the training log)"
         super().__init__(f"training exited with code {exit_code}{detail}")
+
+
+class JobCreatedError(LaunchError):
+    """SageMaker has the training job, but something after its creation failed.
+
+    Not a failed launch: the job runs. Callers report it with the job's name so nobody starts it again.
+    """
+
+    def __init__(self, training_job_name: str, reason: str) -> None:
+        self.training_job_name = training_job_name
+        super().__init__(f"training job {training_job_name} was created, but {reason}")
+
+
+class JobStateUnknownError(LaunchError):
+    """CreateTrainingJob was sent and no answer came back: the job may or may not exist."""
+
+    def __init__(self, training_job_name: str, reason: str) -> None:
+        self.training_job_name = training_job_name
+        super().__init__(
+            f"CreateTrainingJob for {training_job_name} got no answer ({reason}); the job may exist: "
+            f"check with `aws sagemaker describe-training-job --training-job-name {training_job_name}` "
+            "before launching again"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# SageMaker's request limits, from botocore's service model
+
+
+@dataclass(frozen=True)
+class Charset:
+    """A character class of the form botocore models use (``[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*``).
+
+    Python's ``re`` has no ``\\p{...}``: Unicode general categories are checked with ``unicodedata``.
+    """
+
+    categories: frozenset[str]
+    characters: frozenset[str]
+
+    def allows(self, text: str) -> bool:
+        return all(
+            char in self.characters or unicodedata.category(char).startswith(tuple(self.categories))
+            for char in text
+        )
+
+    def describe(self) -> str:
+        names = {"L": "letters", "Z": "spaces", "N": "digits"}
+        kinds = [names.get(category, f"\\p{{{category}}}") for category in sorted(self.categories)]
+        return ", ".join([*kinds, " ".join(sorted(self.characters))])
+
+
+_CHARSET_PATTERN: Final = re.compile(r"\(?\[(?P<body>[^\]]*)\]\*\)?")
+
+
+def charset_from_pattern(pattern: str) -> Charset:
+    """Translate a botocore ``[...]*`` pattern of ``\\p{X}`` classes and single characters."""
+    match = _CHARSET_PATTERN.fullmatch(pattern)
+    if match is None:
+        raise ValueError(f"unsupported botocore pattern {pattern!r}")
+    body, categories, characters, i = match["body"], set(), set(), 0
+    while i < len(body):
+        if body.startswith("\\p{", i):
+            end = body.index("}", i)
+            categories.add(body[i + 3 : end])
+            i = end + 1
+        elif body[i] == "\\":
+            characters.add(body[i + 1])
+            i += 2
+        elif body[i + 1 : i + 2] == "-" and i + 2 < len(body):
+            raise ValueError(f"unsupported range in botocore pattern {pattern!r}")
+        else:
+            characters.add(body[i])
+            i += 1
+    return Charset(categories=frozenset(categories), characters=frozenset(characters))
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """CreateTrainingJob's limits (botocore shapes ``TrainingJobName``, ``HyperParameters``, ``Tag``...)."""
+
+    job_name_max: int
+    job_name_pattern: re.Pattern[str]
+    hyperparameters_max: int
+    hyperparameter_key_max: int
+    hyperparameter_value_max: int
+    tags_max: int
+    tag_key_min: int
+    tag_key_max: int
+    tag_value_max: int
+    tag_key_charset: Charset
+    tag_value_charset: Charset
+    kms_key_max: int
+    kms_key_pattern: re.Pattern[str]
+
+
+@functools.cache  # the service model is read-only data; loading it takes a fraction of a second
+def service_limits() -> ServiceLimits:
+    """The limits botocore's SageMaker model declares for ``CreateTrainingJob``."""
+    # Imported here: only validation needs it, and botocore is not part of this module's interface.
+    import botocore.session  # noqa: PLC0415
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    request = model.operation_model("CreateTrainingJob").input_shape.members
+    job_name = request["TrainingJobName"].metadata
+    hyperparameters = request["HyperParameters"]
+    tags = request["Tags"]
+    tag = tags.member.members
+    kms_key = request["OutputDataConfig"].members["KmsKeyId"].metadata
+    return ServiceLimits(
+        job_name_max=job_name["max"],
+        job_name_pattern=re.compile(job_name["pattern"]),
+        hyperparameters_max=hyperparameters.metadata["max"],
+        hyperparameter_key_max=hyperparameters.key.metadata["max"],
+        hyperparameter_value_max=hyperparameters.value.metadata["max"],
+        tags_max=tags.metadata["max"],
+        tag_key_min=tag["Key"].metadata["min"],
+        tag_key_max=tag["Key"].metadata["max"],
+        tag_value_max=tag["Value"].metadata["max"],
+        tag_key_charset=charset_from_pattern(tag["Key"].metadata["pattern"]),
+        tag_value_charset=charset_from_pattern(tag["Value"].metadata["pattern"]),
+        kms_key_max=kms_key["max"],
+        kms_key_pattern=re.compile(kms_key["pattern"]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hyperparameters: what SageMaker stores, and what its container driver makes of it
+
+
+def stored_hyperparameter(value: HyperparameterValue) -> str:
+    """The string ``CreateTrainingJob`` carries: as the SDK stores it, strings as given, numbers as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def job_hyperparameters(hyperparameters: Mapping[str, HyperparameterValue]) -> dict[str, str]:
+    """The ``HyperParameters`` of the ``CreateTrainingJob`` request (SageMaker stores strings)."""
+    return {name: stored_hyperparameter(value) for name, value in hyperparameters.items()}
+
+
+def _json_or_text(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def container_argument(stored: str) -> str:
+    """The argv value the SageMaker SDK's container drivers pass to the entry script for ``stored``.
+
+    ``scripts/environment.py`` JSON-decodes each stored string where it can and exports the result as
+    ``SM_HPS`` (JSON, which round-trips those values unchanged); ``basic_script_driver.py`` then decodes
+    each value *again* where it is still a string and writes non-strings back as JSON. So ``"1.10"``
+    arrives as ``1.1``, and the JSON-quoted ``'"1.10"'`` as ``1.1`` too.
+    """
+    value = _json_or_text(stored)
+    if isinstance(value, str):
+        value = _json_or_text(value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _check_shell_safe(name: str, stored: str) -> None:
+    # environment.py writes `export SM_HPS='<json>'` (and SM_HP_<NAME>) to a file the container
+    # sources: a single quote in a decoded value ends the quoting and the job fails at start.
+    if "'" in json.dumps(_json_or_text(stored)):
+        raise LaunchConfigError(
+            f"hyperparameter {name!r} contains a single quote, which the SageMaker container cannot "
+            f"pass on (its driver writes hyperparameters into a shell file in '...' quotes): {stored!r}"
+        )
+
+
+def check_hyperparameter(name: str, value: object) -> None:
+    if not _HYPERPARAMETER_NAME.fullmatch(name):
+        raise LaunchConfigError(f"hyperparameter name {name!r} must match [A-Za-z][A-Za-z0-9_]*")
+    if name.startswith(_RESERVED_PREFIX):
+        raise LaunchConfigError(f"hyperparameter {name!r}: the sagemaker_ prefix is reserved for the SDK")
+    if name in _PATH_ARGUMENTS:
+        raise LaunchConfigError(
+            f"hyperparameter {name!r} is a path the job takes from its SM_* environment; "
+            "set the channel or model directory instead"
+        )
+    # bool is an int subclass; booleans are not part of the entry point's interface.
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise LaunchConfigError(
+            f"hyperparameter {name!r} must be a str, int or float, got {type(value).__name__}"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise LaunchConfigError(f"hyperparameter {name!r} must be finite, got {value!r}")
+    _check_shell_safe(name, stored_hyperparameter(value))
+
+
+def check_request_hyperparameters(stored: Mapping[str, str], limits: ServiceLimits) -> None:
+    """SageMaker's count and length limits on the ``HyperParameters`` map."""
+    if len(stored) > limits.hyperparameters_max:
+        raise LaunchConfigError(
+            f"{len(stored)} hyperparameters: SageMaker accepts at most {limits.hyperparameters_max}"
+        )
+    for name, text in stored.items():
+        if len(name) > limits.hyperparameter_key_max:
+            raise LaunchConfigError(
+                f"hyperparameter name {name[:40]!r}... is {len(name)} characters: SageMaker accepts at "
+                f"most {limits.hyperparameter_key_max}"
+            )
+        if len(text) > limits.hyperparameter_value_max:
+            raise LaunchConfigError(
+                f"hyperparameter {name!r} is {len(text)} characters long: SageMaker accepts at most "
+                f"{limits.hyperparameter_value_max} per value"
+            )
+
+
+def check_tags(tags: Mapping[str, str], limits: ServiceLimits) -> None:
+    """SageMaker's tag limits: count, lengths, characters, and the reserved ``aws:`` key prefix."""
+    if len(tags) > limits.tags_max:
+        raise LaunchConfigError(f"{len(tags)} tags: SageMaker accepts at most {limits.tags_max}")
+    for key, value in tags.items():
+        if not limits.tag_key_min <= len(key) <= limits.tag_key_max:
+            raise LaunchConfigError(
+                f"invalid tag {key!r}: keys are {limits.tag_key_min}-{limits.tag_key_max} characters"
+            )
+        if key.lower().startswith(_RESERVED_TAG_PREFIX):
+            raise LaunchConfigError(f"invalid tag {key!r}: the aws: prefix (in any case) is reserved")
+        if len(value) > limits.tag_value_max:
+            raise LaunchConfigError(
+                f"invalid tag {key!r}: its value is {len(value)} characters, at most "
+                f"{limits.tag_value_max} allowed"
+            )
+        for label, text, charset in (
+            ("key", key, limits.tag_key_charset),
+            ("value", value, limits.tag_value_charset),
+        ):
+            if not charset.allows(text):
+                raise LaunchConfigError(
+                    f"invalid tag {key!r}={value!r}: the {label} may hold only {charset.describe()}"
+                )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Job names and where a job's files go
+
+
+def random_token() -> str:
+    """The random part of a job name (36**6 values: same-second launches do not meet)."""
+    return "".join(secrets.choice(JOB_TOKEN_ALPHABET) for _ in range(JOB_TOKEN_LENGTH))
+
+
+def unique_job_name(prefix: str, now: datetime, token: str) -> str:
+    """``<prefix>-<YYYYmmddHHMMSS>-<token>``, checked against SageMaker's TrainingJobName pattern."""
+    name = f"{prefix}-{now.strftime(JOB_TIMESTAMP_FORMAT)}-{token}"
+    limits = service_limits()
+    if len(name) > limits.job_name_max or not limits.job_name_pattern.fullmatch(name):
+        raise LaunchConfigError(f"training job name {name!r} does not match SageMaker's TrainingJobName")
+    return name
 
 
 @dataclass(frozen=True)
@@ -93,13 +369,42 @@ def dataset_uri(bucket: str, dataset: str) -> str:
 
 
 @dataclass(frozen=True)
+class JobLayout:
+    """One job's S3 locations: its code prefix (never shared with another job) and its channels."""
+
+    name: str
+    code_root: S3Uri  # s3://<bucket>/code/<job_name_prefix>/<job>/ : both channels below it
+    code: S3Uri  # the code channel
+    drivers: S3Uri  # the SDK's sm_drivers channel
+    train: S3Uri
+    output: S3Uri  # where SageMaker writes <job>/output/model.tar.gz
+
+
+@dataclass(frozen=True)
+class RolePermission:
+    """One action the execution role must be allowed, on a concrete resource, with condition keys."""
+
+    action: str
+    resource: str
+    why: str
+    context: Mapping[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The launch configuration
+
+
+@dataclass(frozen=True)
 class LaunchConfig:
     """One training launch. Cloud-only fields may be left unset for a local run.
 
     ``training_image=None`` means the SageMaker scikit-learn framework image of ``region`` (resolved
     by :func:`training.launch.resolve_training_image`, offline). ``code_s3_uri=None`` means a ``code/``
     prefix in the bucket of ``output_s3_uri``, so the source upload lands in the model store rather
-    than in the SDK's default ``sagemaker-<region>-<account>`` bucket.
+    than in the SDK's default ``sagemaker-<region>-<account>`` bucket. ``image_pull_by_role`` says the
+    execution role may pull ``training_image`` from a private ECR repository (the platform's role may
+    not). ``output_kms_key`` / ``volume_kms_key`` become ``OutputDataConfig.KmsKeyId`` and
+    ``ResourceConfig.VolumeKmsKeyId``; unset, SageMaker uses its defaults.
     """
 
     role_arn: str | None = None
@@ -110,6 +415,7 @@ class LaunchConfig:
     instance_type: str = DEFAULT_INSTANCE_TYPE
     instance_count: int = 1
     training_image: str | None = None
+    image_pull_by_role: bool = False
     source_dir: Path = TRAINING_PACKAGE_DIR
     entry_script: str = DEFAULT_ENTRY_SCRIPT
     requirements: tuple[str, ...] = DEFAULT_REQUIREMENTS
@@ -117,8 +423,11 @@ class LaunchConfig:
     max_runtime_seconds: int = DEFAULT_MAX_RUNTIME_SECONDS
     tags: Mapping[str, str] = field(default_factory=dict)
     region: str = DEFAULT_REGION
+    output_kms_key: str | None = None
+    volume_kms_key: str | None = None
 
     def __post_init__(self) -> None:
+        limits = service_limits()
         if self.role_arn is not None and not _ROLE_ARN.fullmatch(self.role_arn):
             raise LaunchConfigError(
                 f"role_arn must be an IAM role ARN like arn:aws:iam::123456789012:role/name, "
@@ -131,10 +440,12 @@ class LaunchConfig:
         ):
             if uri is not None:
                 parse_s3_uri(uri, label=label)
-        if len(self.job_name_prefix) > _JOB_PREFIX_MAX or not _JOB_PREFIX.fullmatch(self.job_name_prefix):
+        prefix_max = limits.job_name_max - JOB_NAME_SUFFIX_LENGTH
+        prefix = self.job_name_prefix
+        if len(prefix) > prefix_max or not limits.job_name_pattern.fullmatch(prefix):
             raise LaunchConfigError(
-                f"job_name_prefix must be 1-{_JOB_PREFIX_MAX} characters of A-Z a-z 0-9 and inner '-', "
-                f"got {self.job_name_prefix!r}"
+                f"job_name_prefix must be 1-{prefix_max} characters of A-Z a-z 0-9 and inner '-' (the "
+                f"launcher appends -<UTC time>-<random>), got {self.job_name_prefix!r}"
             )
         if not self.instance_type.startswith("ml."):
             raise LaunchConfigError(
@@ -153,11 +464,18 @@ class LaunchConfig:
             raise LaunchConfigError(
                 f"entry_script must be a .py file directly in source_dir, got {self.entry_script!r}"
             )
-        for key, value in self.tags.items():
-            if not key or len(key) > 128 or len(value) > 256 or key.startswith("aws:"):
-                raise LaunchConfigError(f"invalid tag {key!r}={value!r}: keys 1-128 chars, not aws:*")
+        for label, key in (("output_kms_key", self.output_kms_key), ("volume_kms_key", self.volume_kms_key)):
+            if key is not None and (
+                not key or len(key) > limits.kms_key_max or not limits.kms_key_pattern.fullmatch(key)
+            ):
+                raise LaunchConfigError(
+                    f"{label} must be a KMS key id or ARN (1-{limits.kms_key_max} characters of "
+                    f"A-Z a-z 0-9 : / _ -), got {key!r}"
+                )
+        check_tags(self.tags, limits)
         for name, hp_value in self.hyperparameters.items():
             check_hyperparameter(name, hp_value)
+        check_request_hyperparameters(job_hyperparameters(self.hyperparameters), limits)
 
     @classmethod
     def for_model_store(
@@ -180,11 +498,31 @@ class LaunchConfig:
         return cls(**{**store, **overrides})
 
     def code_location(self) -> S3Uri:
-        """Where the SDK uploads the source package and its drivers."""
+        """Where the source package and the SDK's drivers are uploaded (and nowhere else)."""
         if self.code_s3_uri is not None:
             return parse_s3_uri(self.code_s3_uri, label="code_s3_uri")
         output = parse_s3_uri(self.require_cloud().output_s3_uri, label="output_s3_uri")
         return S3Uri(bucket=output.bucket, key=f"{CODE_PREFIX}/")
+
+    def job_layout(self, job_name: str) -> JobLayout:
+        """Where job ``job_name`` reads its code and data and writes its output.
+
+        The code prefix is ``<code location>/<job_name_prefix>/<job>/``, the layout the SDK uses for its
+        channels (``<key prefix>/<job>/input/<channel>``), pinned here rather than left to the SDK.
+        """
+        cloud = self.require_cloud()
+        code = self.code_location()
+        root = "/".join(part for part in (code.key.strip("/"), self.job_name_prefix, job_name) if part)
+        output = parse_s3_uri(cloud.output_s3_uri, label="output_s3_uri")
+        output_key = output.key if output.key.endswith("/") or not output.key else f"{output.key}/"
+        return JobLayout(
+            name=job_name,
+            code_root=S3Uri(code.bucket, f"{root}/"),
+            code=S3Uri(code.bucket, f"{root}/input/{CODE_CHANNEL}"),
+            drivers=S3Uri(code.bucket, f"{root}/input/{DRIVERS_CHANNEL}"),
+            train=parse_s3_uri(cloud.train_s3_uri, label="train_s3_uri"),
+            output=S3Uri(output.bucket, f"{output_key}{job_name}/"),
+        )
 
     def require_cloud(self) -> "CloudFields":
         """The fields a SageMaker launch cannot do without; raise naming every one that is missing."""
@@ -213,20 +551,111 @@ class CloudFields:
     output_s3_uri: str
 
 
-def check_hyperparameter(name: str, value: object) -> None:
-    if not _HYPERPARAMETER_NAME.fullmatch(name):
-        raise LaunchConfigError(f"hyperparameter name {name!r} must match [A-Za-z][A-Za-z0-9_]*")
-    if name.startswith(_RESERVED_PREFIX):
-        raise LaunchConfigError(f"hyperparameter {name!r}: the sagemaker_ prefix is reserved for the SDK")
-    if name in _PATH_ARGUMENTS:
-        raise LaunchConfigError(
-            f"hyperparameter {name!r} is a path the job takes from its SM_* environment; "
-            "set the channel or model directory instead"
+def role_partition(role_arn: str) -> str:
+    match = _ROLE_ARN.fullmatch(role_arn)
+    if match is None:
+        raise LaunchConfigError(f"not an IAM role ARN: {role_arn!r}")
+    return match["partition"]
+
+
+def job_role_permissions(
+    cfg: LaunchConfig, layout: JobLayout, *, private_image: "EcrImage | None" = None
+) -> list[RolePermission]:
+    """What the execution role must be allowed for this job, on this job's own S3 keys and keys.
+
+    SageMaker lists each S3 channel's prefix (``s3:ListBucket`` with ``s3:prefix``) and reads its
+    objects; it writes ``<output>/<job>/output/model.tar.gz``. The SDK encrypts the staged code with
+    the output KMS key when one is set, so reading the code then needs ``kms:Decrypt`` on it.
+    """
+    partition = role_partition(cfg.require_cloud().role_arn)
+
+    def bucket(uri: S3Uri) -> str:
+        return f"arn:{partition}:s3:::{uri.bucket}"
+
+    def obj(uri: S3Uri, key: str) -> str:
+        return f"arn:{partition}:s3:::{uri.bucket}/{key}"
+
+    needs: list[RolePermission] = []
+    for channel, uri, sample in (
+        (CODE_CHANNEL, layout.code, f"{layout.code.key}/{REQUIREMENTS_FILE}"),
+        (DRIVERS_CHANNEL, layout.drivers, f"{layout.drivers.key}/{SOURCE_CODE_JSON}"),
+        ("train", layout.train, f"{layout.train.key}*"),
+    ):
+        needs.append(
+            RolePermission(
+                "s3:ListBucket", bucket(uri), f"list the {channel} channel", {"s3:prefix": uri.key}
+            )
         )
-    # bool is an int subclass; booleans are not part of the entry point's interface.
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise LaunchConfigError(
-            f"hyperparameter {name!r} must be a str, int or float, got {type(value).__name__}"
+        needs.append(RolePermission("s3:GetObject", obj(uri, sample), f"read the {channel} channel"))
+    needs.append(
+        RolePermission(
+            "s3:PutObject", obj(layout.output, f"{layout.output.key}output/model.tar.gz"), "write the model"
         )
-    if isinstance(value, float) and not math.isfinite(value):
-        raise LaunchConfigError(f"hyperparameter {name!r} must be finite, got {value!r}")
+    )
+    key = cfg.output_kms_key
+    if key is not None and key.startswith("arn:"):
+        needs += [
+            RolePermission("kms:GenerateDataKey", key, "encrypt the output with output_kms_key"),
+            RolePermission("kms:Encrypt", key, "encrypt the output with output_kms_key"),
+            RolePermission("kms:Decrypt", key, "read the code, which is uploaded under output_kms_key"),
+        ]
+    if private_image is not None:
+        needs += [
+            RolePermission("ecr:GetAuthorizationToken", "*", "pull the private training image"),
+            *(
+                RolePermission(action, private_image.repository_arn(partition), "pull the training image")
+                for action in ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
+            ),
+        ]
+    return needs
+
+
+_ECR_IMAGE: Final = re.compile(
+    r"(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
+    r"(?P<repository>[a-z0-9][a-z0-9._/-]*)(:[\w.-]+|@sha256:[0-9a-f]{64})"
+)
+
+
+@dataclass(frozen=True)
+class EcrImage:
+    account: str
+    region: str
+    repository: str
+
+    def repository_arn(self, partition: str) -> str:
+        return f"arn:{partition}:ecr:{self.region}:{self.account}:repository/{self.repository}"
+
+
+def parse_ecr_image(uri: str) -> EcrImage | None:
+    """The registry account, region and repository of an ECR image URI; None for any other image."""
+    match = _ECR_IMAGE.fullmatch(uri)
+    if match is None:
+        return None
+    return EcrImage(account=match["account"], region=match["region"], repository=match["repository"])
+
+
+def check_training_image(
+    cfg: LaunchConfig, image: str, sagemaker_accounts: Collection[str]
+) -> EcrImage | None:
+    """Refuse an image the execution role cannot pull; return it when the role must pull it itself.
+
+    SageMaker pulls its own framework images (registries in ``sagemaker_accounts``) without the role's
+    help; any other ECR repository needs ecr:GetAuthorizationToken, ecr:BatchGetImage and
+    ecr:GetDownloadUrlForLayer on the role, which the platform's TrainingRole does not grant.
+    """
+    ecr = parse_ecr_image(image)
+    if ecr is None:
+        raise LaunchConfigError(
+            f"training image {image!r} is not an Amazon ECR image URI "
+            "(<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>): SageMaker training pulls from ECR"
+        )
+    if ecr.account in sagemaker_accounts:
+        return None
+    if not cfg.image_pull_by_role:
+        raise LaunchConfigError(
+            f"training image {image!r} is in a private ECR repository: the execution role would need "
+            "ecr:GetAuthorizationToken, ecr:BatchGetImage and ecr:GetDownloadUrlForLayer on it, which the "
+            "platform's TrainingRole does not grant. Grant them and pass --role-can-pull-image, or leave "
+            "--image out to use the SageMaker scikit-learn image"
+        )
+    return ecr

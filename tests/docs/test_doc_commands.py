@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from edgeml.cli import EXIT_FAILED, EXIT_OK, main
+from lambdas.retrain.core import is_environment_job
 from tests.edgeml.stand_ins import ServerPlane, server_plane
 from tests.lambdas.lifecycle.helpers import BUCKET, MODEL_COMPONENT, REGION
 
@@ -250,6 +251,8 @@ def _train_sagemaker_with_prefix(ctx: Context, argv: list[str]) -> None:
     jobs = ctx.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
     names = [job["TrainingJobName"] for job in jobs]
     assert any(name.startswith(f"{prefix}-") for name in names), names
+    # ... and the retrain Lambda takes it as its environment's template (docs/deploy.md, docs/runbook.md).
+    assert any(is_environment_job(prefix.removesuffix("-train"), name) for name in names), names
 
 
 def _create_certificate(ctx: Context, argv: list[str]) -> None:
@@ -356,8 +359,8 @@ REGISTRY: dict[str, Run | RunBy | RealAws] = {
     ),
     (
         "edgeml train sagemaker --bucket <ModelBucketName> --dataset pump --role-arn <TrainingRoleArn> "
-        "-p model_name=pump"
-    ): RealAws("the same command against moto, with --skip-role-validation", _train_sagemaker),
+        "--job-name-prefix edgeml-dev-train -p model_name=pump"
+    ): RealAws("the same command against moto, with --skip-role-validation", _train_sagemaker_with_prefix),
     "edgeml fleet": Run(),
     # docs/runbook.md
     (
@@ -382,10 +385,6 @@ REGISTRY: dict[str, Run | RunBy | RealAws] = {
         "iot.remove_thing_from_thing_group through boto3 against moto", _remove_from_group
     ),
     "edgeml fleet --thing gw-07": Run(),
-    (
-        "edgeml train sagemaker --bucket <ModelBucketName> --dataset pump --role-arn <TrainingRoleArn> "
-        "--job-name-prefix edgeml-dev -p model_name=pump"
-    ): RealAws("the same command against moto, with --skip-role-validation", _train_sagemaker_with_prefix),
     (
         "aws iot create-keys-and-certificate --set-as-active --certificate-pem-outfile gw-01.cert.pem "
         "--private-key-outfile gw-01.key.pem"

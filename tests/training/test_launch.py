@@ -4,29 +4,41 @@ The cloud tests run a moto server on a free port and point boto3 at it with AWS_
 demo does; a socket guard records any connection that would leave the machine.
 """
 
+import io
 import json
 import os
-import shutil
-import socket
+import re
+import shlex
 import subprocess
 import sys
-import urllib.request
+import types
 from collections.abc import Iterator
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import boto3
 import numpy as np
 import onnxruntime as ort
 import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ReadTimeoutError
 from botocore.parsers import ResponseParserError
 
 from tests.support.moto import moto_server
-from tests.training.train_helpers import NAB_SLICE, timestamps, write_csv
+from tests.training.launch_support import (
+    Aws,
+    channel_uri,
+    download_prefix,
+    guard_offsite,
+    moto_aws,
+    nab_channel,
+    store_config,
+    use_fake_aws,
+)
+from tests.training.train_helpers import timestamps, write_csv
 from training.launch import (
-    REQUIREMENTS_FILE,
     entry_point_args,
-    job_hyperparameters,
     launch_cloud,
     main,
     resolve_training_image,
@@ -34,10 +46,15 @@ from training.launch import (
 )
 from training.launch_config import (
     DEFAULT_REQUIREMENTS,
+    REQUIREMENTS_FILE,
+    JobStateUnknownError,
     LaunchConfig,
     LaunchConfigError,
     LaunchError,
     LocalTrainingError,
+    charset_from_pattern,
+    job_hyperparameters,
+    service_limits,
 )
 
 REGION = "us-east-1"
@@ -45,13 +62,8 @@ BUCKET = "edgeml-model-store"
 SKLEARN_IMAGE_US_EAST_1 = (
     "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-py312-cpu-py3"
 )
-SAGEMAKER_TRUST = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}
-    ],
-}
 REPO_REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements.txt"
+FROZEN = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -60,46 +72,12 @@ REPO_REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements.txt"
 
 @pytest.fixture(autouse=True)
 def fake_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_REGION", REGION)
-    # No developer profile, config file or SDK switch may leak into the tests.
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "SAGEMAKER_VALIDATE_ROLE"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("SM_MODEL_DIR", "SM_CHANNEL_TRAIN", "SM_OUTPUT_DATA_DIR", "SM_OUTPUT_DIR"):
-        monkeypatch.delenv(name, raising=False)
+    use_fake_aws(monkeypatch, tmp_path)
 
 
 @pytest.fixture
 def offsite_connections(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Every attempt to connect anywhere but the loopback interface (refused and recorded)."""
-    attempts: list[object] = []
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
-
-    def is_local(host: object) -> bool:
-        return host in {"127.0.0.1", "localhost", "::1"}
-
-    def guarded_connect(self: socket.socket, address: object) -> None:
-        if isinstance(address, tuple) and is_local(address[0]):
-            real_connect(self, address)
-            return
-        attempts.append(address)
-        raise OSError(f"test guard: connection to {address!r} refused")
-
-    # Name lookups too: without DNS a request to AWS fails before it ever reaches connect().
-    def guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
-        if is_local(host):
-            return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
-        attempts.append(host)
-        raise socket.gaierror(f"test guard: lookup of {host!r} refused")
-
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
-    return attempts
+    return guard_offsite(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -108,62 +86,29 @@ def moto_url() -> Iterator[str]:
         yield url
 
 
-@dataclass(frozen=True)
-class Aws:
-    session: boto3.Session
-    role_arn: str
-    create_requests: list[dict[str, object]]
-
-
 @pytest.fixture
 def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch, offsite_connections: list[object]) -> Iterator[Aws]:
-    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).close()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    session = boto3.Session(region_name=REGION)
-    session.client("s3").create_bucket(Bucket=BUCKET)
-    role = session.client("iam").create_role(
-        RoleName="edgeml-training", AssumeRolePolicyDocument=json.dumps(SAGEMAKER_TRUST)
-    )["Role"]
-    requests: list[dict[str, object]] = []
-
-    def capture(params: dict[str, object], **_: object) -> None:
-        requests.append(dict(params))
-
-    # Sees the request exactly as the SDK hands it to botocore, including what moto does not store.
-    session.events.register("provide-client-params.sagemaker.CreateTrainingJob", capture)
-    yield Aws(session=session, role_arn=role["Arn"], create_requests=requests)
+    with moto_aws(moto_url, monkeypatch, bucket=BUCKET) as running:
+        yield running
     assert offsite_connections == [], "a call left the machine instead of going to moto"
 
 
-def store_config(aws: Aws, **overrides: object) -> LaunchConfig:
-    return LaunchConfig.for_model_store(bucket=BUCKET, dataset="nab", role_arn=aws.role_arn, **overrides)
+def describe(aws: Aws, name: str) -> dict[str, Any]:
+    return aws.describe(name)
 
 
-def describe(aws: Aws, name: str) -> dict[str, object]:
-    job: dict[str, object] = aws.session.client("sagemaker").describe_training_job(TrainingJobName=name)
-    return job
-
-
-def channel_uri(job: dict[str, object], name: str) -> str:
-    channels = {c["ChannelName"]: c for c in job["InputDataConfig"]}  # type: ignore[attr-defined]
-    return str(channels[name]["DataSource"]["S3DataSource"]["S3Uri"])
-
-
-def download_prefix(aws: Aws, uri: str, dest: Path) -> Path:
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    s3 = aws.session.client("s3")
-    for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix.rstrip("/") + "/")["Contents"]:
-        target = dest / obj["Key"][len(prefix.rstrip("/")) + 1 :]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(bucket, obj["Key"], str(target))
-    return dest
-
-
-def nab_channel(tmp_path: Path) -> Path:
-    data_dir = tmp_path / "train"
-    data_dir.mkdir()
-    shutil.copy(NAB_SLICE, data_dir / NAB_SLICE.name)
-    return data_dir
+def cloud_argv(aws: Aws, *extra: str) -> list[str]:
+    return [
+        "cloud",
+        "--bucket",
+        BUCKET,
+        "--dataset",
+        "nab",
+        "--role-arn",
+        aws.role_arn,
+        "--skip-role-validation",
+        *extra,
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -183,19 +128,19 @@ def test_launch_cloud_creates_the_training_job_moto_records(aws: Aws) -> None:
 
     name = launch_cloud(cfg, boto_session=aws.session, validate_role=False)
 
-    assert name.startswith("edgeml-nab-")
+    assert re.fullmatch(r"edgeml-nab-\d{14}-[a-z0-9]{6}", name)
     job = describe(aws, name)
-    assert job["AlgorithmSpecification"]["TrainingImage"] == SKLEARN_IMAGE_US_EAST_1  # type: ignore[index]
+    assert job["AlgorithmSpecification"]["TrainingImage"] == SKLEARN_IMAGE_US_EAST_1
     assert job["RoleArn"] == aws.role_arn == "arn:aws:iam::123456789012:role/edgeml-training"
     assert channel_uri(job, "train") == f"s3://{BUCKET}/datasets/nab/"
-    assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/training-output/"  # type: ignore[index]
+    assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/training-output/"
     resources = job["ResourceConfig"]
-    assert (resources["InstanceType"], resources["InstanceCount"]) == ("ml.c5.xlarge", 2)  # type: ignore[index]
+    assert (resources["InstanceType"], resources["InstanceCount"]) == ("ml.c5.xlarge", 2)
     assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 1800}
     ours = {"window_length": "32", "threshold_quantile": "0.99", "model_name": "pump-1"}
     recorded = job["HyperParameters"]
-    assert {k: v for k, v in recorded.items() if k in ours} == ours  # type: ignore[attr-defined]
-    assert all(k.startswith("sagemaker_") for k in recorded if k not in ours)  # type: ignore[attr-defined]
+    assert {k: v for k, v in recorded.items() if k in ours} == ours
+    assert all(k.startswith("sagemaker_") for k in recorded if k not in ours)
     tags = aws.session.client("sagemaker").list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]
     assert {t["Key"]: t["Value"] for t in tags} == {"project": "edgeml", "stage": "test"}
     # Exactly one CreateTrainingJob, and it carries the import path moto does not store.
@@ -238,14 +183,14 @@ def test_uploaded_job_trains_when_run_like_the_container(aws: Aws, tmp_path: Pat
     drivers = download_prefix(aws, channel_uri(job, "sm_drivers"), opt_ml / "input" / "data" / "sm_drivers")
     source_code = json.loads((drivers / "sourcecode.json").read_text())
     model_dir = opt_ml / "model"
-    job_environment: dict[str, str] = request["Environment"]  # type: ignore[assignment]
+    job_environment: dict[str, str] = request["Environment"]
     env = {
         **os.environ,
         # The job's environment, with the container's /opt/ml relocated under tmp_path.
         **{k: v.replace("/opt/ml", str(opt_ml)) for k, v in job_environment.items()},
         "SM_ENTRY_SCRIPT": source_code["entry_script"],
         # As the SDK's scripts/environment.py builds it from the job's stored (string) hyperparameters.
-        "SM_HPS": json.dumps({k: safe_deserialize(v) for k, v in job["HyperParameters"].items()}),  # type: ignore[attr-defined]
+        "SM_HPS": json.dumps({k: safe_deserialize(v) for k, v in job["HyperParameters"].items()}),
         "SM_CHANNEL_TRAIN": str(nab_channel(tmp_path)),
         "SM_MODEL_DIR": str(model_dir),
         "SM_OUTPUT_DATA_DIR": str(opt_ml / "output" / "data"),
@@ -264,7 +209,10 @@ def test_uploaded_job_trains_when_run_like_the_container(aws: Aws, tmp_path: Pat
 
     assert result.returncode == 0, result.stdout + result.stderr
     # The driver ran the uploaded script (relative to the code channel) with the recorded hyperparameters.
-    assert "training/train.py --window_length 16 --model_version v7 --train_rows 1500" in result.stdout
+    assert (
+        "training/train.py --window_length 16 --model_version v7 --train_rows 1500 "
+        "--model_name anomaly-detector" in result.stdout
+    )
     model = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     metadata = model.get_modelmeta().custom_metadata_map
     assert (metadata["window_length"], metadata["model_version"]) == ("16", "v7")
@@ -302,11 +250,13 @@ def test_hyperparameters_reach_the_entry_point_as_the_sdk_driver_passes_them() -
 
 
 def test_role_validation_runs_unless_switched_off(aws: Aws) -> None:
-    # moto has no iam:SimulatePrincipalPolicy: reaching it proves the SDK's role check ran.
+    # moto has no iam:SimulatePrincipalPolicy: reaching it proves the launcher's role check ran, before
+    # any upload (tests/training/test_launch_role.py answers it as IAM would).
     with pytest.raises(ResponseParserError, match="500 Internal Server Error"):
         launch_cloud(store_config(aws), boto_session=aws.session)
 
     assert aws.create_requests == []
+    assert aws.keys() == []
 
 
 def test_invalid_hyperparameters_are_refused_before_any_request(aws: Aws) -> None:
@@ -361,8 +311,9 @@ def test_every_missing_cloud_field_is_named() -> None:
         ({"instance_count": 0}, "instance_count must be >= 1"),
         ({"instance_type": "m5.large"}, "instance_type must be a SageMaker type"),
         ({"max_runtime_seconds": 0}, "max_runtime_seconds must be in"),
-        ({"job_name_prefix": "edgeml_train"}, "job_name_prefix must be 1-48 characters"),
-        ({"job_name_prefix": "x" * 49}, "job_name_prefix must be 1-48 characters"),
+        ({"job_name_prefix": "edgeml_train"}, "job_name_prefix must be 1-41 characters"),
+        ({"job_name_prefix": "x" * 42}, "job_name_prefix must be 1-41 characters"),
+        ({"job_name_prefix": "-x"}, "job_name_prefix must be 1-41 characters"),
         ({"region": "useast1"}, "region must look like us-east-1"),
         ({"entry_script": "train.sh"}, "entry_script must be a .py file"),
         ({"tags": {"aws:owner": "x"}}, "invalid tag 'aws:owner'"),
@@ -487,10 +438,11 @@ def test_cli_cloud_prints_the_job(aws: Aws, capsys: pytest.CaptureFixture[str]) 
 
     out = json.loads(capsys.readouterr().out)
     assert code == 0
+    assert (out["status"], out["mode"]) == ("ok", "cloud")
     assert out["training_image"] == SKLEARN_IMAGE_US_EAST_1
     assert out["train_s3_uri"] == f"s3://{BUCKET}/datasets/nab/"
     job = describe(aws, out["training_job_name"])
-    assert job["HyperParameters"]["window_length"] == "24"  # type: ignore[index]
+    assert job["HyperParameters"]["window_length"] == "24"
 
 
 def test_cli_config_error_exits_2_with_a_json_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -532,7 +484,432 @@ def test_cli_help_runs_as_a_module() -> None:
     )
 
     assert result.returncode == 0
-    assert "Exit codes: 0 done, 1 the launch or the training failed, 2 invalid" in " ".join(
-        result.stdout.split()
-    )
+    help_text = " ".join(result.stdout.split())
+    assert "Exit codes: 0 done (a cloud job was created" in help_text
+    assert "2 invalid arguments or config, 3 an AWS call failed" in help_text
     assert "{cloud,local}" in result.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# Hyperparameters: what the entry point sees is what was typed, locally and in the container
+
+PRINT_DRIVER_COMMAND = (
+    "import json; from distributed_drivers.basic_script_driver import create_commands; "
+    "print(json.dumps(create_commands()))"
+)
+
+
+def driver_argv(stored: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The entry script's argv as the SDK's container scripts make it from the job's HyperParameters.
+
+    As sm_train.sh does: scripts/environment.py writes the environment file, bash sources it, and
+    distributed_drivers/basic_script_driver.py builds the command from SM_HPS.
+    """
+    from sagemaker.train.container_drivers.scripts import environment
+
+    monkeypatch.setenv("TRAINING_JOB_NAME", "job")
+    env_file = tmp_path / "sm_training.env"
+    resources = {
+        "current_host": "algo-1",
+        "current_instance_type": "ml.m5.large",
+        "hosts": ["algo-1"],
+        "network_interface_name": "eth0",
+    }
+    environment.set_env(resources, {}, stored, output_file=str(env_file))
+    drivers = Path(environment.__file__).resolve().parents[1]
+    script = f"source {shlex.quote(str(env_file))} && {sys.executable} -c {shlex.quote(PRINT_DRIVER_COMMAND)}"
+    done = subprocess.run(
+        ["bash", "-c", script],
+        env={**os.environ, "SM_ENTRY_SCRIPT": "train.py", "PYTHONPATH": str(drivers)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    command: list[str] = json.loads(done.stdout.splitlines()[-1])
+    return command[2:]
+
+
+CONTAINER_VALUES = [
+    "pump-1",
+    "32",
+    "0.995",
+    "1e-1",
+    "1.10",
+    '"1.10"',
+    "1e3",
+    '["value","temp"]',
+    '"temp"',
+    "a b",
+    'say "hi"',
+    "Grüße",
+    "",
+]
+
+
+def test_local_argv_is_the_containers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hyperparameters: dict[str, str | int | float] = {f"h{i}": v for i, v in enumerate(CONTAINER_VALUES)}
+    hyperparameters.update(window_length=32, ridge_alpha=1e-3)
+
+    local = entry_point_args(hyperparameters)
+
+    assert local == driver_argv(job_hyperparameters(hyperparameters), tmp_path, monkeypatch)
+    # Two of the rewrites the launcher refuses for train.py (see below): 1.10 -> 1.1, "1.10" -> 1.1.
+    assert local[local.index("--h4") + 1] == local[local.index("--h5") + 1] == "1.1"
+
+
+def test_a_single_quote_breaks_the_containers_environment_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(AssertionError, match=r"unexpected EOF|unexpected end of file"):
+        driver_argv({"model_name": "pump's"}, tmp_path, monkeypatch)
+    with pytest.raises(LaunchConfigError, match="'model_name' contains a single quote"):
+        LaunchConfig(hyperparameters={"model_name": "pump's"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "seen"),
+    [
+        ("model_version", "1.10", "'1.1'"),
+        ("model_version", "2.0e1", "'20.0'"),
+        ("model_version", "1.50", "'1.5'"),
+        ("model_name", "1e3", "'1000.0'"),
+    ],
+)
+def test_values_the_container_would_rewrite_are_refused(
+    aws: Aws, capsys: pytest.CaptureFixture[str], name: str, value: str, seen: str
+) -> None:
+    code = main([*cloud_argv(aws), "-p", f"{name}={value}"], boto_session=aws.session)
+
+    out = json.loads(capsys.readouterr().out)
+    assert code == 2
+    assert out["error"] == "LaunchConfigError"
+    assert f"hyperparameter {name}={value!r} would reach the entry point as {seen}" in out["message"]
+    assert aws.keys() == []
+    assert aws.create_requests == []
+
+
+def test_rewrites_the_entry_point_reads_the_same_pass(aws: Aws) -> None:
+    hyperparameters = {"ridge_alpha": "1e-3", "threshold_quantile": "0.995", "channels": '["value","temp"]'}
+
+    name = launch_cloud(
+        store_config(aws, hyperparameters=hyperparameters), boto_session=aws.session, validate_role=False
+    )
+
+    # Stored as typed; the container hands train.py 0.001 and a re-spaced list, which it reads the same.
+    assert {
+        k: v for k, v in describe(aws, name)["HyperParameters"].items() if k in hyperparameters
+    } == hyperparameters
+
+
+def test_a_json_quoted_value_is_refused_too(aws: Aws, capsys: pytest.CaptureFixture[str]) -> None:
+    # The natural escape, '"1.10"', reached train.py as 1.10 locally but as 1.1 in the container.
+    code = main([*cloud_argv(aws), "-p", 'model_version="1.10"'], boto_session=aws.session)
+
+    assert code == 2
+    assert "the entry point rejects the hyperparameters" in json.loads(capsys.readouterr().out)["message"]
+    assert aws.keys() == []
+
+
+def test_a_local_run_refuses_what_a_cloud_run_would_rewrite(tmp_path: Path) -> None:
+    cfg = LaunchConfig(hyperparameters={"model_version": "1.10", "train_rows": 1500})
+
+    with pytest.raises(
+        LaunchConfigError, match=re.escape("model_version='1.10' would reach the entry point as '1.1'")
+    ):
+        run_local(cfg, data_dir=nab_channel(tmp_path), model_dir=tmp_path / "model")
+
+    assert not (tmp_path / "model").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# The model name, job names and code prefixes
+
+
+def test_the_job_always_carries_a_model_name(aws: Aws) -> None:
+    default = launch_cloud(store_config(aws), boto_session=aws.session, validate_role=False)
+    given = launch_cloud(
+        store_config(aws, hyperparameters={"model_name": "pump"}),
+        boto_session=aws.session,
+        validate_role=False,
+    )
+
+    # The publisher names a model after this hyperparameter, and after the job when it is missing.
+    assert describe(aws, default)["HyperParameters"]["model_name"] == "anomaly-detector"
+    assert describe(aws, given)["HyperParameters"]["model_name"] == "pump"
+
+
+def test_launches_in_the_same_second_get_their_own_names_and_code(aws: Aws) -> None:
+    aws.client("s3").put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+
+    names = [
+        launch_cloud(store_config(aws), boto_session=aws.session, validate_role=False, clock=lambda: FROZEN)
+        for _ in range(2)
+    ]
+
+    assert names[0] != names[1]
+    assert all(re.fullmatch(r"edgeml-train-20261125120000-[a-z0-9]{6}", name) for name in names)
+    assert aws.job_names() == sorted(names)
+    for name in names:
+        prefix = f"code/edgeml-train/{name}/input/code/training/train.py"
+        versions = aws.client("s3").list_object_versions(Bucket=BUCKET, Prefix=prefix)["Versions"]
+        assert len(versions) == 1
+
+
+def test_an_existing_code_prefix_is_never_overwritten(aws: Aws) -> None:
+    aws.client("s3").put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+
+    def launch() -> str:  # the same clock and token: the same job name
+        return launch_cloud(
+            store_config(aws),
+            boto_session=aws.session,
+            validate_role=False,
+            clock=lambda: FROZEN,
+            token=lambda: "abc123",
+        )
+
+    first = launch()
+
+    with pytest.raises(LaunchError, match=f"code/edgeml-train/{first}/ already holds objects"):
+        launch()
+
+    assert aws.job_names() == [first]
+    key = f"code/edgeml-train/{first}/input/code/training/train.py"
+    assert len(aws.client("s3").list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"]) == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# After CreateTrainingJob: a created job is reported as created, an unanswered one with its name
+
+
+def _refuse(operation: str, code: str) -> Any:
+    def answer(**_: object) -> Any:
+        error = {"Error": {"Code": code, "Message": f"{operation} refused by the test"}}
+        return types.SimpleNamespace(status_code=400, headers={}), error
+
+    return answer
+
+
+def test_a_failing_describe_after_create_does_not_fail_the_launch(
+    aws: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The caller may create jobs but not describe them (or is throttled): the job still exists.
+    aws.session.events.register(
+        "before-call.sagemaker.DescribeTrainingJob", _refuse("DescribeTrainingJob", "ThrottlingException")
+    )
+
+    code = main(cloud_argv(aws), boto_session=aws.session)
+
+    out = json.loads(capsys.readouterr().out)
+    assert (code, out["status"]) == (0, "ok")
+    assert aws.job_names() == [out["training_job_name"]]
+
+
+def test_a_create_without_an_answer_reports_the_job_name_and_unknown(
+    aws: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def timeout(**_: object) -> None:
+        raise ReadTimeoutError(endpoint_url="https://api.sagemaker.us-east-1.amazonaws.com")
+
+    aws.session.events.register("before-call.sagemaker.CreateTrainingJob", timeout)
+
+    code = main(cloud_argv(aws), boto_session=aws.session)
+
+    out = json.loads(capsys.readouterr().out)
+    assert code == 3
+    assert (out["status"], out["error"]) == ("unknown", "JobStateUnknownError")
+    assert re.fullmatch(r"edgeml-train-\d{14}-[a-z0-9]{6}", out["training_job_name"])
+    assert f"--training-job-name {out['training_job_name']}` before launching again" in out["message"]
+
+
+def test_resource_in_use_for_the_fresh_name_means_an_earlier_attempt_created_it(
+    aws: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a retried request meets when its first attempt created the job but the answer was lost.
+    sagemaker = boto3.Session(region_name=REGION).client("sagemaker")
+
+    def first_attempt_went_through(**_: object) -> Any:
+        sagemaker.create_training_job(**aws.create_requests[-1])
+        return _refuse("CreateTrainingJob", "ResourceInUse")()
+
+    aws.session.events.register("before-call.sagemaker.CreateTrainingJob", first_attempt_went_through)
+
+    code = main(cloud_argv(aws), boto_session=aws.session)
+
+    out = json.loads(capsys.readouterr().out)
+    assert (code, out["status"]) == (0, "created")
+    assert aws.job_names() == [out["training_job_name"]]
+    assert "was created, but CreateTrainingJob answered" in out["warning"]
+    assert "ResourceInUse" in out["warning"]
+
+
+def test_unknown_state_is_a_launch_error_carrying_the_name(aws: Aws) -> None:
+    def timeout(**_: object) -> None:
+        raise ReadTimeoutError(endpoint_url="https://api.sagemaker.us-east-1.amazonaws.com")
+
+    aws.session.events.register("before-call.sagemaker.CreateTrainingJob", timeout)
+
+    with pytest.raises(JobStateUnknownError) as caught:
+        launch_cloud(store_config(aws), boto_session=aws.session, validate_role=False)
+
+    assert caught.value.training_job_name.startswith("edgeml-train-")
+    assert isinstance(caught.value, LaunchError)
+
+
+# --------------------------------------------------------------------------------------------------
+# AWS failures during the upload
+
+
+class _Body(io.BytesIO):
+    def stream(self, *_: object, **__: object) -> Iterator[bytes]:
+        yield self.getvalue()
+
+
+def deny_code_uploads(session: boto3.Session) -> None:
+    """S3 answers every code upload with 403, as it does without kms:GenerateDataKey on the bucket key."""
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+        b"<Message>not authorized to perform: kms:GenerateDataKey</Message></Error>"
+    )
+
+    def deny(request: Any, **_: object) -> AWSResponse | None:
+        if request.method == "PUT" and "/code/" in request.url:
+            return AWSResponse(request.url, 403, {}, _Body(body))
+        return None
+
+    session.events.register("before-send.s3.PutObject", deny)
+
+
+def test_a_refused_upload_exits_3_with_a_json_error(aws: Aws, capsys: pytest.CaptureFixture[str]) -> None:
+    deny_code_uploads(aws.session)
+
+    code = main(cloud_argv(aws), boto_session=aws.session)
+
+    out = json.loads(capsys.readouterr().out)
+    assert code == 3
+    assert (out["status"], out["error"]) == ("error", "S3UploadFailedError")
+    assert "AccessDenied" in out["message"]
+    assert aws.create_requests == []
+
+
+# --------------------------------------------------------------------------------------------------
+# SageMaker's limits, from botocore's model, checked before anything is uploaded
+
+
+def test_limits_come_from_the_botocore_model() -> None:
+    limits = service_limits()
+
+    assert (limits.hyperparameters_max, limits.hyperparameter_value_max, limits.hyperparameter_key_max) == (
+        100,
+        2500,
+        256,
+    )
+    assert (limits.tags_max, limits.tag_key_max, limits.tag_value_max, limits.job_name_max) == (
+        50,
+        128,
+        256,
+        63,
+    )
+    assert limits.tag_value_charset.allows("Grüße an 7 :/=+-@_.")
+    assert not limits.tag_value_charset.allows("ml#1")
+    assert not limits.tag_key_charset.allows("a,b")
+
+
+def test_charset_translation_refuses_what_it_cannot_read() -> None:
+    assert charset_from_pattern(r"[\p{L}_\-]*").allows("aB_-")
+    with pytest.raises(ValueError, match="unsupported range"):
+        charset_from_pattern("[a-z]*")
+    with pytest.raises(ValueError, match="unsupported botocore pattern"):
+        charset_from_pattern("[a-z]+")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"hyperparameters": {"channels": "x" * 2501}},
+            "'channels' is 2501 characters long: SageMaker accepts",
+        ),
+        (
+            {"hyperparameters": {f"h{i}": 1 for i in range(101)}},
+            "101 hyperparameters: SageMaker accepts at most 100",
+        ),
+        ({"tags": {f"k{i}": "v" for i in range(51)}}, "51 tags: SageMaker accepts at most 50"),
+        ({"tags": {"team": "ml#1"}}, "invalid tag 'team'='ml#1': the value may hold only letters"),
+        ({"tags": {"a,b": "x"}}, "invalid tag 'a,b'='x': the key may hold only"),
+        ({"tags": {"AWS:owner": "x"}}, "invalid tag 'AWS:owner': the aws: prefix"),
+        ({"tags": {"Aws:owner": "x"}}, "the aws: prefix"),
+        ({"tags": {"k" * 129: "x"}}, "keys are 1-128 characters"),
+        ({"tags": {"": "x"}}, "keys are 1-128 characters"),
+        ({"tags": {"team": "v" * 257}}, "its value is 257 characters, at most 256"),
+        ({"output_kms_key": "my key"}, "output_kms_key must be a KMS key id or ARN"),
+        ({"volume_kms_key": ""}, "volume_kms_key must be a KMS key id or ARN"),
+    ],
+)
+def test_service_limits_are_config_errors(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(LaunchConfigError, match=re.escape(message)):
+        LaunchConfig(**overrides)  # type: ignore[arg-type]
+
+
+def test_limits_at_their_maximum_pass() -> None:
+    LaunchConfig(
+        hyperparameters={"edge_postprocess": "x" * 2500, **{f"h{i}": 1 for i in range(99)}},
+        tags={**{f"k{i}": "v" for i in range(49)}, "Team Grüße": "a b:/=+-@_." + "v" * 245},
+    )
+
+
+def test_the_added_model_name_counts_towards_the_limit(
+    aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An entry point that takes any hyperparameter (train.py has far fewer than 100).
+    package = tmp_path / "anyparams"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "train.py").write_text(
+        "import types\n"
+        "def parse_args(argv):\n    return types.SimpleNamespace(model_name='anything')\n"
+        "def main(argv):\n    return 0\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = store_config(aws, source_dir=package, hyperparameters={f"h{i}": 1 for i in range(100)})
+
+    with pytest.raises(LaunchConfigError, match="101 hyperparameters"):
+        launch_cloud(cfg, boto_session=aws.session, validate_role=False)
+
+    assert aws.keys() == []
+
+
+def test_a_limit_breach_exits_2_before_any_upload(aws: Aws, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main([*cloud_argv(aws), "--tag", "cost center=ml#1"], boto_session=aws.session)
+
+    out = json.loads(capsys.readouterr().out)
+    assert (code, out["error"]) == (2, "LaunchConfigError")
+    assert aws.keys() == []
+
+
+# --------------------------------------------------------------------------------------------------
+# KMS
+
+
+def test_kms_keys_reach_the_request_from_flags_or_the_environment(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
+    monkeypatch.setenv("TRAINING_OUTPUT_KMS_KEY", key)
+
+    assert main([*cloud_argv(aws), "--volume-kms-key", key], boto_session=aws.session) == 0
+    assert main(cloud_argv(aws, "--output-kms-key", ""), boto_session=aws.session) == 2
+    monkeypatch.delenv("TRAINING_OUTPUT_KMS_KEY")
+    assert main(cloud_argv(aws), boto_session=aws.session) == 0
+
+    with_keys, without = aws.create_requests
+    assert with_keys["OutputDataConfig"]["KmsKeyId"] == key
+    assert with_keys["ResourceConfig"]["VolumeKmsKeyId"] == key
+    # The code is uploaded under the output key too (the SDK's choice), so the role needs Decrypt.
+    code_key = channel_uri(with_keys, "code").removeprefix(f"s3://{BUCKET}/") + "/requirements.txt"
+    head = aws.client("s3").head_object(Bucket=BUCKET, Key=code_key)
+    assert head["SSEKMSKeyId"] == key
+    assert "KmsKeyId" not in without["OutputDataConfig"]
+    assert "VolumeKmsKeyId" not in without["ResourceConfig"]
+    capsys.readouterr()
