@@ -77,6 +77,13 @@ class Fleet(Construct):
             "TokenExchangePolicy",
             statements=[
                 iam.PolicyStatement(sid="DownloadArtifacts", actions=["s3:GetObject"], resources=[artifacts]),
+                # The nucleus's S3 downloader asks for the bucket's region before every artifact download
+                # and fails the deployment when refused (S3_GET_BUCKET_LOCATION_ACCESS_DENIED).
+                iam.PolicyStatement(
+                    sid="ArtifactBucketLocation",
+                    actions=["s3:GetBucketLocation"],
+                    resources=[model_store.bucket_arn],
+                ),
                 iam.PolicyStatement(
                     sid="DecryptArtifacts", actions=["kms:Decrypt"], resources=[model_store.key.key_arn]
                 ),
@@ -175,12 +182,16 @@ class Fleet(Construct):
                 },
                 {
                     # Greengrass data-plane calls, not resource-scoped in IoT policies (AWS minimal policy).
+                    # ListThingGroupsForCoreDevice (nucleus >= 2.5.0): without it the nucleus keeps its
+                    # persisted group membership, so a device moved out of the canary group keeps the canary
+                    # deployment as a root.
                     "Sid": "GreengrassDataPlane",
                     "Effect": "Allow",
                     "Action": [
                         "greengrass:GetComponentVersionArtifact",
                         "greengrass:ResolveComponentCandidates",
                         "greengrass:GetDeploymentConfiguration",
+                        "greengrass:ListThingGroupsForCoreDevice",
                     ],
                     "Resource": "*",
                 },

@@ -25,10 +25,15 @@ from infra.parts.common import (
     function_identity,
 )
 from infra.parts.model_store import MODELS_PREFIX
+from infra.parts.training_role import TRAINING_OUTPUT_PREFIX
 
 MODEL_FILE_NAME = "model.onnx"
 # Matches models/<model_name>/<model_version>/model.onnx (contracts §2); '*' spans the two segments.
 MODEL_KEY_WILDCARD = f"{MODELS_PREFIX}*/{MODEL_FILE_NAME}"
+# SageMaker's model artifact of a training job: <S3OutputPath><job name>/output/model.tar.gz, with the
+# output path training-output/ (training/launch_config.py, lambdas/retrain). The TrainingJobCompleted
+# event names it and the publisher reads it; nothing else under training-output/.
+TRAINING_MODEL_WILDCARD = f"{TRAINING_OUTPUT_PREFIX}*/output/model.tar.gz"
 # Publishing waits for the component version to become DEPLOYABLE; a few minutes is ample.
 PUBLISHER_TIMEOUT = Duration.minutes(5)
 # onnxruntime + numpy + a probe inference on a small model.

@@ -1,10 +1,12 @@
 """Deployable component: the scheduled model-lifecycle check and its least-privilege grants.
 
 The statements are exactly the calls of ``lambdas/lifecycle`` (``adapters.py`` and the publisher's
-``GreengrassDeployments``). Authorization facts beyond those in ``publisher_stack``: Greengrass
-``ListEffectiveDeployments`` and ``ListInstalledComponents`` take a core-device ARN
-(``coreDevices:<thing name>``), and the canary's devices are whoever is in the group at the time, hence
-``coreDevices:*``; IoT ``ListThingsInThingGroup`` takes the thing group's ARN.
+``GreengrassDeployments``) and the dependent actions the Service Authorization Reference lists for them.
+Authorization facts beyond those in ``publisher_stack`` (``CreateDeployment`` only on ``*``, the target
+scoped on ``iot:CreateJob``): Greengrass ``ListEffectiveDeployments`` and ``ListInstalledComponents`` take
+a core-device ARN (``coreDevices:<thing name>``), and the canary's devices are whoever is in the group at
+the time, hence ``coreDevices:*``; ``ListEffectiveDeployments`` also depends on ``iot:DescribeJobExecution``
+(job or thing resource); IoT ``ListThingsInThingGroup`` takes the thing group's ARN.
 
 The ingest events table (heartbeats) lives in the Ingest stack; its table and key are passed in, so
 CloudFormation exports them and orders the stacks.
@@ -109,6 +111,7 @@ class LifecycleStack(Stack):
         deployments = greengrass_arn("deployments:*")
         core_devices = greengrass_arn("coreDevices:*")
         jobs = iot_arn("job/*")
+        things = iot_arn("thing/*")
         groups = [fleet.canary_group.attr_arn, fleet.fleet_group.attr_arn]
         statements = [
             iam.PolicyStatement(
@@ -117,11 +120,10 @@ class LifecycleStack(Stack):
             iam.PolicyStatement(
                 sid="ReadDeployments", actions=["greengrass:GetDeployment"], resources=[deployments]
             ),
-            # Promotion deploys to the fleet group, rollback to either group.
+            # Promotion deploys to the fleet group, rollback to either group. No resource type: "*" is the
+            # only resource IAM matches; the target is scoped on iot:CreateJob below.
             iam.PolicyStatement(
-                sid="CreateDeployment",
-                actions=["greengrass:CreateDeployment"],
-                resources=[deployments, *groups],
+                sid="CreateDeployment", actions=["greengrass:CreateDeployment"], resources=["*"]
             ),
             # What each canary device reports: its deployment outcome and its components' states.
             iam.PolicyStatement(
@@ -132,10 +134,26 @@ class LifecycleStack(Stack):
             iam.PolicyStatement(
                 sid="DescribeTargetGroups", actions=["iot:DescribeThingGroup"], resources=groups
             ),
+            # Where CreateDeployment's target is enforced: the job Greengrass creates targets a group.
+            iam.PolicyStatement(
+                sid="CreateDeploymentJobs", actions=["iot:CreateJob"], resources=[jobs, *groups]
+            ),
+            # These take only a job resource.
             iam.PolicyStatement(
                 sid="DeploymentJobs",
-                actions=["iot:CreateJob", "iot:DescribeJob", "iot:UpdateJob", "iot:CancelJob"],
-                resources=[jobs, *groups],
+                actions=["iot:DescribeJob", "iot:UpdateJob", "iot:CancelJob"],
+                resources=[jobs],
+            ),
+            # The SAR lists these as dependent actions of ListEffectiveDeployments, GetDeployment and
+            # ListDeployments; read only, on this account's things (a device's job execution is
+            # authorized against its job or its thing).
+            iam.PolicyStatement(
+                sid="DeviceDeploymentReads",
+                actions=["iot:DescribeThing", "iot:GetThingShadow"],
+                resources=[things],
+            ),
+            iam.PolicyStatement(
+                sid="DeviceJobExecutions", actions=["iot:DescribeJobExecution"], resources=[jobs, things]
             ),
             # Group membership from IoT: Greengrass lists only devices that already succeeded.
             iam.PolicyStatement(sid="GroupMembers", actions=["iot:ListThingsInThingGroup"], resources=groups),
@@ -145,9 +163,10 @@ class LifecycleStack(Stack):
                 actions=["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"],
                 resources=[lineage.table.table_arn],
             ),
+            # DynamoDB decrypts the table key as the caller; it never calls kms:Encrypt for a caller.
             iam.PolicyStatement(
                 sid="LineageKey",
-                actions=["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"],
+                actions=["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"],
                 resources=[lineage.key.key_arn],
             ),
             # Heartbeats: one key-condition query per canary device on the base table, read only.
@@ -166,16 +185,21 @@ class LifecycleStack(Stack):
         for resource, reason in (
             (
                 deployments,
-                "Deployment ids are minted by CreateDeployment itself; the target groups are scoped.",
+                "Deployment ids are minted by CreateDeployment itself; GetDeployment reads them back.",
             ),
             (
                 core_devices,
                 "The canary's core devices are whoever is in the group at run time; names are not known.",
             ),
-            (jobs, "Greengrass names the IoT job of each deployment; the target thing groups are scoped."),
+            (jobs, "Greengrass names the IoT job of each deployment; CreateJob is scoped to the two groups."),
+            (
+                things,
+                "Read-only dependent actions of Greengrass status reads; devices are not known by name.",
+            ),
             (
                 "*",
-                "greengrass:ListDeployments has no resource type; the call filters by the target group ARN.",
+                "greengrass:CreateDeployment and ListDeployments support no resource-level permissions "
+                "(SAR: no resource type); the target is scoped on iot:CreateJob and iot:DescribeThingGroup.",
             ),
         ):
             nag.acknowledge(policy, nag.wildcard_resource(self, resource), reason)

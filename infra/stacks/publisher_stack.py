@@ -2,11 +2,15 @@
 
 Greengrass authorization facts this relies on (AWS Service Authorization Reference, Greengrass V2):
 ``CreateComponentVersion`` and ``ListComponentVersions`` take the component ARN; ``DescribeComponent`` and
-``GetComponent`` a component-version ARN; ``GetDeployment`` a deployment ARN; ``ListDeployments`` has no
-resource type (so ``*``). ``CreateDeployment`` is authorized against the deployment being created
-(``deployments:*``: its id does not exist yet) and the target thing group, and Greengrass rolls a thing
-group deployment out as an IoT job under the caller's identity, hence the ``iot:*Job`` actions. Shadow
-actions are only needed for single-thing targets, which this platform does not use.
+``GetComponent`` a component-version ARN; ``GetDeployment`` a deployment ARN. ``ListDeployments`` and
+``CreateDeployment`` have no resource type, so IAM accepts them only on ``*``: a deployment's target is
+not an authorized resource of ``CreateDeployment``. The target is scoped where IAM does check it, on the
+dependent actions Greengrass performs under the caller's identity: it rolls a thing-group deployment out
+as an IoT job (``iot:CreateJob`` on ``job/*`` and the two thing groups) after describing the target group
+(``iot:DescribeThingGroup`` on the two groups). The SAR's other dependent actions of these calls
+(``iot:DescribeThing``, ``iot:GetThingShadow``, ``iot:DescribeJob``) are read-only and granted on this
+account's ``thing/*`` and ``job/*``; the shadow writes ``CreateDeployment`` also lists are only for
+single-thing targets, which this platform does not use.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from infra.config import INFERENCE_COMPONENT_NAME, MODEL_COMPONENT_NAME, DeployT
 from infra.parts.fleet import Fleet, iot_arn
 from infra.parts.lineage import LineageRegistry
 from infra.parts.model_store import COMPONENTS_PREFIX, MODELS_PREFIX, ModelStore
-from infra.parts.publisher import Publisher
+from infra.parts.publisher import TRAINING_MODEL_WILDCARD, Publisher
 from infra.stacks.common import acknowledge_lambda_defaults, log_retention, removal_policy
 
 # Environment variable names read by lambdas/publisher/config.py.
@@ -83,15 +87,17 @@ class PublisherStack(Stack):
         # The bucket is referenced by its deterministic name, so CloudFormation needs the order spelled out.
         self.add_stack_dependency(Stack.of(model_store))
 
-        models = model_store.object_arn(f"{MODELS_PREFIX}*")
+        model_keys = f"{MODELS_PREFIX}*"
         # The model component's artifacts, components/<name>/<version>/model.onnx: the only model copies
         # devices can read (the token-exchange role in parts/fleet.py reads components/* and nothing else).
-        model_artifacts = model_store.object_arn(f"{COMPONENTS_PREFIX}{MODEL_COMPONENT_NAME}/*")
+        model_artifact_keys = f"{COMPONENTS_PREFIX}{MODEL_COMPONENT_NAME}/*"
+        readable_keys = [model_keys, model_artifact_keys, TRAINING_MODEL_WILDCARD]
+        models, model_artifacts, training_models = (model_store.object_arn(keys) for keys in readable_keys)
         model_component = greengrass_arn(f"components:{MODEL_COMPONENT_NAME}")
         model_versions = f"{model_component}:versions:*"
-        inference_versions = greengrass_arn(f"components:{INFERENCE_COMPONENT_NAME}:versions:*")
         deployments = greengrass_arn("deployments:*")
         jobs = iot_arn("job/*")
+        things = iot_arn("thing/*")
         # Promotion from the canary group to the fleet uses the same function, so both groups are in scope.
         groups = [fleet.canary_group.attr_arn, fleet.fleet_group.attr_arn]
 
@@ -106,6 +112,19 @@ class PublisherStack(Stack):
                 actions=["s3:GetObject", "s3:PutObject"],
                 resources=[model_artifacts],
             ),
+            # The model.tar.gz a completed training job's event names (read only: it is SageMaker's).
+            iam.PolicyStatement(
+                sid="TrainingJobModels", actions=["s3:GetObject"], resources=[training_models]
+            ),
+            # Without ListBucket, S3 answers a read of a missing key with 403 AccessDenied instead of 404,
+            # and ModelNotFoundError never fires. S3 checks it with the requested key as s3:prefix, so the
+            # listing is limited to the key patterns this role may read anyway.
+            iam.PolicyStatement(
+                sid="ListReadableKeys",
+                actions=["s3:ListBucket"],
+                resources=[model_store.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": readable_keys}},
+            ),
             iam.PolicyStatement(
                 sid="ModelStoreKey",
                 actions=["kms:Decrypt", "kms:GenerateDataKey"],
@@ -116,15 +135,16 @@ class PublisherStack(Stack):
                 actions=["greengrass:CreateComponentVersion", "greengrass:ListComponentVersions"],
                 resources=[model_component],
             ),
+            # Only the model component's versions: the inference component's version comes from config
+            # and is pinned in deployments without reading it.
             iam.PolicyStatement(
                 sid="ComponentVersions",
                 actions=["greengrass:DescribeComponent", "greengrass:GetComponent"],
-                resources=[model_versions, inference_versions],
+                resources=[model_versions],
             ),
+            # No resource type (see the module docstring): "*" is the only resource IAM matches.
             iam.PolicyStatement(
-                sid="CreateDeployment",
-                actions=["greengrass:CreateDeployment"],
-                resources=[deployments, *groups],
+                sid="CreateDeployment", actions=["greengrass:CreateDeployment"], resources=["*"]
             ),
             iam.PolicyStatement(
                 sid="ReadDeployments", actions=["greengrass:GetDeployment"], resources=[deployments]
@@ -135,10 +155,22 @@ class PublisherStack(Stack):
             iam.PolicyStatement(
                 sid="DescribeTargetGroups", actions=["iot:DescribeThingGroup"], resources=groups
             ),
+            # Where CreateDeployment's target is enforced: the job Greengrass creates targets a group.
+            iam.PolicyStatement(
+                sid="CreateDeploymentJobs", actions=["iot:CreateJob"], resources=[jobs, *groups]
+            ),
+            # These take only a job resource.
             iam.PolicyStatement(
                 sid="DeploymentJobs",
-                actions=["iot:CreateJob", "iot:DescribeJob", "iot:UpdateJob", "iot:CancelJob"],
-                resources=[jobs, *groups],
+                actions=["iot:DescribeJob", "iot:UpdateJob", "iot:CancelJob"],
+                resources=[jobs],
+            ),
+            # The SAR lists these as dependent actions of GetDeployment and ListDeployments (and
+            # CreateDeployment); read only, on this account's things.
+            iam.PolicyStatement(
+                sid="DeploymentTargetReads",
+                actions=["iot:DescribeThing", "iot:GetThingShadow"],
+                resources=[things],
             ),
             # The lineage registry (lambdas/lifecycle/registry.py): item reads and writes and per-model /
             # per-target queries on the table; it has no index. Transactions authorize as Put/Update.
@@ -147,9 +179,11 @@ class PublisherStack(Stack):
                 actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
                 resources=[lineage.table.table_arn],
             ),
+            # DynamoDB decrypts the table key as the caller; it never calls kms:Encrypt for a caller (its
+            # grant holds Encrypt for the service itself).
             iam.PolicyStatement(
                 sid="LineageKey",
-                actions=["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"],
+                actions=["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"],
                 resources=[lineage.key.key_arn],
             ),
         ]
@@ -166,19 +200,24 @@ class PublisherStack(Stack):
                 "Artifacts are version-addressed under components/<model component>/<version>/; "
                 "the one component's prefix is the boundary.",
             ),
+            (
+                training_models,
+                "Job names are minted per training run; only each job's output/model.tar.gz is readable.",
+            ),
             (model_versions, "Every version of the one model component; versions are minted per model."),
             (
-                inference_versions,
-                "Reads the inference component's released versions to pin one in deployments.",
-            ),
-            (
                 deployments,
-                "Deployment ids are minted by CreateDeployment itself; the target group is scoped.",
+                "Deployment ids are minted by CreateDeployment itself; GetDeployment reads them back.",
             ),
-            (jobs, "Greengrass names the IoT job of each deployment; the target thing group is scoped."),
+            (jobs, "Greengrass names the IoT job of each deployment; CreateJob is scoped to the two groups."),
+            (
+                things,
+                "Read-only dependent actions of Greengrass deployment reads; devices are not known by name.",
+            ),
             (
                 "*",
-                "greengrass:ListDeployments has no resource type; the call filters by the target group ARN.",
+                "greengrass:CreateDeployment and ListDeployments support no resource-level permissions "
+                "(SAR: no resource type); the target is scoped on iot:CreateJob and iot:DescribeThingGroup.",
             ),
         ):
             nag.acknowledge(policy, nag.wildcard_resource(self, resource), reason)

@@ -63,6 +63,8 @@ from lambdas.publisher.config import ThingGroupArn
 from lambdas.publisher.errors import GreengrassError
 
 NEEDS_ATTENTION_METRIC: Final = "LifecycleNeedsAttention"
+# What ``_heartbeat`` reads, by expression placeholder ("timestamp" is a DynamoDB reserved word).
+HEARTBEAT_PROJECTION: Final = {"#ts": "timestamp", "#model": "model_version", "#counters": "counters"}
 
 
 @contextmanager
@@ -398,19 +400,31 @@ class EventsTableHeartbeats(ServiceAdapter):
         self._limit = limit
 
     def recent(self, thing_name: str) -> list[HeartbeatSample]:
+        """The newest ``limit`` heartbeats, oldest first.
+
+        A page ends at 1 MB whatever its ``Limit``, and the oldest of them are the pre-deployment baseline,
+        so every page is followed up to the limit. Only the attributes ``_heartbeat`` reads come back (not
+        the raw ``body``, the bulk of an item).
+        """
         with _aws_call(f"reading heartbeats of {thing_name}", RegistryError):
-            response = self.client.query(
+            items = query_items(
+                self.client,
+                limit=self._limit,
                 TableName=self._table,
                 KeyConditionExpression="#pk = :pk AND begins_with(#sk, :hb)",
-                ExpressionAttributeNames={"#pk": EVENTS_PK, "#sk": EVENTS_SK},
+                ProjectionExpression=", ".join(HEARTBEAT_PROJECTION),
+                ExpressionAttributeNames={
+                    "#pk": EVENTS_PK,
+                    "#sk": EVENTS_SK,
+                    **HEARTBEAT_PROJECTION,
+                },
                 ExpressionAttributeValues={
                     ":pk": {"S": device_pk(thing_name)},
                     ":hb": {"S": HEARTBEAT_SK_PREFIX},
                 },
                 ScanIndexForward=False,
-                Limit=self._limit,
             )
-        samples = [_heartbeat(item) for item in response.get("Items", [])]
+        samples = [_heartbeat(item) for item in items]
         return sorted(samples, key=lambda s: s.timestamp)
 
 

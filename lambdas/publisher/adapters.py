@@ -7,7 +7,7 @@ to AWS at import time and tests hand in clients pointed at moto or at the Greeng
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 from botocore.exceptions import ClientError
 
@@ -30,6 +30,9 @@ from lambdas.publisher.errors import (
     RetryableError,
 )
 from lambdas.publisher.versioning import SemVer
+
+# S3's 409 for a conditional write racing another write to the same key (lambdas/ingest/adapters.py).
+CONDITIONAL_WRITE_CONFLICT: Final = "ConditionalRequestConflict"
 
 
 def raise_if_retryable(exc: ClientError, doing: str) -> None:
@@ -83,9 +86,16 @@ class S3ModelStore(ServiceAdapter):
                 Metadata=dict(metadata or {}),
             )
         except ClientError as exc:
-            raise_if_retryable(exc, f"writing s3://{bucket}/{key}")
-            if _error_code(exc) == "PreconditionFailed":
+            doing = f"writing s3://{bucket}/{key}"
+            raise_if_retryable(exc, doing)
+            code = _error_code(exc)
+            if code == "PreconditionFailed":
                 return False
+            if code == CONDITIONAL_WRITE_CONFLICT:
+                # Another conditional write to the key is in flight and may yet fail, so whether the key
+                # will exist is unknown: retrying the invocation decides it (then PreconditionFailed or
+                # written).
+                raise RetryableError(f"{doing}: {code}: {_error_message(exc)}") from exc
             raise
         return True
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aws_cdk.assertions import Capture, Template
+from aws_cdk.assertions import Capture, Match, Template
 
 from tests.infra.conftest import BUCKET, IOT, Synthesized, as_list, flatten, resources_of
 
@@ -95,6 +95,8 @@ def test_greengrass_data_plane_actions(device_statements: dict[str, dict[str, An
         "greengrass:GetComponentVersionArtifact",
         "greengrass:ResolveComponentCandidates",
         "greengrass:GetDeploymentConfiguration",
+        # Nucleus >= 2.5.0 reads its thing groups before each deployment; refused, it keeps stale ones.
+        "greengrass:ListThingGroupsForCoreDevice",
     ]
     assert not any("iot:*" in str(s["Action"]) for s in device_statements.values())
 
@@ -120,8 +122,12 @@ def test_token_exchange_role_reads_only_released_component_artifacts(template: T
     policies = template.find_resources("AWS::IAM::Policy")
     assert len(policies) == 1
     statements = next(iter(policies.values()))["Properties"]["PolicyDocument"]["Statement"]
-    assert [s["Sid"] for s in statements] == ["DownloadArtifacts", "DecryptArtifacts"]
-    download, decrypt = statements
+    assert [s["Sid"] for s in statements] == [
+        "DownloadArtifacts",
+        "ArtifactBucketLocation",
+        "DecryptArtifacts",
+    ]
+    download, location, decrypt = statements
     assert decrypt["Action"] == "kms:Decrypt"
     assert "ModelStoreKey" in flatten(decrypt["Resource"])
     # Exactly one statement grants S3 reads, on components/* alone: models/ holds candidates the gate
@@ -132,4 +138,27 @@ def test_token_exchange_role_reads_only_released_component_artifacts(template: T
     assert resources_of(download) == [f"{BUCKET}/components/*"]
     assert not any("/models/" in r for s in statements for r in resources_of(s))
     other_actions = [a for s in statements if s is not download for a in as_list(s["Action"])]
-    assert other_actions == ["kms:Decrypt"]
+    assert other_actions == ["s3:GetBucketLocation", "kms:Decrypt"]
+    assert resources_of(location) == [BUCKET]
+
+
+def test_token_exchange_role_may_ask_the_artifact_bucket_s_location(template: Template) -> None:
+    """The nucleus calls GetBucketLocation before every artifact download; a 403 fails the deployment."""
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyName": Match.string_like_regexp("TokenExchangePolicy"),
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        {
+                            "Sid": "ArtifactBucketLocation",
+                            "Effect": "Allow",
+                            "Action": "s3:GetBucketLocation",
+                            "Resource": Match.any_value(),
+                        }
+                    ]
+                )
+            },
+        },
+    )

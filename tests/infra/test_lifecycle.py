@@ -227,23 +227,24 @@ def test_exact_lifecycle_statements(statements: dict[str, dict[str, Any]]) -> No
     expected: dict[str, tuple[list[str], list[str]]] = {
         "ListDeployments": (["greengrass:ListDeployments"], ["*"]),
         "ReadDeployments": (["greengrass:GetDeployment"], [f"{GG}deployments:*"]),
-        "CreateDeployment": (["greengrass:CreateDeployment"], [f"{GG}deployments:*", *groups]),
+        # No resource type in the SAR: only "*" matches; the target is scoped on iot:CreateJob.
+        "CreateDeployment": (["greengrass:CreateDeployment"], ["*"]),
         "CoreDeviceStatus": (
             ["greengrass:ListEffectiveDeployments", "greengrass:ListInstalledComponents"],
             [f"{GG}coreDevices:*"],
         ),
         "DescribeTargetGroups": (["iot:DescribeThingGroup"], groups),
-        "DeploymentJobs": (
-            ["iot:CreateJob", "iot:DescribeJob", "iot:UpdateJob", "iot:CancelJob"],
-            [f"{IOT}job/*", *groups],
-        ),
+        "CreateDeploymentJobs": (["iot:CreateJob"], [f"{IOT}job/*", *groups]),
+        "DeploymentJobs": (["iot:DescribeJob", "iot:UpdateJob", "iot:CancelJob"], [f"{IOT}job/*"]),
+        "DeviceDeploymentReads": (["iot:DescribeThing", "iot:GetThingShadow"], [f"{IOT}thing/*"]),
+        "DeviceJobExecutions": (["iot:DescribeJobExecution"], [f"{IOT}job/*", f"{IOT}thing/*"]),
         "GroupMembers": (["iot:ListThingsInThingGroup"], groups),
         "LineageRegistry": (
             ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"],
             ["{import:EdgemlDevModelStore:ExportsOutputFnGetAttLineageTable"],
         ),
         "LineageKey": (
-            ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"],
+            ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"],
             ["{import:EdgemlDevModelStore:ExportsOutputFnGetAttLineageKey"],
         ),
         "Heartbeats": (
@@ -266,6 +267,48 @@ def test_exact_lifecycle_statements(statements: dict[str, dict[str, Any]]) -> No
         for got, want in zip(actual, resources, strict=True):
             # Cross-stack exports carry a hash suffix; match their stable prefix and attribute.
             assert got == want or (want.startswith("{import:") and got.startswith(want)), (sid, got)
+
+
+def test_create_deployment_is_granted_on_star_which_its_missing_resource_type_requires(
+    template: Template,
+) -> None:
+    """SAR: greengrass:CreateDeployment has no resource type, so a grant on any ARN never matches it."""
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyName": Match.string_like_regexp("LifecyclePolicy"),
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        {
+                            "Sid": "CreateDeployment",
+                            "Effect": "Allow",
+                            "Action": "greengrass:CreateDeployment",
+                            "Resource": "*",
+                        }
+                    ]
+                )
+            },
+        },
+    )
+
+
+def test_sar_dependent_actions_of_the_device_status_reads_are_granted(
+    statements: dict[str, dict[str, Any]],
+) -> None:
+    """ListEffectiveDeployments depends on DescribeJob, DescribeJobExecution, DescribeThing,
+    DescribeThingGroup and GetThingShadow; GetDeployment and ListDeployments on all but the execution."""
+    granted: dict[str, list[str]] = {}
+    for statement in statements.values():
+        for action in as_list(statement["Action"]):
+            granted.setdefault(action, []).extend(resources_of(statement))
+    assert granted["iot:DescribeJob"] == [f"{IOT}job/*"]
+    assert granted["iot:DescribeJobExecution"] == [f"{IOT}job/*", f"{IOT}thing/*"]
+    assert granted["iot:DescribeThing"] == [f"{IOT}thing/*"]
+    assert granted["iot:GetThingShadow"] == [f"{IOT}thing/*"]
+    assert len(granted["iot:DescribeThingGroup"]) == 2
+    # Reads only: nothing that changes a thing or its shadow.
+    assert not {"iot:UpdateThingShadow", "iot:DeleteThingShadow", "iot:UpdateThing"} & set(granted)
 
 
 def test_events_table_query_is_the_only_ingest_grant(template: Template) -> None:
