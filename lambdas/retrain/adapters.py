@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from itertools import islice
 from typing import Any, Final
 
 from botocore.client import BaseClient
@@ -21,6 +22,7 @@ from lambdas.retrain.errors import RetrainRetryableError
 
 # How many of the newest completed jobs to look through for one with the SDK's code channels.
 TEMPLATE_CANDIDATES: Final = 10
+LIST_PAGE_SIZE: Final = 100
 # DescribeTrainingJob's answers for a job that does not exist. The botocore model lists ResourceNotFound
 # as its only error; SageMaker has also answered ValidationException "Requested resource not found.",
 # and moto answers ValidationException "Could not find training job '...'". Anything else (access denied,
@@ -74,13 +76,14 @@ class SageMakerTrainingJobs(ServiceAdapter):
         return sorted(jobs, key=lambda job: job.created_at, reverse=True)
 
     def newest_completed(self, prefix: str) -> TemplateJob | None:
-        summaries = [
+        # The listing is newest first, so the first candidates found are the ones wanted: stop there
+        # instead of reading every page (jobs cannot be deleted, so the history only grows).
+        candidates = (
             s
             for s in self._summaries(NameContains=prefix, StatusEquals="Completed")
             if is_environment_job(prefix, s["TrainingJobName"])
-        ]
-        summaries.sort(key=lambda s: s["CreationTime"], reverse=True)
-        for summary in summaries[:TEMPLATE_CANDIDATES]:
+        )
+        for summary in islice(candidates, TEMPLATE_CANDIDATES):
             with _retryable("describing a template job"):
                 description = self.client.describe_training_job(TrainingJobName=summary["TrainingJobName"])
             template = template_from_description(description)
@@ -101,5 +104,13 @@ class SageMakerTrainingJobs(ServiceAdapter):
     def _summaries(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
         paginator = self.client.get_paginator("list_training_jobs")
         with _retryable("listing training jobs"):
-            for page in paginator.paginate(SortBy="CreationTime", SortOrder="Descending", **kwargs):
+            # StatusEquals filters each page after it is read, so pages of the default 10 can come back
+            # empty with a NextToken; 100 is the API's largest page.
+            pages = paginator.paginate(
+                SortBy="CreationTime",
+                SortOrder="Descending",
+                PaginationConfig={"PageSize": LIST_PAGE_SIZE},
+                **kwargs,
+            )
+            for page in pages:
                 yield from page.get("TrainingJobSummaries", [])

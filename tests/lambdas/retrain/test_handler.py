@@ -12,7 +12,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from lambdas.retrain.adapters import SageMakerTrainingJobs
+from lambdas.retrain.adapters import LIST_PAGE_SIZE, SageMakerTrainingJobs
 from lambdas.retrain.core import TemplateJob
 from lambdas.retrain.handler import Dependencies, handle
 from tests.lambdas.retrain.helpers import BUCKET, CONFIG, PREFIX, alarm_event, launcher_request, sqs_event
@@ -309,3 +309,35 @@ def test_a_message_from_the_queue_starts_the_job_and_a_failed_one_stays(sagemake
     [left] = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
     assert json.loads(left["Body"]) == {"detail-type": "Scheduled Event"}
     assert job_names(sagemaker) == sorted([TEMPLATE, EPISODE])
+
+
+def test_the_template_search_reads_big_pages_and_stops_at_the_newest_completed_job() -> None:
+    # Real SageMaker filters StatusEquals after reading a page, and jobs are never deleted: reading every
+    # page of 10 would grow with the account's whole history.
+    client = boto3.client("sagemaker", region_name="us-east-1")
+    summary = {
+        "TrainingJobName": TEMPLATE,
+        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{TEMPLATE}",
+        "CreationTime": NOW - timedelta(days=2),
+        "TrainingJobStatus": "Completed",
+    }
+    with Stubber(client) as stub:
+        stub.add_response(
+            "list_training_jobs",
+            {"TrainingJobSummaries": [summary], "NextToken": "more-pages-that-must-not-be-read"},
+            expected_params={
+                "NameContains": PREFIX,
+                "StatusEquals": "Completed",
+                "SortBy": "CreationTime",
+                "SortOrder": "Descending",
+                "MaxResults": LIST_PAGE_SIZE,
+            },
+        )
+        stub.add_response(
+            "describe_training_job", _description(TEMPLATE), expected_params={"TrainingJobName": TEMPLATE}
+        )
+
+        template = SageMakerTrainingJobs(client).newest_completed(PREFIX)
+
+        stub.assert_no_pending_responses()
+    assert template is not None
