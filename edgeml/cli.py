@@ -18,12 +18,14 @@ from typing import Final, TextIO
 import demo.run
 import device.cli
 from edgeml import jobs
+from edgeml.device_policy import DevicePolicyRequest, create_device_policy
 from edgeml.errors import RefusedError, UsageError
 from edgeml.progress import PROGRESS_MODES
 from greengrass_components.anomaly_detector.errors import ConfigError as DetectorConfigError
 from greengrass_components.anomaly_detector.errors import ModelError, SourceError
 from greengrass_components.publish import ComponentPublishError
 from lambdas.lifecycle import cli as lifecycle_cli
+from lambdas.lifecycle.config import ENV_FLEET_THING_GROUP_ARN
 from lambdas.lifecycle.errors import ConfigError as LifecycleConfigError
 from lambdas.lifecycle.errors import LifecycleError
 from lambdas.lifecycle.errors import RefusedError as LifecycleRefusedError
@@ -62,7 +64,8 @@ EPILOG: Final = """\
 exit codes:
   0  done
   1  refused or failed: the gate rejected a model, the canary is not healthy, nothing to roll back
-     to, a model or component conflicts with what is stored, training or a device run failed
+     to, a model, component or device policy conflicts with what is stored, training or a device
+     run failed
   2  usage or configuration: bad arguments, a missing environment variable, an unreadable file
   3  AWS error: a service call failed (credentials, permissions, throttling: run it again; after
      `train sagemaker` with status unknown, first check whether training_job_name exists)
@@ -262,7 +265,10 @@ def _add_lifecycle(commands: _Commands[argparse.ArgumentParser]) -> None:
 
 
 def _add_local(commands: _Commands[argparse.ArgumentParser], region: str) -> None:
-    dev = _add(commands, "device", "run a local simulated Greengrass core device", "Local devices.")
+    dev = _add(
+        commands, "device", "a core device's IoT policy; a local simulated core device",
+        "Core devices: create one's IoT policy, or run a simulated one locally.",
+    )  # fmt: skip
     dev_actions = dev.add_subparsers(dest="action", required=True, metavar="ACTION")
     run = _add(
         dev_actions, "run", "run one device until it is stopped or its components end",
@@ -280,6 +286,33 @@ def _add_local(commands: _Commands[argparse.ArgumentParser], region: str) -> Non
         type=float,
         default=5.0,
         help="how often new deployments are looked for (0: run the first deployment only)",
+    )
+    policy = _add(
+        dev_actions, "policy", "create a core device's own IoT policy (before installing it)",
+        "Create the IoT policy NAME_PREFIX-core-device-THING_NAME for one Greengrass core device: it may "
+        "connect only as that thing (client IDs THING_NAME, THING_NAME#2 ...), publish only its telemetry "
+        "and hear only its acks, jobs and shadow, take the Fleet stack's role alias and make the nucleus's "
+        "Greengrass calls (infra/device_policy.py). Give its name to the Greengrass installer as "
+        "--thing-policy-name. Account and partition are the credentials' (sts get-caller-identity); "
+        f"{ENV_FLEET_THING_GROUP_ARN}, when set, must be in the same account and region. Output status: "
+        "created; unchanged (the policy exists and grants the same); updated (with --update). A policy of "
+        "that name that grants otherwise is reported and left alone (exit 1) unless --update.",
+    )  # fmt: skip
+    policy.add_argument("--thing-name", required=True, help="the core device's thing name (not yet created)")
+    policy.add_argument(
+        "--name-prefix", required=True, help="the environment's namePrefix in cdk.json, e.g. edgeml-dev"
+    )
+    policy.add_argument(
+        "--role-alias",
+        help="token-exchange role alias (default: NAME_PREFIX-token-exchange, the Fleet stack's "
+        "RoleAliasName output)",
+    )
+    policy.add_argument("--region", default=region, help="where the thing and the Fleet stack are")
+    policy.add_argument(
+        "--update",
+        action="store_true",
+        help="make the rendered document the policy's new default version when it differs (at IoT "
+        "Core's limit of five versions, the oldest non-default one is deleted first)",
     )
     replay = _add(
         commands, "replay", "score a CSV file with a model, as the device does",
@@ -384,7 +417,7 @@ def _dispatch(args: argparse.Namespace, stdout: TextIO, level: int) -> int:
     command: str = args.command
     if command in {"promote", "rollback", "fleet"}:
         return lifecycle_cli.main(_lifecycle_argv(args), environ=os.environ, out=stdout)
-    if command == "device":
+    if command == "device" and args.action == "run":
         return _device(args)
     if command == "demo":
         extra = args.demo_args[1:] if args.demo_args[:1] == ["--"] else args.demo_args
@@ -416,6 +449,15 @@ def _dispatch(args: argparse.Namespace, stdout: TextIO, level: int) -> int:
             component_dir=args.component_dir,
             build_dir=args.build_dir,
         )
+    elif command == "device":  # policy
+        request = DevicePolicyRequest(
+            thing_name=args.thing_name,
+            name_prefix=args.name_prefix,
+            region=args.region,
+            role_alias=args.role_alias,
+            update=args.update,
+        )
+        document = create_device_policy(request, environ=os.environ)
     elif command == "deploy":
         parts = dependencies_from_environ(os.environ)
         uri = args.model_uri

@@ -29,6 +29,14 @@ log = get_logger("transport")
 
 # ``awsiot.greengrasscoreipc.model.QOS.AT_LEAST_ONCE``, without importing the SDK for one constant.
 QOS_AT_LEAST_ONCE = "1"
+# The nucleus refused an IoT Core operation of this component. The usual cause on a device: the recipe's
+# accessControl names its topics with {iot:thingName}, which the nucleus expands only from 2.6.0 and with
+# interpolateComponentConfiguration on aws.greengrass.Nucleus (default false; docs/deploy.md §3).
+UNAUTHORIZED_HINT = (
+    "the nucleus refused it (IPC accessControl): {iot:thingName} in the recipe's accessControl needs "
+    "Greengrass nucleus >= 2.6.0 with interpolateComponentConfiguration: true on aws.greengrass.Nucleus "
+    "(docs/deploy.md §3), and the resources must cover the topic"
+)
 
 # Receives the payload of one message of a subscribed topic, on the transport's own thread; must not raise.
 MessageHandler = Callable[[bytes], None]
@@ -64,7 +72,7 @@ class IpcTransport:
             self._ipc.publish_to_iot_core(topic_name=topic, qos=QOS_AT_LEAST_ONCE, payload=payload)
         # The SDK raises its own error family plus awscrt/concurrent.futures errors; all mean "not sent".
         except Exception as exc:
-            raise TransportError(f"PublishToIoTCore on {topic!r} failed: {exc}") from exc
+            raise TransportError(f"PublishToIoTCore on {topic!r} failed: {_describe(exc)}") from exc
 
     def close(self) -> None:
         """The IPC client belongs to main, which closes it."""
@@ -138,7 +146,7 @@ class IpcIotCoreSubscription:
             )
         # The SDK raises its own error family (UnauthorizedError, ...) plus awscrt errors.
         except Exception as exc:
-            raise TransportError(f"SubscribeToIoTCore on {self.topic!r} failed: {exc}") from exc
+            raise TransportError(f"SubscribeToIoTCore on {self.topic!r} failed: {_describe(exc)}") from exc
         with self._lock:
             self._live_attempt = attempt
         return operation
@@ -223,6 +231,16 @@ class IpcIotCoreSubscription:
         close = getattr(operation, "close", None)
         if close is not None:
             close()
+
+
+def _describe(exc: Exception) -> str:
+    """The error for a log line. The SDK's errors print as '' (their text is in ``message``); a refusal
+    by the nucleus is named as such, with its likely cause."""
+    name = type(exc).__name__
+    text = str(exc) or str(getattr(exc, "message", "") or "")
+    if name != "UnauthorizedError":  # by name: the SDK is imported only by main
+        return text or name
+    return f"{name}: {text} ({UNAUTHORIZED_HINT})" if text else f"{name} ({UNAUTHORIZED_HINT})"
 
 
 def _close_quietly(operation: Any) -> None:

@@ -1,14 +1,13 @@
-"""The device fleet in IoT Core: thing groups, the core-device policy, the token-exchange role and alias.
+"""The device fleet in IoT Core: thing groups, the token-exchange role and its alias.
 
-The policy follows the AWS "minimal AWS IoT policy for Greengrass V2 core devices", with every thing name
-replaced by ``${iot:Connection.Thing.ThingName}`` so one policy serves the whole fleet and a certificate
-can only act as its own thing. The ``${...}`` are IoT policy variables: CDK joins the ARNs with Fn::Join
-(never Fn::Sub), so they reach IoT Core verbatim.
+No core-device IoT policy here: Greengrass does not support thing policy variables
+(``${iot:Connection.Thing.*}``) in core devices' policies, so one policy cannot serve the whole fleet.
+Each core device gets its own, naming its thing, created by ``edgeml device policy`` before the device
+is installed (``infra/device_policy.py``, docs/deploy.md §3). This stack creates what those policies
+point to: the role alias (named by ``infra.device_policy.role_alias_name``, so the two agree).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from aws_cdk import Aws
 from aws_cdk import aws_iam as iam
@@ -16,9 +15,8 @@ from aws_cdk import aws_iot as iot
 from constructs import Construct
 
 from infra import nag
+from infra.device_policy import role_alias_name
 from infra.parts.model_store import COMPONENTS_PREFIX, ModelStore
-
-THING = "${iot:Connection.Thing.ThingName}"
 
 
 def iot_arn(resource: str) -> str:
@@ -26,8 +24,7 @@ def iot_arn(resource: str) -> str:
 
 
 class Fleet(Construct):
-    """Attributes: ``canary_group``, ``fleet_group``, ``device_policy``, ``token_exchange_role``,
-    ``role_alias``."""
+    """Attributes: ``canary_group``, ``fleet_group``, ``token_exchange_role``, ``role_alias``."""
 
     def __init__(
         self,
@@ -99,101 +96,7 @@ class Fleet(Construct):
         self.role_alias = iot.CfnRoleAlias(
             self,
             "TokenExchangeRoleAlias",
-            role_alias=f"{name_prefix}-token-exchange",
+            role_alias=role_alias_name(name_prefix),
             role_arn=self.token_exchange_role.role_arn,
             credential_duration_seconds=3600,
         )
-
-        self.device_policy = iot.CfnPolicy(
-            self,
-            "DevicePolicy",
-            policy_name=f"{name_prefix}-core-device",
-            policy_document=self._device_policy_document(self.role_alias.role_alias or ""),
-        )
-
-    @staticmethod
-    def _device_policy_document(role_alias_name: str) -> dict[str, Any]:
-        own_things = f"$aws/things/{THING}"
-        return {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "ConnectAsOwnThing",
-                    "Effect": "Allow",
-                    "Action": "iot:Connect",
-                    "Resource": iot_arn(f"client/{THING}"),
-                },
-                {
-                    # docs/contracts.md §4: devices publish their anomalies and health, and nothing else under
-                    # edge/ (not their own acks topic: acks come from the cloud only).
-                    "Sid": "PublishOwnTelemetry",
-                    "Effect": "Allow",
-                    "Action": "iot:Publish",
-                    "Resource": [
-                        iot_arn(f"topic/edge/{THING}/anomalies"),
-                        iot_arn(f"topic/edge/{THING}/health"),
-                    ],
-                },
-                {
-                    # Under edge/ a device hears only the cloud's acks of its own events (contracts §4):
-                    # the exact topic, so no filter on edge/ can reach another thing's or its telemetry.
-                    "Sid": "SubscribeOwnTopics",
-                    "Effect": "Allow",
-                    "Action": "iot:Subscribe",
-                    "Resource": [
-                        iot_arn(f"topicfilter/edge/{THING}/acks"),
-                        iot_arn(f"topicfilter/{own_things}/jobs/*"),
-                        iot_arn(f"topicfilter/{own_things}/shadow/*"),
-                    ],
-                },
-                {
-                    "Sid": "ReceiveOwnTopics",
-                    "Effect": "Allow",
-                    "Action": "iot:Receive",
-                    "Resource": [
-                        iot_arn(f"topic/edge/{THING}/acks"),
-                        iot_arn(f"topic/{own_things}/jobs/*"),
-                        iot_arn(f"topic/{own_things}/shadow/*"),
-                    ],
-                },
-                {
-                    # The nucleus reports status and takes deployments over jobs and the deployment shadow.
-                    "Sid": "GreengrassNucleusTopics",
-                    "Effect": "Allow",
-                    "Action": "iot:Publish",
-                    "Resource": [
-                        iot_arn(f"topic/{own_things}/greengrass/health/json"),
-                        iot_arn(f"topic/{own_things}/greengrassv2/health/json"),
-                        iot_arn(f"topic/{own_things}/jobs/*"),
-                        iot_arn(f"topic/{own_things}/shadow/*"),
-                    ],
-                },
-                {
-                    "Sid": "OwnShadow",
-                    "Effect": "Allow",
-                    "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"],
-                    "Resource": iot_arn(f"thing/{THING}"),
-                },
-                {
-                    "Sid": "TokenExchange",
-                    "Effect": "Allow",
-                    "Action": "iot:AssumeRoleWithCertificate",
-                    "Resource": iot_arn(f"rolealias/{role_alias_name}"),
-                },
-                {
-                    # Greengrass data-plane calls, not resource-scoped in IoT policies (AWS minimal policy).
-                    # ListThingGroupsForCoreDevice (nucleus >= 2.5.0): without it the nucleus keeps its
-                    # persisted group membership, so a device moved out of the canary group keeps the canary
-                    # deployment as a root.
-                    "Sid": "GreengrassDataPlane",
-                    "Effect": "Allow",
-                    "Action": [
-                        "greengrass:GetComponentVersionArtifact",
-                        "greengrass:ResolveComponentCandidates",
-                        "greengrass:GetDeploymentConfiguration",
-                        "greengrass:ListThingGroupsForCoreDevice",
-                    ],
-                    "Resource": "*",
-                },
-            ],
-        }

@@ -1,4 +1,8 @@
-"""Deployable component: the device fleet in IoT Core (groups, device policy, token exchange)."""
+"""Deployable component: the device fleet in IoT Core (thing groups, token exchange).
+
+Core-device IoT policies are per device and made by ``edgeml device policy`` (infra/device_policy.py);
+``RoleAliasName`` is the role alias they grant.
+"""
 
 from __future__ import annotations
 
@@ -28,4 +32,3 @@ class FleetStack(Stack):
         CfnOutput(self, "FleetThingGroupArn", value=self.fleet.fleet_group.attr_arn)
         CfnOutput(self, "CanaryThingGroupArn", value=self.fleet.canary_group.attr_arn)
         CfnOutput(self, "RoleAliasName", value=self.fleet.role_alias.role_alias or "")
-        CfnOutput(self, "DevicePolicyName", value=self.fleet.device_policy.policy_name or "")

@@ -32,9 +32,11 @@ import pytest
 import yaml
 
 from edgeml.cli import EXIT_FAILED, EXIT_OK, main
+from greengrass_components.anomaly_detector.transport import DISK_SPOOL
+from infra.device_policy import DevicePolicyScope, device_policy_name, render_device_policy
 from lambdas.retrain.core import is_environment_job
 from tests.edgeml.stand_ins import ServerPlane, server_plane
-from tests.lambdas.lifecycle.helpers import BUCKET, MODEL_COMPONENT, REGION
+from tests.lambdas.lifecycle.helpers import ACCOUNT, BUCKET, MODEL_COMPONENT, REGION
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -189,21 +191,44 @@ def _bootstrap(ctx: Context, _argv: list[str]) -> None:
 def _describe_fleet_outputs(ctx: Context, argv: list[str]) -> None:
     assert argv[argv.index("--stack-name") + 1] == "EdgemlDevFleet"
     outputs = ctx.template("dev", "EdgemlDevFleet")["Outputs"]
-    for name in ("CanaryThingGroupArn", "FleetThingGroupArn", "RoleAliasName", "DevicePolicyName"):
+    for name in ("CanaryThingGroupArn", "FleetThingGroupArn", "RoleAliasName"):
         assert name in outputs
+    assert "DevicePolicyName" not in outputs  # each device has its own policy (`edgeml device policy`)
 
 
 def _option(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
-def _install_core(ctx: Context, argv: list[str]) -> None:
-    """The installer's resource names are the Fleet stack's; the new core joins the fleet group."""
+def _fleet_stack_deployed(ctx: Context) -> None:
+    """What `cdk deploy` of the Fleet stack leaves for `edgeml device policy`: its role alias, in moto."""
     fleet = ctx.template("dev", "EdgemlDevFleet")
+    (alias,) = _resources(fleet, "AWS::IoT::RoleAlias", "RoleAlias")
+    role = f"arn:aws:iam::{ACCOUNT}:role/edgeml-dev-token-exchange"
+    ctx.client("iot").create_role_alias(roleAlias=alias, roleArn=role, credentialDurationSeconds=3600)
+
+
+def _install_core(ctx: Context, argv: list[str]) -> None:
+    """The installer's resource names are the Fleet stack's, and the policy is the device's own, made by
+    `edgeml device policy` just before (the installer would otherwise create a broad one of that name).
+    As the installer does: thing, certificate with that policy attached, the thing in the fleet group."""
+    fleet = ctx.template("dev", "EdgemlDevFleet")
+    thing, policy = _option(argv, "--thing-name"), _option(argv, "--thing-policy-name")
     assert _option(argv, "--thing-group-name") in _resources(fleet, "AWS::IoT::ThingGroup", "ThingGroupName")
-    assert _option(argv, "--thing-policy-name") in _resources(fleet, "AWS::IoT::Policy", "PolicyName")
-    assert _option(argv, "--tes-role-alias-name") in _resources(fleet, "AWS::IoT::RoleAlias", "RoleAlias")
-    _register_core(ctx, _option(argv, "--thing-name"), _option(argv, "--thing-group-name"))
+    alias = _option(argv, "--tes-role-alias-name")
+    assert alias in _resources(fleet, "AWS::IoT::RoleAlias", "RoleAlias")
+    assert policy == device_policy_name("edgeml-dev", thing)
+    iot = ctx.client("iot")
+    scope = DevicePolicyScope(
+        partition="aws", region=REGION, account=ACCOUNT, name_prefix="edgeml-dev", role_alias=alias
+    )
+    assert json.loads(iot.get_policy(policyName=policy)["policyDocument"]) == render_device_policy(
+        thing, scope
+    )
+    _register_core(ctx, thing, _option(argv, "--thing-group-name"))
+    certificate = iot.create_keys_and_certificate(setAsActive=True)["certificateArn"]
+    iot.attach_policy(policyName=policy, target=certificate)
+    iot.attach_thing_principal(thingName=thing, principal=certificate)
 
 
 def _register_core(ctx: Context, thing: str, group: str) -> None:
@@ -262,14 +287,14 @@ def _create_certificate(ctx: Context, argv: list[str]) -> None:
 
 
 def _attach_policy(ctx: Context, argv: list[str]) -> None:
+    """A new certificate gets the device's own policy, which `edgeml device policy` made (docs/deploy.md)."""
     iot = ctx.client("iot")
-    policy = _option(argv, "--policy-name")
-    assert policy in _resources(ctx.template("dev", "EdgemlDevFleet"), "AWS::IoT::Policy", "PolicyName")
-    iot.create_policy(
-        policyName=policy, policyDocument=json.dumps({"Version": "2012-10-17", "Statement": []})
-    )
-    iot.attach_policy(policyName=policy, target=_option(argv, "--target"))
-    assert iot.list_attached_policies(target=_option(argv, "--target"))["policies"][0]["policyName"] == policy
+    policy, target = _option(argv, "--policy-name"), _option(argv, "--target")
+    assert policy == device_policy_name("edgeml-dev", "gw-01")
+    document = json.loads(iot.get_policy(policyName=policy)["policyDocument"])
+    assert f"arn:aws:iot:{REGION}:{ACCOUNT}:client/gw-01" in document["Statement"][0]["Resource"]
+    iot.attach_policy(policyName=policy, target=target)
+    assert [p["policyName"] for p in iot.list_attached_policies(target=target)["policies"]] == [policy]
 
 
 def _attach_thing_principal(ctx: Context, argv: list[str]) -> None:
@@ -339,13 +364,15 @@ REGISTRY: dict[str, Run | RunBy | RealAws] = {
         "the synthesized EdgemlDevFleet template has the outputs the docs name", _describe_fleet_outputs
     ),
     "edgeml publish component --version 1.0.0 --bucket <ModelBucketName>": Run(),
+    "edgeml device policy --thing-name gw-01 --name-prefix edgeml-dev": Run(before=_fleet_stack_deployed),
     (
         "sudo -E java -Droot=/greengrass/v2 -Dlog.store=FILE -jar ./GreengrassInstaller/lib/Greengrass.jar "
         "--aws-region <region> --thing-name gw-01 --thing-group-name edgeml-dev-fleet --thing-policy-name "
-        "edgeml-dev-core-device --tes-role-alias-name edgeml-dev-token-exchange --component-default-user "
-        "ggc_user:ggc_group --provision true --setup-system-service true"
+        "edgeml-dev-core-device-gw-01 --tes-role-alias-name edgeml-dev-token-exchange "
+        "--component-default-user ggc_user:ggc_group --provision true --setup-system-service true"
     ): RealAws(
-        "names checked against the Fleet template; thing + group in moto, core device in the fake",
+        "names checked against the Fleet template and the policy `edgeml device policy` made in moto; "
+        "thing, certificate and group in moto, core device in the fake",
         _install_core,
     ),
     "aws iot add-thing-to-thing-group --thing-name gw-01 --thing-group-name edgeml-dev-canary": RealAws(
@@ -389,8 +416,9 @@ REGISTRY: dict[str, Run | RunBy | RealAws] = {
         "aws iot create-keys-and-certificate --set-as-active --certificate-pem-outfile gw-01.cert.pem "
         "--private-key-outfile gw-01.key.pem"
     ): RealAws("iot.create_keys_and_certificate against moto", _create_certificate),
-    "aws iot attach-policy --policy-name edgeml-dev-core-device --target <certificateArn>": RealAws(
-        "policy name checked against the Fleet template; iot.attach_policy against moto", _attach_policy
+    "aws iot attach-policy --policy-name edgeml-dev-core-device-gw-01 --target <certificateArn>": RealAws(
+        "the device's own policy (made by `edgeml device policy`); iot.attach_policy against moto",
+        _attach_policy,
     ),
     "aws iot attach-thing-principal --thing-name gw-01 --principal <certificateArn>": RealAws(
         "iot.attach_thing_principal against moto", _attach_thing_principal
@@ -450,6 +478,28 @@ def test_configuration_reference_names_every_setting():
     assert len(names) > 50
     missing = sorted(name for name in names if f"`{name}`" not in text)
     assert not missing, f"docs/configuration.md does not describe {missing}"
+
+
+def test_the_nucleus_configuration_in_deploy_md_interpolates_and_spools_to_disk():
+    """deploy.md §3's components for the groups' deployments: valid JSON whose merge turns on
+    interpolateComponentConfiguration (the recipe's accessControl uses {iot:thingName}) and the disk
+    spooler the component checks for."""
+    text = (REPO / "docs" / "deploy.md").read_text()
+    blocks = re.findall(r"^```json\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+    (components,) = [json.loads(b) for b in blocks if "aws.greengrass.Nucleus" in b]
+    nucleus = components["aws.greengrass.Nucleus"]
+    assert "2.6.0" in nucleus["componentVersion"]
+    merge = json.loads(nucleus["configurationUpdate"]["merge"])
+    assert merge["interpolateComponentConfiguration"] is True
+    assert merge["mqtt"]["spooler"] == {
+        "storageType": DISK_SPOOL,
+        "pluginName": "aws.greengrass.DiskSpooler",
+        "maxSizeInBytes": 67108864,
+    }
+    assert set(components) == {"aws.greengrass.DiskSpooler", "aws.greengrass.Nucleus"}
+    recipe = yaml.safe_load((REPO / "greengrass_components/anomaly_detector/recipe.yaml").read_text())
+    access = recipe["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
+    assert "{iot:thingName}" in json.dumps(access["aws.greengrass.ipc.mqttproxy"])
 
 
 # --- running them ------------------------------------------------------------------------------------

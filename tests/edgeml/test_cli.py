@@ -24,6 +24,7 @@ SUBCOMMANDS = [
     ["fleet"],
     ["device"],
     ["device", "run"],
+    ["device", "policy"],
     ["replay"],
     ["demo"],
 ]
@@ -50,6 +51,7 @@ def test_help_of_every_command_explains_it_and_its_exit_codes(command, capsys):
         (["rollback"], "the following arguments are required: --group"),
         (["fleet", "--group", "canary", "--thing", "t"], "not allowed with argument"),
         (["deploy"], "one of the arguments MODEL_FILE --model-uri is required"),
+        (["device", "policy", "--thing-name", "gw"], "the following arguments are required: --name-prefix"),
         (["--progress", "sometimes", "fleet"], "invalid choice: 'sometimes'"),
     ],
 )

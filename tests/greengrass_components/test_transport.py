@@ -8,10 +8,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from awsiot.greengrasscoreipc.model import ServiceError, UnauthorizedError
 from paho.mqtt.enums import CallbackAPIVersion
 
 from greengrass_components.anomaly_detector.errors import TransportError
+from greengrass_components.anomaly_detector.forwarder import Forwarder
+from greengrass_components.anomaly_detector.spool import Spool
 from greengrass_components.anomaly_detector.transport import (
+    UNAUTHORIZED_HINT,
     IpcIotCoreSubscription,
     IpcTransport,
     MqttSettings,
@@ -222,3 +226,74 @@ def test_the_mqtt_ack_subscription_state_follows_subacks_and_reconnects() -> Non
     assert [topic for topic, _mid in paho.subscribed] == ["edge/gw/acks", "edge/gw/acks"]
     paho.suback(refused=False)
     assert transport.subscription_state("edge/gw/acks") == "ok"
+
+
+# --- a refusal by the nucleus names its likely cause -------------------------------------------------
+
+
+class RefusingIpc:
+    """A nucleus whose IPC authorization refuses this component's IoT Core operations, as the SDK reports
+    it: ``UnauthorizedError``, whose ``str()`` is empty (the text is in ``message``)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def publish_to_iot_core(self, **_kwargs: Any) -> None:
+        raise self.error
+
+    def subscribe_to_iot_core(self, **_kwargs: Any) -> None:
+        raise self.error
+
+
+def _unauthorized(operation: str, topic: str) -> Exception:
+    error: Exception = UnauthorizedError(
+        message="Principal com.edgeml.AnomalyDetector is not authorized to perform "
+        f"aws.greengrass.ipc.mqttproxy:aws.greengrass#{operation} on resource {topic}"
+    )
+    return error
+
+
+def test_a_refused_publish_names_the_access_control_and_interpolation_as_the_likely_cause() -> None:
+    error = _unauthorized("PublishToIoTCore", "edge/gw-01/anomalies")
+    assert str(error) == ""  # what the log line showed before: nothing
+    with pytest.raises(TransportError) as refused:
+        IpcTransport(RefusingIpc(error)).publish("edge/gw-01/anomalies", b"{}")
+    message = str(refused.value)
+    assert message.startswith(
+        "PublishToIoTCore on 'edge/gw-01/anomalies' failed: UnauthorizedError: Principal "
+        "com.edgeml.AnomalyDetector is not authorized"
+    )
+    assert message.endswith(f"({UNAUTHORIZED_HINT})")
+    assert "interpolateComponentConfiguration: true on aws.greengrass.Nucleus" in UNAUTHORIZED_HINT
+    assert "nucleus >= 2.6.0" in UNAUTHORIZED_HINT
+
+
+def test_a_refused_subscription_names_the_likely_cause_too() -> None:
+    error = _unauthorized("SubscribeToIoTCore", "edge/gw-01/acks")
+    with pytest.raises(
+        TransportError, match=r"^SubscribeToIoTCore on 'edge/gw-01/acks' failed: Unauthorized"
+    ):
+        IpcIotCoreSubscription(RefusingIpc(error), topic="edge/gw-01/acks", on_message=lambda _p: None)
+    with pytest.raises(TransportError) as refused:
+        IpcIotCoreSubscription(RefusingIpc(error), topic="edge/gw-01/acks", on_message=lambda _p: None)
+    assert "interpolateComponentConfiguration" in str(refused.value)
+
+
+def test_other_ipc_errors_get_their_type_and_no_authorization_hint() -> None:
+    with pytest.raises(TransportError) as failed:
+        IpcTransport(RefusingIpc(ServiceError(message="nucleus busy"))).publish("edge/gw/health", b"{}")
+    assert str(failed.value) == "PublishToIoTCore on 'edge/gw/health' failed: nucleus busy"
+    with pytest.raises(TransportError) as failed:
+        IpcTransport(RefusingIpc(TimeoutError())).publish("edge/gw/health", b"{}")
+    assert str(failed.value) == "PublishToIoTCore on 'edge/gw/health' failed: TimeoutError"
+
+
+def test_the_delivery_failure_log_line_carries_the_hint() -> None:
+    spool = Spool(":memory:")
+    spool.put(event_id="e0", stream="s", topic="edge/gw-01/anomalies", payload=b"{}", created_at=0.0)
+    transport = IpcTransport(RefusingIpc(_unauthorized("PublishToIoTCore", "edge/gw-01/anomalies")))
+    with captured_logs() as records:
+        assert not Forwarder(spool, transport).send_pending()
+    (failing,) = [r for r in records if r.getMessage() == "delivery failing, events stay in the spool"]
+    assert "interpolateComponentConfiguration" in failing.__dict__["error"]
+    assert spool.depth == 1  # kept for when the nucleus is configured
