@@ -931,6 +931,10 @@ class Attention(StrEnum):
     ROLLBACK_REFUSED = "rollback-refused"
     # Any other refusal, e.g. the registry lacks the canary's model: a registry or configuration fault.
     REFUSED = "refused"
+    # Canary devices whose heartbeats carry no anomaly counter (an inference component older than the
+    # heartbeat's `anomalous_windows`): the rate check cannot run, so the canary waits until a person
+    # updates the component or promotes by hand.
+    RATE_UNJUDGED = "rate-unjudged"
 
 
 def _checked(result: Mapping[str, object], attention: Attention | None = None) -> dict[str, object]:
@@ -1086,9 +1090,16 @@ def _after_refusal(
         )
         return _checked({"action": "rolled-back", "reasons": list(health.reasons), **rolled.to_dict()})
     waiting = {"action": "waiting", "reason": str(refused), "reasons": list(refused.reasons)}
+    return _checked(waiting, _waiting_attention(refused, health))
+
+
+def _waiting_attention(refused: PromotionRefusedError, health: CanaryHealth) -> Attention | None:
+    """Why a canary that is neither promoted nor rolled back needs a person, if it does."""
     if health.failed_when_deployed:
         # Not a failure still left from the deployment before, which the devices are replacing.
-        return _checked(waiting, Attention.CANARY_FAILED)
+        return Attention.CANARY_FAILED
     if isinstance(refused, NotPromotableError):
-        return _checked(waiting, Attention.NOT_PROMOTABLE)
-    return _checked(waiting)
+        return Attention.NOT_PROMOTABLE
+    if health.rate_unjudged:
+        return Attention.RATE_UNJUDGED
+    return None

@@ -126,6 +126,9 @@ class DeviceHealth:
     # The device has finished the deployment judged (succeeded or failed). Until then, what it reports
     # (a broken component, say) is left from the deployment before, or in flux.
     deployed: bool = False
+    # Its heartbeats under the new model carry no anomaly counter: the rate check cannot run, and the
+    # device stays pending until a person decides (see ``CanaryHealth.rate_unjudged``).
+    rate_unjudged: bool = False
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -149,6 +152,12 @@ class CanaryHealth:
         if any(d.state is HealthState.FAILED for d in self.devices):
             state = HealthState.FAILED
         return state
+
+    @property
+    def rate_unjudged(self) -> bool:
+        """Some device cannot be judged on its anomaly rate (an inference component too old to count its
+        anomalous windows): waiting never changes that, so the canary is never promoted by itself."""
+        return any(d.rate_unjudged for d in self.devices)
 
     @property
     def failed_when_deployed(self) -> bool:
@@ -201,12 +210,16 @@ def assess_device(
     _check_components(report, expected, failed, pending)
     rate: float | None = None
     baseline: float | None = None
+    unjudged = False
     if heartbeats is not None and not failed and not pending:
+        unjudged = not _counts_anomalies(heartbeats, expected.model_version)
         rate, baseline = _check_anomaly_rate(heartbeats, expected, policy, failed, pending)
     if failed:
         return DeviceHealth(name, HealthState.FAILED, tuple(failed + pending), rate, baseline, deployed)
     if pending:
-        return DeviceHealth(name, HealthState.PENDING, tuple(pending), rate, baseline, deployed)
+        return DeviceHealth(
+            name, HealthState.PENDING, tuple(pending), rate, baseline, deployed, rate_unjudged=unjudged
+        )
     return DeviceHealth(name, HealthState.HEALTHY, (), rate, baseline, deployed)
 
 
@@ -310,14 +323,15 @@ def model_counts(heartbeats: Sequence[HeartbeatSample], model_version: str) -> t
     previous: HeartbeatSample | None = None
     for beat in ordered:
         if beat.model_version == model_version:
-            if previous is None:
-                # The oldest heartbeat read may be mid-run: its totals include unknown history.
+            if previous is None or beat.anomalous_windows is None or previous.anomalous_windows is None:
+                # The oldest heartbeat read may be mid-run (its totals include unknown history), and a
+                # heartbeat without the anomaly counter gives no difference to take: a fresh start point.
                 d_windows = d_anomalies = 0.0
             elif beat.windows_scored < previous.windows_scored:
-                d_windows, d_anomalies = beat.windows_scored, beat.anomalous_windows or 0.0
+                d_windows, d_anomalies = beat.windows_scored, beat.anomalous_windows
             else:
                 d_windows = beat.windows_scored - previous.windows_scored
-                d_anomalies = max(0.0, (beat.anomalous_windows or 0.0) - (previous.anomalous_windows or 0.0))
+                d_anomalies = max(0.0, beat.anomalous_windows - previous.anomalous_windows)
             windows += d_windows
             anomalies += d_anomalies
         previous = beat

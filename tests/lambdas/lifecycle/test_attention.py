@@ -9,7 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from lambdas.lifecycle.core import check_canary, rollback
+from lambdas.lifecycle.core import Heartbeats, check_canary, rollback
+from lambdas.lifecycle.health import HeartbeatSample
 from lambdas.lifecycle.registry import LOCK_TTL_SECONDS, MODEL_SK, PARTITION_KEY, SORT_KEY, model_pk
 from tests.lambdas.lifecycle.helpers import (
     CANARY,
@@ -28,7 +29,7 @@ def plane() -> Iterator[Plane]:
         yield running
 
 
-def check(plane: Plane, *, auto_rollback: bool) -> dict[str, object]:
+def check(plane: Plane, *, auto_rollback: bool, heartbeats: Heartbeats | None = None) -> dict[str, object]:
     lifecycle = replace(plane.lifecycle, auto_rollback=auto_rollback)
     s = plane.services(lifecycle=lifecycle)
     return dict(
@@ -37,7 +38,7 @@ def check(plane: Plane, *, auto_rollback: bool) -> dict[str, object]:
             registry=s.registry,
             deployments=s.deployments,
             fleet=s.fleet,
-            heartbeats=None,
+            heartbeats=heartbeats,
             clock=s.clock,
         )
     )
@@ -215,3 +216,27 @@ def test_busy_needs_no_attention(plane: Plane):
 
     assert checked["action"] == "busy"
     assert_normal(checked)
+
+
+class CounterlessHeartbeats:
+    """Heartbeats of an inference component too old to send ``anomalous_windows``."""
+
+    def recent(self, thing_name: str) -> list[HeartbeatSample]:
+        return [
+            HeartbeatSample(f"2026-11-24T20:{i:02d}:00.000000Z", V1 if i < 10 else V2, 1000.0 * (i + 1), None)
+            for i in range(30)
+        ]
+
+
+def test_a_canary_whose_heartbeats_cannot_be_judged_needs_attention(plane: Plane):
+    publish_and_promote(plane, "job-1", V1, "1.0.0")
+    second = plane.train_and_publish("job-2", V2)
+    assert second.deployment_id is not None
+    plane.report(CANARY_THINGS, second.deployment_id, model_version="1.0.1")
+
+    for _ in range(2):  # the same every run: waiting never fixes it
+        checked = check(plane, auto_rollback=True, heartbeats=CounterlessHeartbeats())
+        assert checked["action"] == "waiting"
+        assert (checked["needs_attention"], checked["attention"]) == (True, "rate-unjudged")
+        assert "carry no 'anomalous_windows' counter" in str(checked["reasons"])
+    assert plane.deployment_count(CANARY) == 2  # neither promoted nor rolled back

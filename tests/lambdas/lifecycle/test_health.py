@@ -203,7 +203,19 @@ def test_a_baseline_without_the_anomaly_counter_falls_back_to_the_cap():
     beats = [
         HeartbeatSample("2026-11-24T20:00:00.000000Z", "old", 0, None),
         HeartbeatSample("2026-11-24T20:01:00.000000Z", "old", 1000, None),
-        beat(2, "new", 2000, 30),  # 3 % under the 5 % cap
+        beat(2, "new", 2000, 30),  # the first with the counter: a start point
+        beat(3, "new", 3000, 60),  # 3 % under the 5 % cap
     ]
     health = assess_device(report(), EXPECTED, heartbeats=beats, policy=POLICY)
     assert (health.state, health.anomaly_rate, health.baseline_rate) == (HealthState.HEALTHY, 0.03, None)
+
+
+def test_an_interval_where_the_counter_appears_counts_nothing_instead_of_the_whole_total():
+    # An old component's heartbeat, then the new one's (no restart seen: more windows than before). Taking
+    # the missing counter as 0 would charge the new process's anomalies since start to one interval.
+    beats = [
+        HeartbeatSample("2026-11-24T20:00:00.000000Z", "new", 5000, None),
+        beat(1, "new", 6000, 120),
+        beat(2, "new", 7000, 140),  # 2 % over this interval
+    ]
+    assert model_counts(beats, "new") == (20.0, 1000.0)
