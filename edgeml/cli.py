@@ -206,11 +206,17 @@ def _add_publish(commands: _Commands[argparse.ArgumentParser]) -> None:
     pub_model = _add(
         publish_kinds, "model", "validate a model.onnx and upload it to the model store",
         "Validate MODEL_FILE against the model contract and write it once to "
-        "s3://BUCKET/models/NAME/<its model_version>/model.onnx. In a deployed stack the upload makes the "
-        "publisher Lambda gate it and deploy it to the canary group; `edgeml deploy` does that here.",
+        "s3://BUCKET/models/NAME/<its model_version>/model.onnx, NAME being its model_name metadata. In a "
+        "deployed stack the upload makes the publisher Lambda gate it and deploy it to the canary group; "
+        "`edgeml deploy` does that here.",
     )  # fmt: skip
     pub_model.add_argument("model_file", type=Path, metavar="MODEL_FILE")
-    pub_model.add_argument("--model-name", default=jobs.DEFAULT_MODEL_NAME)
+    pub_model.add_argument(
+        "--model-name",
+        help="NAME in the key (default: the model's model_name metadata, which training writes; "
+        f"{jobs.DEFAULT_MODEL_NAME} for a model without it). A name that contradicts the metadata is "
+        "refused (exit 2): the publisher would refuse the key",
+    )
     pub_model.add_argument("--bucket", help=f"model store bucket (default: ${ENV_MODEL_BUCKET})")
     pub_comp = _add(
         publish_kinds, "component", "build and register the inference component's code",
@@ -232,7 +238,9 @@ def _add_publish(commands: _Commands[argparse.ArgumentParser]) -> None:
     source = deploy.add_mutually_exclusive_group(required=True)
     source.add_argument("model_file", type=Path, nargs="?", metavar="MODEL_FILE")
     source.add_argument("--model-uri", help="s3://BUCKET/KEY of a model already in the store")
-    deploy.add_argument("--model-name", default=jobs.DEFAULT_MODEL_NAME, help="with MODEL_FILE")
+    deploy.add_argument(
+        "--model-name", help="with MODEL_FILE: as for `publish model` (default: the model's model_name)"
+    )
 
 
 def _add_lifecycle(commands: _Commands[argparse.ArgumentParser]) -> None:

@@ -25,10 +25,10 @@ from greengrass_components.publish import publish_component
 from lambdas.lifecycle.core import PublishOutcome
 from lambdas.publisher.config import DEFAULT_MAX_MODEL_BYTES
 from lambdas.publisher.core import ModelStore
-from lambdas.publisher.errors import ArtifactConflictError
-from lambdas.publisher.events import S3_OBJECT_CREATED, S3_SOURCE, model_key, parse_event
+from lambdas.publisher.errors import ArtifactConflictError, ModelValidationError
+from lambdas.publisher.events import S3_OBJECT_CREATED, S3_SOURCE, is_plain_segment, model_key, parse_event
 from lambdas.publisher.handler import Dependencies, publish_request
-from lambdas.publisher.validation import validate_model
+from lambdas.publisher.validation import ModelInfo, validate_model
 from training.evaluate import (
     NAB_HYPERPARAMETERS,
     SKAB_HYPERPARAMETERS,
@@ -39,7 +39,8 @@ from training.evaluate import (
     hyperparameter_argv,
 )
 
-DEFAULT_MODEL_NAME: Final = "anomaly-detector"  # training.train's default model_name
+# training.train's default model_name: the name of a model file without model_name metadata.
+DEFAULT_MODEL_NAME: Final = "anomaly-detector"
 COMPONENT_DIR: Final = Path(__file__).resolve().parents[1] / "greengrass_components" / "anomaly_detector"
 EVALUATE_LOGGER: Final = "training.evaluate"
 
@@ -67,19 +68,28 @@ def evaluate(
 
 
 def publish_model_file(
-    path: Path, *, model_name: str, bucket: str, store: ModelStore, max_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    path: Path,
+    *,
+    model_name: str | None = None,
+    bucket: str,
+    store: ModelStore,
+    max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
 ) -> dict[str, object]:
     """Validate a local ``model.onnx`` and write it once to ``models/<name>/<model_version>/model.onnx``.
 
-    The model's own metadata names its version, so the key and the model cannot disagree. An existing
-    key with the same bytes is success (re-runs are safe); with other bytes it is refused.
+    The model's own metadata names its version, and its name when it has ``model_name`` (training writes
+    it), so the key and the model cannot disagree: a ``model_name`` argument that contradicts the
+    metadata is a ``UsageError``, as the publisher would refuse the key. A model without that metadata
+    is named ``model_name``, or ``DEFAULT_MODEL_NAME``. An existing key with the same bytes is success
+    (re-runs are safe); with other bytes it is refused.
     """
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
     info = validate_model(data, max_bytes=max_bytes)
-    key = model_key(model_name, info.model_version)
+    name = model_file_name(path, info, model_name)
+    key = model_key(name, info.model_version)
     created = store.put_if_absent(bucket, key, data)
     if not created and store.read(bucket, key, max_bytes=max_bytes) != data:
         raise ArtifactConflictError(
@@ -91,6 +101,25 @@ def publish_model_file(
         "model_sha256": info.sha256,
         "created": created,
     }
+
+
+def model_file_name(path: Path, info: ModelInfo, given: str | None) -> str:
+    """The name to publish ``path`` under: its ``model_name`` metadata, which ``given`` may only repeat."""
+    declared = info.model_name
+    if declared is None:
+        return given if given is not None else DEFAULT_MODEL_NAME
+    if not is_plain_segment(declared):
+        raise ModelValidationError(
+            f"model {path} declares model_name {declared!r}, which cannot be an S3 key segment "
+            "(1-128 letters, digits, '.', '_' or '-')"
+        )
+    if given is not None and given != declared:
+        raise UsageError(
+            f"model {path} declares model_name {declared!r}, but --model-name is {given!r}; the publisher "
+            f"would refuse it under that name. Leave --model-name out (or give {declared!r}), or train the "
+            "model with -p model_name=<name>"
+        )
+    return declared
 
 
 def publish_code_component(

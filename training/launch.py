@@ -663,15 +663,17 @@ def add_cloud_options(parser: argparse.ArgumentParser, environ: Mapping[str, str
     parser.add_argument(
         "--output-kms-key",
         default=environ.get(ENV_OUTPUT_KMS_KEY) or None,
-        help=f"KMS key for the job's output and its uploaded code, e.g. the ModelStoreKeyArn output "
-        f"(default: ${ENV_OUTPUT_KMS_KEY}; unset: SageMaker's default S3 key); the role needs "
-        "kms:Encrypt, kms:GenerateDataKey and kms:Decrypt on it",
+        help=f"ARN of the KMS key for the job's output and its uploaded code, e.g. the ModelStoreKeyArn "
+        f"output (default: ${ENV_OUTPUT_KMS_KEY}; unset: SageMaker's default S3 key). An alias or a bare "
+        "key id is refused (exit 2): the role check needs the ARN. The role needs kms:Encrypt, "
+        "kms:GenerateDataKey and kms:Decrypt on it",
     )
     parser.add_argument(
         "--volume-kms-key",
         default=environ.get(ENV_VOLUME_KMS_KEY) or None,
-        help=f"KMS key for the instances' storage volumes (default: ${ENV_VOLUME_KMS_KEY}; unset: "
-        "SageMaker's default); instance types with local NVMe storage refuse one",
+        help=f"ARN of the KMS key for the instances' storage volumes (default: ${ENV_VOLUME_KMS_KEY}; "
+        "unset: SageMaker's default); an alias or a bare key id is refused (exit 2). Instance types with "
+        "local NVMe storage refuse one. Drift retraining reuses it from its template job",
     )
     parser.add_argument(
         "--skip-role-validation",

@@ -61,6 +61,11 @@ _ROLE_ARN: Final = re.compile(
 _BUCKET: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _HYPERPARAMETER_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,255}")
 _REGION: Final = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
+# A KMS key ARN, not an alias, an alias ARN or a bare key id (which SageMaker also takes): the role check
+# simulates the output key's KMS actions on its ARN, and IAM policies name keys by ARN, so an alias would
+# leave the check nothing to ask (lambdas/retrain/config.py asks the same of MODEL_STORE_KEY_ARN). One rule
+# for both keys, which are usually the same (the ModelStoreKeyArn output).
+_KMS_KEY_ARN: Final = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]{1,128}")
 _DATASET_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # train.py reads these paths from the SM_* environment; passed as hyperparameters they would silently
 # override the channel and model directories that SageMaker mounts.
@@ -404,7 +409,9 @@ class LaunchConfig:
     than in the SDK's default ``sagemaker-<region>-<account>`` bucket. ``image_pull_by_role`` says the
     execution role may pull ``training_image`` from a private ECR repository (the platform's role may
     not). ``output_kms_key`` / ``volume_kms_key`` become ``OutputDataConfig.KmsKeyId`` and
-    ``ResourceConfig.VolumeKmsKeyId``; unset, SageMaker uses its defaults.
+    ``ResourceConfig.VolumeKmsKeyId``; unset, SageMaker uses its defaults. Both must be key ARNs: the
+    role check simulates the output key's KMS actions on its ARN (``job_role_permissions``), and with an
+    alias or a bare key id it would have nothing to check.
     """
 
     role_arn: str | None = None
@@ -466,11 +473,15 @@ class LaunchConfig:
             )
         for label, key in (("output_kms_key", self.output_kms_key), ("volume_kms_key", self.volume_kms_key)):
             if key is not None and (
-                not key or len(key) > limits.kms_key_max or not limits.kms_key_pattern.fullmatch(key)
+                len(key) > limits.kms_key_max
+                or not limits.kms_key_pattern.fullmatch(key)
+                or not _KMS_KEY_ARN.fullmatch(key)
             ):
                 raise LaunchConfigError(
-                    f"{label} must be a KMS key id or ARN (1-{limits.kms_key_max} characters of "
-                    f"A-Z a-z 0-9 : / _ -), got {key!r}"
+                    f"{label} must be a KMS key ARN like arn:aws:kms:us-east-1:123456789012:key/<key id> "
+                    f"(at most {limits.kms_key_max} characters), got {key!r}: the execution role's KMS "
+                    "permissions are checked on the key's ARN, which an alias or a bare key id does not "
+                    "give. aws kms describe-key --key-id <alias or id> --query KeyMetadata.Arn prints it"
                 )
         check_tags(self.tags, limits)
         for name, hp_value in self.hyperparameters.items():
@@ -592,8 +603,8 @@ def job_role_permissions(
             "s3:PutObject", obj(layout.output, f"{layout.output.key}output/model.tar.gz"), "write the model"
         )
     )
-    key = cfg.output_kms_key
-    if key is not None and key.startswith("arn:"):
+    key = cfg.output_kms_key  # a key ARN (LaunchConfig refuses aliases and bare ids)
+    if key is not None:
         needs += [
             RolePermission("kms:GenerateDataKey", key, "encrypt the output with output_kms_key"),
             RolePermission("kms:Encrypt", key, "encrypt the output with output_kms_key"),

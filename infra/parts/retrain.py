@@ -14,11 +14,13 @@ name (one per alarm episode) and the cooldown check keep that to one job in all 
 different alarms handled in the same few seconds, which can start two jobs (see docs/operations.md).
 
 Least privilege: create only jobs named like this function's (``<prefix>-drift-<date>-<time>``, so
-never a job of an environment whose prefix merely starts with this one's), describe ``<prefix>-*`` jobs,
-list training jobs (an action without resource-level permissions), and pass the training role, and
-only to SageMaker. With ``model_store_key_arn`` the jobs' output is encrypted with the model store's key:
-SageMaker uses it as the training role, which may (infra/parts/training_role.py); this function only
-names it and gets no KMS permission.
+never a job of an environment whose prefix merely starts with this one's), and tag only those (the
+template's tags go into the create request, which IAM authorizes as ``sagemaker:AddTags``); describe
+and read the tags of ``<prefix>-*`` jobs; list training jobs (an action without resource-level
+permissions); and pass the training role, and only to SageMaker. With ``model_store_key_arn`` the
+jobs' output is encrypted with the model store's key: SageMaker uses it as the training role, which may
+(infra/parts/training_role.py); this function only names it, and the template's volume key, and gets
+no KMS permission.
 """
 
 from __future__ import annotations
@@ -95,9 +97,16 @@ class RetrainTrigger(Construct):
                 iam.PolicyStatement(
                     sid="CreateTrainingJobs", actions=["sagemaker:CreateTrainingJob"], resources=[own_jobs]
                 ),
+                # The template's tags (the launcher's --tag) go into CreateTrainingJob's request.
+                iam.PolicyStatement(
+                    sid="TagCreatedTrainingJobs", actions=["sagemaker:AddTags"], resources=[own_jobs]
+                ),
                 # The episode's own job (is it there already?) and the template jobs, launcher runs.
                 iam.PolicyStatement(
                     sid="DescribeTrainingJobs", actions=["sagemaker:DescribeTrainingJob"], resources=[jobs]
+                ),
+                iam.PolicyStatement(
+                    sid="ReadTemplateJobTags", actions=["sagemaker:ListTags"], resources=[jobs]
                 ),
                 iam.PolicyStatement(
                     sid="ListTrainingJobs", actions=["sagemaker:ListTrainingJobs"], resources=["*"]
@@ -114,7 +123,8 @@ class RetrainTrigger(Construct):
         nag.acknowledge(
             policy,
             nag.wildcard_resource(self, jobs),
-            "Describe only: the launcher's jobs (templates) and this function's; the prefix bounds them.",
+            "Describe and read tags only: the launcher's jobs (templates) and this function's; the prefix "
+            "bounds them.",
         )
         nag.acknowledge(
             policy,

@@ -310,12 +310,21 @@ def named_request(request: PublishRequest, model: ModelInfo) -> PublishRequest:
     copy, the lineage record and the model agree even when the launch gave no ``model_name``
     hyperparameter (the publisher used to fall back to the job's name: every launch its own model). A
     hyperparameter that disagrees with the metadata (e.g. "1e3" against "1000.0", rewritten on the way
-    into the container) is refused: which name was meant is for a person to say. A model without the
-    key (the contract does not require it) keeps the event's name. Other requests are returned as given.
+    into the container) is refused: which name was meant is for a person to say. A model key
+    (``models/<name>/<version>/model.onnx``) that names the model otherwise than its metadata is refused
+    the same way, so a model gets one name however it is published (``edgeml publish model`` names its
+    key after the metadata). A model without the key (the contract does not require it) keeps the
+    event's name. Other requests are returned as given.
     """
-    if not request.named_by_model:
-        return request
     name = model.model_name
+    if not request.named_by_model:
+        if name is not None and name != request.model_name:
+            raise ModelValidationError(
+                f"model at {request.uri} declares model_name {name!r}, but its key names it "
+                f"{request.model_name!r}; nothing was published. Upload it under "
+                f"{model_key(name, model.model_version)}"
+            )
+        return request
     if name is None:
         return replace(request, named_by_model=False)
     if not is_plain_segment(name):

@@ -1,5 +1,8 @@
 """SageMaker behind ``TrainingJobs``: describe, list and create training jobs of one environment.
 
+The template job's tags are read with ``ListTags`` and the new job is created with them, which IAM
+authorizes as ``sagemaker:AddTags`` on the new job (``infra/parts/retrain.py``).
+
 Throttling becomes ``RetrainRetryableError`` (the message is received again later); other client errors
 pass through and fail the message, which after the queue's max receives lands in its dead-letter queue.
 Which jobs belong to the environment is the core's rule (``is_environment_job``), not a name prefix.
@@ -17,12 +20,20 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from lambdas.common.aws import ServiceAdapter, error_code, error_message, is_throttling
-from lambdas.retrain.core import JobSummary, TemplateJob, is_environment_job, template_from_description
+from lambdas.retrain.core import (
+    JobSummary,
+    TemplateJob,
+    is_environment_job,
+    template_from_description,
+    with_tags,
+)
 from lambdas.retrain.errors import RetrainRetryableError
 
 # How many of the newest completed jobs to look through for one with the SDK's code channels.
 TEMPLATE_CANDIDATES: Final = 10
 LIST_PAGE_SIZE: Final = 100
+# CreateTrainingJob takes at most 50 tags, so one page of ListTags holds every tag worth copying.
+TAGS_PAGE_SIZE: Final = 100
 # DescribeTrainingJob's answers for a job that does not exist. The botocore model lists ResourceNotFound
 # as its only error; SageMaker has also answered ValidationException "Requested resource not found.",
 # and moto answers ValidationException "Could not find training job '...'". Anything else (access denied,
@@ -88,7 +99,7 @@ class SageMakerTrainingJobs(ServiceAdapter):
                 description = self.client.describe_training_job(TrainingJobName=summary["TrainingJobName"])
             template = template_from_description(description)
             if template is not None:
-                return template
+                return with_tags(template, self._tags(description["TrainingJobArn"]))
         return None
 
     def create(self, request: Mapping[str, Any]) -> bool:
@@ -100,6 +111,17 @@ class SageMakerTrainingJobs(ServiceAdapter):
                 return False  # created by an earlier receive of the same alarm event
             raise
         return True
+
+    def _tags(self, job_arn: str) -> list[dict[str, str]]:
+        paginator = self.client.get_paginator("list_tags")
+        with _retryable("listing a template job's tags"):
+            return [
+                tag
+                for page in paginator.paginate(
+                    ResourceArn=job_arn, PaginationConfig={"PageSize": TAGS_PAGE_SIZE}
+                )
+                for tag in page.get("Tags", [])
+            ]
 
     def _summaries(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
         paginator = self.client.get_paginator("list_training_jobs")

@@ -7,7 +7,10 @@ path, stopping condition and ``PYTHONPATH``. A Lambda cannot stage and upload th
 SDK does, so the ``code`` and ``sm_drivers`` channels, and the image they were built for, come from the
 newest *completed* training job of this environment (a launcher run, or an earlier retraining that
 reused one): the code that last trained successfully. Its hyperparameters are reused too, except
-``model_version`` (a retraining must get a new version) and ``model_name`` (from the configuration).
+``model_version`` (a retraining must get a new version) and ``model_name`` (from the configuration), and
+so are its storage volume key (``ResourceConfig.VolumeKmsKeyId``, the launcher's ``--volume-kms-key``)
+and its tags (``--tag``, read with ``ListTags``): a retrained job runs under the same key and is billed
+and owned like the job it clones.
 ``tests/lambdas/retrain/test_launcher_parity.py`` compares the request with the launcher's, field by field.
 
 The environment's jobs are exactly ``<prefix>-train-<SDK timestamp>`` (the launcher, run with
@@ -29,8 +32,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final, Protocol
@@ -59,6 +62,8 @@ INSTANCE_COUNT: Final = 1
 VOLUME_SIZE_GB: Final = 30  # the SDK's default
 # Set per run by training; a retraining must not reuse the template's.
 NOT_INHERITED: Final = frozenset({"model_version", "model_name"})
+# Tags AWS sets itself; CreateTrainingJob refuses them in a request.
+RESERVED_TAG_PREFIX: Final = "aws:"
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class TemplateJob:
     code_uri: str
     drivers_uri: str
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
+    volume_kms_key: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,7 @@ class TrainingJobs(Protocol):
         ...
 
     def newest_completed(self, prefix: str) -> TemplateJob | None:
-        """The newest completed job of this environment that has code and sm_drivers channels."""
+        """The newest completed job of this environment with code and sm_drivers channels, and its tags."""
         ...
 
     def create(self, request: Mapping[str, Any]) -> bool:
@@ -199,6 +206,15 @@ def training_job_request(config: RetrainConfig, template: TemplateJob, name: str
         }
 
     bucket = config.model_store_bucket
+    resources: dict[str, Any] = {
+        "InstanceType": config.instance_type,
+        "InstanceCount": INSTANCE_COUNT,
+        "VolumeSizeInGB": VOLUME_SIZE_GB,
+    }
+    if template.volume_kms_key is not None:
+        # Without it the volumes would fall back to SageMaker's default key, and an SCP that requires
+        # sagemaker:VolumeKmsKey would refuse the job the template passed.
+        resources["VolumeKmsKeyId"] = template.volume_kms_key
     output: dict[str, Any] = {
         "S3OutputPath": f"s3://{bucket}/{TRAINING_OUTPUT_PREFIX}/",
         "CompressionType": "GZIP",
@@ -207,7 +223,7 @@ def training_job_request(config: RetrainConfig, template: TemplateJob, name: str
         # The model store's key, not SageMaker's default (the account's aws/s3 key): model artifacts
         # stay under the key that guards the rest of the store. The training role may Encrypt with it.
         output["KmsKeyId"] = config.kms_key_arn
-    return {
+    request: dict[str, Any] = {
         "TrainingJobName": name,
         "HyperParameters": hyperparameters,
         "AlgorithmSpecification": {
@@ -223,19 +239,20 @@ def training_job_request(config: RetrainConfig, template: TemplateJob, name: str
             channel(DRIVERS_CHANNEL, template.drivers_uri),
         ],
         "OutputDataConfig": output,
-        "ResourceConfig": {
-            "InstanceType": config.instance_type,
-            "InstanceCount": INSTANCE_COUNT,
-            "VolumeSizeInGB": VOLUME_SIZE_GB,
-        },
+        "ResourceConfig": resources,
         "StoppingCondition": {"MaxRuntimeInSeconds": config.max_runtime_s},
         # train.py imports its siblings as training.<module> from the code channel.
         "Environment": {"PYTHONPATH": CODE_CONTAINER_PATH},
     }
+    if template.tags:
+        # As the launcher sends them (the SDK leaves Tags out when there are none).
+        request["Tags"] = [{"Key": key, "Value": value} for key, value in template.tags.items()]
+    return request
 
 
 def template_from_description(description: Mapping[str, Any]) -> TemplateJob | None:
-    """A ``DescribeTrainingJob`` response as a template, or None if it lacks the SDK's code channels."""
+    """A ``DescribeTrainingJob`` response as a template (without tags: ``with_tags``), or None if it
+    lacks the SDK's code channels."""
     channels = {
         c.get("ChannelName"): c.get("DataSource", {}).get("S3DataSource", {}).get("S3Uri")
         for c in description.get("InputDataConfig", [])
@@ -256,6 +273,17 @@ def template_from_description(description: Mapping[str, Any]) -> TemplateJob | N
         code_uri=code,
         drivers_uri=drivers,
         hyperparameters={str(k): str(v) for k, v in description.get("HyperParameters", {}).items()},
+        volume_kms_key=description.get("ResourceConfig", {}).get("VolumeKmsKeyId") or None,
+    )
+
+
+def with_tags(template: TemplateJob, tags: Iterable[Mapping[str, str]]) -> TemplateJob:
+    """The template with its job's ``ListTags`` entries, less AWS's own (``aws:``): no request sets those."""
+    return replace(
+        template,
+        tags={
+            tag["Key"]: tag["Value"] for tag in tags if not tag["Key"].lower().startswith(RESERVED_TAG_PREFIX)
+        },
     )
 
 

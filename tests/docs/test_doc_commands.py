@@ -397,7 +397,7 @@ REGISTRY: dict[str, Run | RunBy | RealAws] = {
         "edgeml replay tests/training/data/machine_temperature_head2500.csv "
         "--model build/runbook/model/model.onnx"
     ): Run(),
-    "edgeml deploy build/runbook/model/model.onnx --model-name pump": Run(),
+    "edgeml deploy build/runbook/model/model.onnx": Run(),
     "edgeml fleet --group canary": Run(),
     "edgeml promote --dry-run": Run(before=_canary_reports_healthy),
     "edgeml promote": Run(),

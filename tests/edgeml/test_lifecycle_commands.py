@@ -12,9 +12,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgeml.cli import EXIT_FAILED, EXIT_OK, main
+from edgeml.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from tests.edgeml.stand_ins import ServerPlane
-from tests.lambdas.lifecycle.helpers import BUCKET, CANARY, CANARY_THINGS, FLEET, MODEL_COMPONENT, model_bytes
+from tests.lambdas.lifecycle.helpers import (
+    BUCKET,
+    CANARY,
+    CANARY_THINGS,
+    FLEET,
+    MODEL_COMPONENT,
+    model_bytes,
+    training_metrics,
+)
+from tests.lambdas.publisher.onnx_models import build_model
 
 V1 = "20261124T200000Z-00000001"
 V2 = "20261125T200000Z-00000002"
@@ -121,3 +130,20 @@ def test_publish_component_creates_the_version_once(plane: ServerPlane, tmp_path
     )
     code, again = run(plane, *argv)
     assert (code, again["created"], again["component_arn"]) == (EXIT_OK, False, published["component_arn"])
+
+
+def test_deploy_names_a_model_file_after_its_metadata_and_refuses_another_name(plane: ServerPlane, tmp_path):
+    path = tmp_path / "named.onnx"
+    metrics = json.dumps(training_metrics())
+    path.write_bytes(
+        build_model(metadata={"model_version": V1, "model_name": "pump", "training_metrics": metrics})
+    )
+
+    code, refused = run(plane, "deploy", str(path), "--model-name", "anomaly-detector")
+    assert (code, refused) == (EXIT_USAGE, {})
+    assert "Contents" not in plane.plane.s3.list_objects_v2(Bucket=BUCKET, Prefix="models/")
+
+    code, deployed = run(plane, "deploy", str(path))
+    assert code == EXIT_OK
+    assert deployed["model"]["model_uri"] == f"s3://{BUCKET}/models/pump/{V1}/model.onnx"
+    assert deployed["model"]["model_name"] == "pump"

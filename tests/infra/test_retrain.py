@@ -96,7 +96,11 @@ def test_role_may_start_only_this_environments_jobs_and_pass_only_the_training_r
     pass_role = got.pop("PassTrainingRole")
     assert got == {
         "CreateTrainingJobs": (["sagemaker:CreateTrainingJob"], [OWN_JOBS], None),
+        # Tags in a create request need AddTags on the new job; only this function's jobs get it.
+        "TagCreatedTrainingJobs": (["sagemaker:AddTags"], [OWN_JOBS], None),
         "DescribeTrainingJobs": (["sagemaker:DescribeTrainingJob"], [SAGEMAKER_JOBS], None),
+        # The template's tags, copied into the new job.
+        "ReadTemplateJobTags": (["sagemaker:ListTags"], [SAGEMAKER_JOBS], None),
         # No resource-level permissions exist for listing.
         "ListTrainingJobs": (["sagemaker:ListTrainingJobs"], ["*"], None),
     }

@@ -54,11 +54,14 @@ from training.launch_config import (
     LocalTrainingError,
     charset_from_pattern,
     job_hyperparameters,
+    job_role_permissions,
     service_limits,
 )
 
 REGION = "us-east-1"
 BUCKET = "edgeml-model-store"
+ROLE_ARN = "arn:aws:iam::123456789012:role/edgeml-dev-training"
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 SKLEARN_IMAGE_US_EAST_1 = (
     "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-py312-cpu-py3"
 )
@@ -843,8 +846,9 @@ def test_charset_translation_refuses_what_it_cannot_read() -> None:
         ({"tags": {"k" * 129: "x"}}, "keys are 1-128 characters"),
         ({"tags": {"": "x"}}, "keys are 1-128 characters"),
         ({"tags": {"team": "v" * 257}}, "its value is 257 characters, at most 256"),
-        ({"output_kms_key": "my key"}, "output_kms_key must be a KMS key id or ARN"),
-        ({"volume_kms_key": ""}, "volume_kms_key must be a KMS key id or ARN"),
+        ({"output_kms_key": "my key"}, "output_kms_key must be a KMS key ARN like arn:aws:kms:"),
+        ({"volume_kms_key": ""}, "volume_kms_key must be a KMS key ARN like arn:aws:kms:"),
+        ({"output_kms_key": KEY_ARN + "x" * 2048}, "(at most 2048 characters)"),
     ],
 )
 def test_service_limits_are_config_errors(overrides: dict[str, object], message: str) -> None:
@@ -890,6 +894,72 @@ def test_a_limit_breach_exits_2_before_any_upload(aws: Aws, capsys: pytest.Captu
 
 # --------------------------------------------------------------------------------------------------
 # KMS
+
+KEY_ID = KEY_ARN.rsplit("/", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "alias/edgeml-dev-models",
+        KEY_ID,
+        "arn:aws:kms:us-east-1:123456789012:alias/edgeml-dev-models",
+        f"arn:aws:s3:::bucket/{KEY_ID}",
+    ],
+)
+@pytest.mark.parametrize("label", ["output_kms_key", "volume_kms_key"])
+def test_a_kms_key_that_is_no_key_arn_is_refused(label: str, key: str) -> None:
+    # SageMaker takes aliases and bare ids, but the role check (job_role_permissions) can only simulate
+    # KMS actions on the key's ARN: it used to skip them silently.
+    with pytest.raises(LaunchConfigError) as caught:
+        LaunchConfig.for_model_store(bucket=BUCKET, dataset="nab", role_arn=ROLE_ARN, **{label: key})
+    assert str(caught.value) == (
+        f"{label} must be a KMS key ARN like arn:aws:kms:us-east-1:123456789012:key/<key id> (at most 2048 "
+        f"characters), got {key!r}: the execution role's KMS permissions are checked on the key's ARN, "
+        "which an alias or a bare key id does not give. aws kms describe-key --key-id <alias or id> "
+        "--query KeyMetadata.Arn prints it"
+    )
+
+
+def test_key_arns_pass_and_the_output_keys_permissions_are_checked() -> None:
+    for key in (KEY_ARN, f"arn:aws-cn:kms:cn-north-1:123456789012:key/mrk-{KEY_ID.replace('-', '')}"):
+        cfg = LaunchConfig.for_model_store(
+            bucket=BUCKET, dataset="nab", role_arn=ROLE_ARN, output_kms_key=key, volume_kms_key=key
+        )
+        needs = job_role_permissions(cfg, cfg.job_layout("edgeml-train-20261125000000-abcdef"))
+        assert [(p.action, p.resource) for p in needs if p.action.startswith("kms:")] == [
+            ("kms:GenerateDataKey", key),
+            ("kms:Encrypt", key),
+            ("kms:Decrypt", key),
+        ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "variable"),
+    [
+        (["--output-kms-key", "alias/edgeml-dev-models"], None),
+        (["--volume-kms-key", KEY_ID], None),
+        ([], "TRAINING_OUTPUT_KMS_KEY"),
+        ([], "TRAINING_VOLUME_KMS_KEY"),
+    ],
+)
+def test_an_alias_or_key_id_exits_2_before_any_upload(
+    aws: Aws,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    variable: str | None,
+) -> None:
+    if variable is not None:
+        monkeypatch.setenv(variable, "alias/edgeml-dev-models")
+
+    code = main([*cloud_argv(aws), *flags], boto_session=aws.session)
+
+    out = json.loads(capsys.readouterr().out)
+    assert (code, out["error"]) == (2, "LaunchConfigError")
+    assert "must be a KMS key ARN" in out["message"]
+    assert aws.keys() == []
+    assert aws.create_requests == []
 
 
 def test_kms_keys_reach_the_request_from_flags_or_the_environment(

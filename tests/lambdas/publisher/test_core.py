@@ -477,10 +477,26 @@ def test_a_metadata_model_name_that_is_no_key_segment_is_refused() -> None:
         named_request(_job_request(declared=None), model)
 
 
-def test_a_model_key_keeps_naming_its_model() -> None:
-    # models/<name>/<version>/model.onnx was written under that name on purpose (edgeml publish --model-name).
+def test_a_model_key_names_a_model_whose_metadata_agrees_or_is_silent() -> None:
+    assert named_request(request(), validate_model(build_model(), max_bytes=1 << 20)) == request()
+    agreeing = validate_model(build_model(metadata={"model_name": "pump"}), max_bytes=1 << 20)
+    assert named_request(request(), agreeing) == request()
+
+
+def test_a_model_key_that_contradicts_the_models_name_publishes_nothing() -> None:
+    # The same refusal as for a training job's hyperparameter: one model, one name, however it arrives.
     model = validate_model(build_model(metadata={"model_name": "anomaly-detector"}), max_bytes=1 << 20)
-    assert named_request(request(), model) == request()
+    with pytest.raises(ModelValidationError) as caught:
+        named_request(request(), model)
+    assert str(caught.value) == (
+        f"model at s3://{BUCKET}/{KEY} declares model_name 'anomaly-detector', but its key names it 'pump'; "
+        f"nothing was published. Upload it under models/anomaly-detector/{MODEL_VERSION}/model.onnx"
+    )
+
     world = World()
     world.store.objects[(BUCKET, KEY)] = build_model(metadata={"model_name": "anomaly-detector"})
-    assert world.publish().model_uri == f"s3://{BUCKET}/{KEY}"
+    with pytest.raises(ModelValidationError, match="but its key names it 'pump'"):
+        world.publish()
+    assert world.store.puts == []
+    assert world.components.recipes == {}
+    assert world.deployments.created == []

@@ -167,3 +167,19 @@ def test_a_contradicted_model_name_hyperparameter_is_refused_before_anything_is_
     assert registry.get_model(MODEL_VERSION) is None
     assert registry.model_for_job("job-1") is None
     assert gg.list_deployments(targetArn=TARGET)["deployments"] == []
+
+
+def test_a_model_key_the_model_contradicts_is_refused_before_anything_is_recorded(
+    aws: tuple[Any, Any, Any],
+):
+    # edgeml publish model used to name the key after --model-name whatever the model said.
+    s3, ddb, gg = aws
+    key = model_key("anomaly-detector", MODEL_VERSION)
+    s3.put_object(Bucket=BUCKET, Key=key, Body=build_model(metadata={"model_name": "pump"}))
+
+    with pytest.raises(ModelValidationError, match="declares model_name 'pump', but its key names it"):
+        handler_module.handler(eventbridge_s3(key), FakeLambdaContext())
+
+    assert DynamoRegistry(TABLE, ddb).get_model(MODEL_VERSION) is None
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="components/")
+    assert gg.list_deployments(targetArn=TARGET)["deployments"] == []

@@ -19,6 +19,7 @@ from lambdas.retrain.core import (
     parse_alarm_event,
     template_from_description,
     training_job_request,
+    with_tags,
 )
 from lambdas.retrain.errors import BadRequestError, ConfigError, ForeignTemplateError
 from tests.lambdas.retrain.helpers import (
@@ -212,6 +213,37 @@ def test_request_encrypts_the_output_with_the_configured_key() -> None:
     }
     unkeyed = training_job_request(CONFIG, _template(), "edgeml-test-drift-20261124-204005")
     assert "KmsKeyId" not in unkeyed["OutputDataConfig"]
+
+
+def test_request_keeps_the_templates_volume_key_and_tags() -> None:
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    description = launcher_request("edgeml-test-train-20261101000000")
+    description["ResourceConfig"]["VolumeKmsKeyId"] = key
+    template = template_from_description(description)
+    assert template is not None
+    # AWS's own tags (e.g. from CloudFormation or a pipeline) cannot be set in a request.
+    tagged = with_tags(
+        template,
+        [
+            {"Key": "cost-center", "Value": "ml"},
+            {"Key": "aws:cloudformation:stack-name", "Value": "x"},
+            {"Key": "owner", "Value": "team-a"},
+        ],
+    )
+
+    request = training_job_request(CONFIG, tagged, "edgeml-test-drift-20261124-204005")
+
+    assert request["ResourceConfig"] == {
+        "InstanceType": "ml.m5.large",
+        "InstanceCount": 1,
+        "VolumeSizeInGB": 30,
+        "VolumeKmsKeyId": key,
+    }
+    assert request["Tags"] == [{"Key": "cost-center", "Value": "ml"}, {"Key": "owner", "Value": "team-a"}]
+    # A template without them gives a request without them (as the launcher sends none).
+    plain = training_job_request(CONFIG, with_tags(_template(), []), "edgeml-test-drift-20261124-204005")
+    assert "VolumeKmsKeyId" not in plain["ResourceConfig"]
+    assert "Tags" not in plain
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from lambdas.retrain.adapters import LIST_PAGE_SIZE, SageMakerTrainingJobs
+from lambdas.retrain.adapters import LIST_PAGE_SIZE, TAGS_PAGE_SIZE, SageMakerTrainingJobs
 from lambdas.retrain.core import TemplateJob
 from lambdas.retrain.handler import Dependencies, handle
 from tests.lambdas.retrain.helpers import BUCKET, CONFIG, PREFIX, alarm_event, launcher_request, sqs_event
@@ -63,6 +63,29 @@ def test_alarm_starts_one_training_job(sagemaker: Any) -> None:
         "sm_drivers": f"s3://edgeml-test-models/code/{PREFIX}-train/{TEMPLATE}/input/sm_drivers",
     }
     assert job["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
+
+
+def test_the_started_job_keeps_the_templates_volume_key_and_tags(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    monkeypatch.setattr(
+        "moto.sagemaker.models.utcnow", lambda: (NOW - timedelta(days=2)).replace(tzinfo=None)
+    )
+    with mock_aws():
+        client = boto3.client("sagemaker", region_name="us-east-1")
+        template = launcher_request(TEMPLATE)
+        template["ResourceConfig"]["VolumeKmsKeyId"] = key
+        template["Tags"] = [{"Key": "cost-center", "Value": "ml"}]
+        client.create_training_job(**template)
+        arn = client.describe_training_job(TrainingJobName=TEMPLATE)["TrainingJobArn"]
+        client.add_tags(ResourceArn=arn, Tags=[{"Key": "aws:cloudformation:stack-name", "Value": "x"}])
+
+        assert handle(sqs_event(alarm_event()), deps(client)) == {"batchItemFailures": []}
+
+        job = client.describe_training_job(TrainingJobName=EPISODE)
+        assert job["ResourceConfig"]["VolumeKmsKeyId"] == key
+        assert client.list_tags(ResourceArn=job["TrainingJobArn"])["Tags"] == [
+            {"Key": "cost-center", "Value": "ml"}
+        ]
 
 
 def test_duplicate_alarm_event_starts_one_job(sagemaker: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -232,6 +255,7 @@ def test_every_not_found_wording_lets_the_episode_start_its_job(code: str, messa
         stub.add_response(
             "describe_training_job", _description(TEMPLATE), expected_params={"TrainingJobName": TEMPLATE}
         )
+        stub.add_response("list_tags", {"Tags": []})
         stub.add_response(
             "create_training_job", {"TrainingJobArn": f"arn:aws:sagemaker:us-east-1:1:training-job/{EPISODE}"}
         )
@@ -336,8 +360,14 @@ def test_the_template_search_reads_big_pages_and_stops_at_the_newest_completed_j
         stub.add_response(
             "describe_training_job", _description(TEMPLATE), expected_params={"TrainingJobName": TEMPLATE}
         )
+        stub.add_response(
+            "list_tags",
+            {"Tags": [{"Key": "cost-center", "Value": "ml"}]},
+            expected_params={"ResourceArn": summary["TrainingJobArn"], "MaxResults": TAGS_PAGE_SIZE},
+        )
 
         template = SageMakerTrainingJobs(client).newest_completed(PREFIX)
 
         stub.assert_no_pending_responses()
     assert template is not None
+    assert template.tags == {"cost-center": "ml"}
