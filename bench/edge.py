@@ -252,7 +252,7 @@ class PacedQueueSource:
 
 
 def make_app(model: LoadedModel, source: Any, spool_path: Path) -> tuple[DetectorApp, Spool]:
-    spool = Spool(spool_path)
+    spool = Spool(spool_path, ack_mode=False)  # the component's default configuration (no ackTimeoutS)
     app = DetectorApp(
         engine=ScoringEngine(model, batch_size=256, max_streams=1_000_000),
         source=source,

@@ -543,7 +543,12 @@ def _open_spool(config: ComponentConfig, stack: contextlib.ExitStack) -> Spool:
     """The durable spool, with the events a killed run left open moved into it."""
     if config.spool_path == IN_MEMORY:
         log.warning("spool is in memory: events not yet sent are lost if the process dies (use --spool)")
-    spool = Spool(config.spool_path, max_bytes=config.spool_max_bytes, policy=config.spool_policy)
+    spool = Spool(
+        config.spool_path,
+        max_bytes=config.spool_max_bytes,
+        policy=config.spool_policy,
+        ack_mode=config.ack_timeout_s > 0,
+    )
     stack.callback(spool.close)
     # Before the first batch can checkpoint a new open event over an old one of the same stream.
     interrupted = spool.recover_open_events()

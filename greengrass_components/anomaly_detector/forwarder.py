@@ -75,6 +75,8 @@ class Forwarder:
             )
         if ack_max_resends < 1:
             raise ValueError(f"ack_max_resends must be >= 1, got {ack_max_resends}")
+        if ack_timeout_s > 0 and not spool.ack_mode:
+            raise ValueError("ack mode needs a spool opened with ack_mode=True (it keeps the due order)")
         self._spool = spool
         self._transport = transport
         self._retry_initial_s = retry_initial_s

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from greengrass_components.anomaly_detector.errors import SpoolError
 from greengrass_components.anomaly_detector.forwarder import Forwarder
 from greengrass_components.anomaly_detector.spool import Spool, SpooledEvent, SpoolItem
 from greengrass_components.anomaly_detector.transport import InMemoryTransport
@@ -366,3 +367,28 @@ def test_a_new_or_empty_spool_logs_no_migration(tmp_path: Path) -> None:
         Spool(tmp_path / "spool.db").close()
     assert indexes(tmp_path / "spool.db") == {"outbox_event_id", *DUE_ORDER_INDEXES}
     assert [r for r in records if r.getMessage().startswith("spool migrated")] == []
+
+
+def test_a_spool_without_ack_mode_keeps_no_due_order_index_and_drops_those_left(tmp_path: Path) -> None:
+    # Without ack mode every row is unsent until deleted: the due-order indexes would only cost writes.
+    path = tmp_path / "spool.db"
+    Spool(path).close()  # an ack-mode run left them
+    assert indexes(path) == {"outbox_event_id", *DUE_ORDER_INDEXES}
+
+    plain = Spool(path, ack_mode=False)
+    plain.put(event_id="e1", stream="s", topic="t", payload=b"{}", created_at=1.0)
+    assert [e.event_id for e in plain.peek()] == ["e1"]
+    with pytest.raises(SpoolError, match="ack_mode=True"):
+        plain.peek_due(10, now=2.0, ack_timeout_s=60.0)
+    plain.close()
+    assert indexes(path) == {"outbox_event_id"}
+
+    again = Spool(path)  # ack mode again: the indexes come back, the row is there
+    assert [e.event_id for e in again.peek_due(10, now=2.0, ack_timeout_s=60.0)] == ["e1"]
+    again.close()
+    assert indexes(path) == {"outbox_event_id", *DUE_ORDER_INDEXES}
+
+
+def test_an_ack_mode_forwarder_refuses_a_spool_opened_without_ack_mode() -> None:
+    with pytest.raises(ValueError, match="ack_mode=True"):
+        Forwarder(Spool(":memory:", ack_mode=False), InMemoryTransport(), ack_timeout_s=60.0)
