@@ -194,7 +194,10 @@ def _grants(document: object) -> frozenset[Grant]:
     statements = document.get("Statement", [])
     found: set[Grant] = set()
     for statement in statements if isinstance(statements, list) else [statements]:
-        if not isinstance(statement, dict):
+        if not isinstance(statement, dict) or not {"Action", "Resource"} <= statement.keys():
+            # NotAction / NotResource (or a malformed statement) grants more than any product of
+            # actions and resources: kept whole, so it always shows as a difference.
+            found.add(("statement", json.dumps(statement, sort_keys=True), "", ""))
             continue
         rest = json.dumps(
             {k: v for k, v in statement.items() if k not in {"Sid", "Effect", "Action", "Resource"}},
@@ -226,5 +229,7 @@ def _describe_difference(*, extra: frozenset[Grant], missing: frozenset[Grant]) 
 
 def _grant_text(grant: Grant) -> str:
     effect, action, resource, rest = grant
+    if effect == "statement":
+        return f"the statement {action}"
     text = f"{action} on {resource}" if effect == "Allow" else f"{effect} {action} on {resource}"
     return text if rest == "{}" else f"{text} with {rest}"

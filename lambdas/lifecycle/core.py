@@ -933,7 +933,7 @@ class Attention(StrEnum):
     REFUSED = "refused"
     # Canary devices whose heartbeats carry no anomaly counter (an inference component older than the
     # heartbeat's `anomalous_windows`): the rate check cannot run, so the canary waits until a person
-    # updates the component or promotes by hand.
+    # updates the component; the rate is judged once enough windows are counted after the update.
     RATE_UNJUDGED = "rate-unjudged"
 
 

@@ -307,7 +307,11 @@ def _check_anomaly_rate(
 
 
 def _counts_anomalies(heartbeats: Sequence[HeartbeatSample], model_version: str) -> bool:
-    return all(h.anomalous_windows is not None for h in heartbeats if h.model_version == model_version)
+    """Whether the model's newest heartbeat carries the anomaly counter. Older ones without it (before the
+    component was updated) do not matter: ``model_counts`` starts afresh where the counter appears, and
+    the usual ``min_windows`` decides when enough has been counted since."""
+    beats = sorted((h for h in heartbeats if h.model_version == model_version), key=lambda h: h.timestamp)
+    return not beats or beats[-1].anomalous_windows is not None
 
 
 def model_counts(heartbeats: Sequence[HeartbeatSample], model_version: str) -> tuple[float, float]:

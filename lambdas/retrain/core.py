@@ -89,6 +89,7 @@ class TemplateJob:
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
     volume_kms_key: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    instance_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,9 @@ def training_job_request(config: RetrainConfig, template: TemplateJob, name: str
         "InstanceCount": INSTANCE_COUNT,
         "VolumeSizeInGB": VOLUME_SIZE_GB,
     }
-    if template.volume_kms_key is not None:
+    # Only with the instance type it ran on: SageMaker refuses a volume key on types with local NVMe
+    # storage (e.g. ml.g4dn.*, ml.m5d.*), and a retraining on another type must not fail for it.
+    if template.volume_kms_key is not None and template.instance_type == config.instance_type:
         # Without it the volumes would fall back to SageMaker's default key, and an SCP that requires
         # sagemaker:VolumeKmsKey would refuse the job the template passed.
         resources["VolumeKmsKeyId"] = template.volume_kms_key
@@ -274,6 +277,7 @@ def template_from_description(description: Mapping[str, Any]) -> TemplateJob | N
         drivers_uri=drivers,
         hyperparameters={str(k): str(v) for k, v in description.get("HyperParameters", {}).items()},
         volume_kms_key=description.get("ResourceConfig", {}).get("VolumeKmsKeyId") or None,
+        instance_type=description.get("ResourceConfig", {}).get("InstanceType") or None,
     )
 
 

@@ -113,6 +113,18 @@ def test_same_grants_in_another_layout_count_as_unchanged(moto_url: str, iot: An
     assert (code, result["status"]) == (EXIT_OK, "unchanged")
 
 
+def test_a_statement_with_not_resource_or_not_action_is_a_difference(moto_url: str, iot: Any) -> None:
+    # Such a statement grants far more than any list of actions and resources: never "unchanged".
+    broad = render_device_policy("gw-01", SCOPE)
+    broad["Statement"].append(
+        {"Effect": "Allow", "NotAction": "iot:DeleteThingShadow", "Resource": "*"}  # type: ignore[typeddict-item]
+    )
+    iot.create_policy(policyName=POLICY, policyDocument=json.dumps(broad))
+    code, _result, _text = run(moto_url)
+    assert code == EXIT_FAILED
+    assert default_document(iot) == broad
+
+
 def test_a_differing_policy_is_reported_and_left_alone(
     moto_url: str, iot: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -219,3 +219,15 @@ def test_an_interval_where_the_counter_appears_counts_nothing_instead_of_the_who
         beat(2, "new", 7000, 140),  # 2 % over this interval
     ]
     assert model_counts(beats, "new") == (20.0, 1000.0)
+
+
+def test_heartbeats_without_the_counter_before_an_update_do_not_block_judging_after_it():
+    # The component was updated: older heartbeats under the model lack the counter, newer ones carry it.
+    beats = [
+        HeartbeatSample("2026-11-24T20:00:00.000000Z", "new", 1000, None),
+        HeartbeatSample("2026-11-24T20:01:00.000000Z", "new", 2000, None),
+        beat(2, "new", 3000, 10),
+        beat(3, "new", 4000, 20),  # 1 % over the interval counted since the update
+    ]
+    health = assess_device(report(), EXPECTED, heartbeats=beats, policy=POLICY)
+    assert (health.state, health.anomaly_rate, health.rate_unjudged) == (HealthState.HEALTHY, 0.01, False)

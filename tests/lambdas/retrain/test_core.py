@@ -266,3 +266,17 @@ def test_a_template_outside_this_environments_code_prefix_is_refused(channel: st
         caught.value
     )
     check_template(CONFIG, template)  # the launcher's own layout passes
+
+
+def test_the_volume_key_is_kept_only_on_the_instance_type_it_ran_on() -> None:
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    description = launcher_request("edgeml-test-train-20261101000000")
+    description["ResourceConfig"]["VolumeKmsKeyId"] = key
+    template = template_from_description(description)
+    assert template is not None
+    local_storage = replace(CONFIG, instance_type="ml.g4dn.xlarge")  # refuses a volume key
+
+    request = training_job_request(local_storage, template, "edgeml-test-drift-20261124-204005")
+
+    assert request["ResourceConfig"]["InstanceType"] == "ml.g4dn.xlarge"
+    assert "VolumeKmsKeyId" not in request["ResourceConfig"]
