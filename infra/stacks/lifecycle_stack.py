@@ -25,13 +25,13 @@ from constructs import Construct
 
 from infra import nag
 from infra.config import INFERENCE_COMPONENT_NAME, MODEL_COMPONENT_NAME, DeployTarget, PlatformConfig
-from infra.parts.fleet import Fleet, iot_arn
+from infra.parts.fleet import Fleet
 from infra.parts.ingest import drift_metric_namespace
 from infra.parts.lifecycle import ModelLifecycle
 from infra.parts.lineage import LineageRegistry
 from infra.parts.model_store import ModelStore
 from infra.stacks.common import acknowledge_lambda_defaults, log_retention, removal_policy
-from infra.stacks.publisher_stack import greengrass_arn
+from infra.stacks.deployment_grants import DeploymentGrants, greengrass_arn
 from lambdas.lifecycle.config import (
     ENV_AUTO_ROLLBACK,
     ENV_CANARY_THING_GROUP_ARN,
@@ -108,23 +108,12 @@ class LifecycleStack(Stack):
             removal_policy=removal_policy(config),
         )
 
-        deployments = greengrass_arn("deployments:*")
         core_devices = greengrass_arn("coreDevices:*")
-        jobs = iot_arn("job/*")
-        things = iot_arn("thing/*")
         groups = [fleet.canary_group.attr_arn, fleet.fleet_group.attr_arn]
+        # Promotion deploys to the fleet group, rollback to either group.
+        grants = DeploymentGrants(groups=tuple(groups))
         statements = [
-            iam.PolicyStatement(
-                sid="ListDeployments", actions=["greengrass:ListDeployments"], resources=["*"]
-            ),
-            iam.PolicyStatement(
-                sid="ReadDeployments", actions=["greengrass:GetDeployment"], resources=[deployments]
-            ),
-            # Promotion deploys to the fleet group, rollback to either group. No resource type: "*" is the
-            # only resource IAM matches; the target is scoped on iot:CreateJob below.
-            iam.PolicyStatement(
-                sid="CreateDeployment", actions=["greengrass:CreateDeployment"], resources=["*"]
-            ),
+            *grants.statements(),
             # What each canary device reports: its deployment outcome and its components' states.
             iam.PolicyStatement(
                 sid="CoreDeviceStatus",
@@ -132,28 +121,9 @@ class LifecycleStack(Stack):
                 resources=[core_devices],
             ),
             iam.PolicyStatement(
-                sid="DescribeTargetGroups", actions=["iot:DescribeThingGroup"], resources=groups
-            ),
-            # Where CreateDeployment's target is enforced: the job Greengrass creates targets a group.
-            iam.PolicyStatement(
-                sid="CreateDeploymentJobs", actions=["iot:CreateJob"], resources=[jobs, *groups]
-            ),
-            # These take only a job resource.
-            iam.PolicyStatement(
-                sid="DeploymentJobs",
-                actions=["iot:DescribeJob", "iot:UpdateJob", "iot:CancelJob"],
-                resources=[jobs],
-            ),
-            # The SAR lists these as dependent actions of ListEffectiveDeployments, GetDeployment and
-            # ListDeployments; read only, on this account's things (a device's job execution is
-            # authorized against its job or its thing).
-            iam.PolicyStatement(
-                sid="DeviceDeploymentReads",
-                actions=["iot:DescribeThing", "iot:GetThingShadow"],
-                resources=[things],
-            ),
-            iam.PolicyStatement(
-                sid="DeviceJobExecutions", actions=["iot:DescribeJobExecution"], resources=[jobs, things]
+                sid="DeviceJobExecutions",
+                actions=["iot:DescribeJobExecution"],
+                resources=[grants.jobs, grants.things],
             ),
             # Group membership from IoT: Greengrass lists only devices that already succeeded.
             iam.PolicyStatement(sid="GroupMembers", actions=["iot:ListThingsInThingGroup"], resources=groups),
@@ -182,27 +152,12 @@ class LifecycleStack(Stack):
         policy = iam.Policy(self, "LifecyclePolicy", statements=statements)
         policy.attach_to_role(self.lifecycle.role)
 
-        for resource, reason in (
-            (
-                deployments,
-                "Deployment ids are minted by CreateDeployment itself; GetDeployment reads them back.",
-            ),
-            (
-                core_devices,
-                "The canary's core devices are whoever is in the group at run time; names are not known.",
-            ),
-            (jobs, "Greengrass names the IoT job of each deployment; CreateJob is scoped to the two groups."),
-            (
-                things,
-                "Read-only dependent actions of Greengrass status reads; devices are not known by name.",
-            ),
-            (
-                "*",
-                "greengrass:CreateDeployment and ListDeployments support no resource-level permissions "
-                "(SAR: no resource type); the target is scoped on iot:CreateJob and iot:DescribeThingGroup.",
-            ),
-        ):
-            nag.acknowledge(policy, nag.wildcard_resource(self, resource), reason)
+        nag.acknowledge(
+            policy,
+            nag.wildcard_resource(self, core_devices),
+            "The canary's core devices are whoever is in the group at run time; names are not known.",
+        )
+        grants.acknowledge_wildcards(policy)
 
         acknowledge_lambda_defaults(self.lifecycle.role)
 

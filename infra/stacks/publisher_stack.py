@@ -17,17 +17,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Aws, CfnOutput, Stack
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra import nag
 from infra.config import INFERENCE_COMPONENT_NAME, MODEL_COMPONENT_NAME, DeployTarget, PlatformConfig
-from infra.parts.fleet import Fleet, iot_arn
+from infra.parts.fleet import Fleet
 from infra.parts.lineage import LineageRegistry
 from infra.parts.model_store import COMPONENTS_PREFIX, MODELS_PREFIX, ModelStore
 from infra.parts.publisher import TRAINING_MODEL_WILDCARD, Publisher
 from infra.stacks.common import acknowledge_lambda_defaults, log_retention, removal_policy
+from infra.stacks.deployment_grants import DeploymentGrants, greengrass_arn
 
 # Environment variable names read by lambdas/publisher/config.py.
 ENV_MODEL_BUCKET = "MODEL_BUCKET"
@@ -41,10 +42,6 @@ ENV_LINEAGE_TABLE = "LINEAGE_TABLE"
 ENV_CANARY_THING_GROUP_ARN = "CANARY_THING_GROUP_ARN"
 ENV_FLEET_THING_GROUP_ARN = "FLEET_THING_GROUP_ARN"
 POWERTOOLS_SERVICE_NAME = "model-publisher"
-
-
-def greengrass_arn(resource: str) -> str:
-    return f"arn:{Aws.PARTITION}:greengrass:{Aws.REGION}:{Aws.ACCOUNT_ID}:{resource}"
 
 
 class PublisherStack(Stack):
@@ -95,11 +92,8 @@ class PublisherStack(Stack):
         models, model_artifacts, training_models = (model_store.object_arn(keys) for keys in readable_keys)
         model_component = greengrass_arn(f"components:{MODEL_COMPONENT_NAME}")
         model_versions = f"{model_component}:versions:*"
-        deployments = greengrass_arn("deployments:*")
-        jobs = iot_arn("job/*")
-        things = iot_arn("thing/*")
         # Promotion from the canary group to the fleet uses the same function, so both groups are in scope.
-        groups = [fleet.canary_group.attr_arn, fleet.fleet_group.attr_arn]
+        grants = DeploymentGrants(groups=(fleet.canary_group.attr_arn, fleet.fleet_group.attr_arn))
 
         statements = [
             # Read the announced model; write the version-addressed copy of a SageMaker model.tar.gz's ONNX.
@@ -142,36 +136,7 @@ class PublisherStack(Stack):
                 actions=["greengrass:DescribeComponent", "greengrass:GetComponent"],
                 resources=[model_versions],
             ),
-            # No resource type (see the module docstring): "*" is the only resource IAM matches.
-            iam.PolicyStatement(
-                sid="CreateDeployment", actions=["greengrass:CreateDeployment"], resources=["*"]
-            ),
-            iam.PolicyStatement(
-                sid="ReadDeployments", actions=["greengrass:GetDeployment"], resources=[deployments]
-            ),
-            iam.PolicyStatement(
-                sid="ListDeployments", actions=["greengrass:ListDeployments"], resources=["*"]
-            ),
-            iam.PolicyStatement(
-                sid="DescribeTargetGroups", actions=["iot:DescribeThingGroup"], resources=groups
-            ),
-            # Where CreateDeployment's target is enforced: the job Greengrass creates targets a group.
-            iam.PolicyStatement(
-                sid="CreateDeploymentJobs", actions=["iot:CreateJob"], resources=[jobs, *groups]
-            ),
-            # These take only a job resource.
-            iam.PolicyStatement(
-                sid="DeploymentJobs",
-                actions=["iot:DescribeJob", "iot:UpdateJob", "iot:CancelJob"],
-                resources=[jobs],
-            ),
-            # The SAR lists these as dependent actions of GetDeployment and ListDeployments (and
-            # CreateDeployment); read only, on this account's things.
-            iam.PolicyStatement(
-                sid="DeploymentTargetReads",
-                actions=["iot:DescribeThing", "iot:GetThingShadow"],
-                resources=[things],
-            ),
+            *grants.statements(),
             # The lineage registry (lambdas/lifecycle/registry.py): item reads and writes and per-model /
             # per-target queries on the table; it has no index. Transactions authorize as Put/Update.
             iam.PolicyStatement(
@@ -205,22 +170,9 @@ class PublisherStack(Stack):
                 "Job names are minted per training run; only each job's output/model.tar.gz is readable.",
             ),
             (model_versions, "Every version of the one model component; versions are minted per model."),
-            (
-                deployments,
-                "Deployment ids are minted by CreateDeployment itself; GetDeployment reads them back.",
-            ),
-            (jobs, "Greengrass names the IoT job of each deployment; CreateJob is scoped to the two groups."),
-            (
-                things,
-                "Read-only dependent actions of Greengrass deployment reads; devices are not known by name.",
-            ),
-            (
-                "*",
-                "greengrass:CreateDeployment and ListDeployments support no resource-level permissions "
-                "(SAR: no resource type); the target is scoped on iot:CreateJob and iot:DescribeThingGroup.",
-            ),
         ):
             nag.acknowledge(policy, nag.wildcard_resource(self, resource), reason)
+        grants.acknowledge_wildcards(policy)
 
         acknowledge_lambda_defaults(self.publisher.role)
 

@@ -236,7 +236,7 @@ def test_exact_lifecycle_statements(statements: dict[str, dict[str, Any]]) -> No
         "DescribeTargetGroups": (["iot:DescribeThingGroup"], groups),
         "CreateDeploymentJobs": (["iot:CreateJob"], [f"{IOT}job/*", *groups]),
         "DeploymentJobs": (["iot:DescribeJob", "iot:UpdateJob", "iot:CancelJob"], [f"{IOT}job/*"]),
-        "DeviceDeploymentReads": (["iot:DescribeThing", "iot:GetThingShadow"], [f"{IOT}thing/*"]),
+        "DeploymentTargetReads": (["iot:DescribeThing", "iot:GetThingShadow"], [f"{IOT}thing/*"]),
         "DeviceJobExecutions": (["iot:DescribeJobExecution"], [f"{IOT}job/*", f"{IOT}thing/*"]),
         "GroupMembers": (["iot:ListThingsInThingGroup"], groups),
         "LineageRegistry": (
