@@ -213,7 +213,14 @@ def assess_device(
     unjudged = False
     if heartbeats is not None and not failed and not pending:
         unjudged = not _counts_anomalies(heartbeats, expected.model_version)
-        rate, baseline = _check_anomaly_rate(heartbeats, expected, policy, failed, pending)
+        if unjudged:
+            # Counting them as 0 would pass any model: the rate stays unjudged, and promotion waits.
+            pending.append(
+                f"heartbeats under model {expected.model_version} carry no {ANOMALIES_COUNTER!r} counter "
+                "(an inference component too old to send it); its anomaly rate cannot be judged"
+            )
+        else:
+            rate, baseline = _check_anomaly_rate(heartbeats, expected, policy, failed, pending)
     if failed:
         return DeviceHealth(name, HealthState.FAILED, tuple(failed + pending), rate, baseline, deployed)
     if pending:
@@ -273,13 +280,6 @@ def _check_anomaly_rate(
     failed: list[str],
     pending: list[str],
 ) -> tuple[float | None, float | None]:
-    if not _counts_anomalies(heartbeats, expected.model_version):
-        # Counting them as 0 would pass any model: the rate stays unjudged, and promotion waits.
-        pending.append(
-            f"heartbeats under model {expected.model_version} carry no {ANOMALIES_COUNTER!r} counter "
-            "(an inference component too old to send it); its anomaly rate cannot be judged"
-        )
-        return None, None
     anomalies, windows = model_counts(heartbeats, expected.model_version)
     if windows < policy.min_windows:
         pending.append(

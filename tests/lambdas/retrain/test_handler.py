@@ -224,6 +224,14 @@ def _description(name: str) -> dict[str, Any]:
     }
 
 
+def _summary(name: str) -> dict[str, Any]:
+    """ListTrainingJobs' entry for the completed launcher job of ``_description``."""
+    return {
+        k: _description(name)[k]
+        for k in ("TrainingJobName", "TrainingJobArn", "CreationTime", "TrainingJobStatus")
+    }
+
+
 @pytest.mark.parametrize(
     ("code", "message"),
     [
@@ -236,12 +244,7 @@ def _description(name: str) -> dict[str, Any]:
 )
 def test_every_not_found_wording_lets_the_episode_start_its_job(code: str, message: str) -> None:
     client = boto3.client("sagemaker", region_name="us-east-1")
-    summary = {
-        "TrainingJobName": TEMPLATE,
-        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{TEMPLATE}",
-        "CreationTime": NOW - timedelta(days=2),
-        "TrainingJobStatus": "Completed",
-    }
+    summary = _summary(TEMPLATE)
     with Stubber(client) as stub:
         stub.add_client_error(
             "describe_training_job",
@@ -339,12 +342,7 @@ def test_the_template_search_reads_big_pages_and_stops_at_the_newest_completed_j
     # Real SageMaker filters StatusEquals after reading a page, and jobs are never deleted: reading every
     # page of 10 would grow with the account's whole history.
     client = boto3.client("sagemaker", region_name="us-east-1")
-    summary = {
-        "TrainingJobName": TEMPLATE,
-        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{TEMPLATE}",
-        "CreationTime": NOW - timedelta(days=2),
-        "TrainingJobStatus": "Completed",
-    }
+    summary = _summary(TEMPLATE)
     with Stubber(client) as stub:
         stub.add_response(
             "list_training_jobs",
